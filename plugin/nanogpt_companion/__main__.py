@@ -1,0 +1,3 @@
+from nanogpt_companion.cli import main
+
+raise SystemExit(main())

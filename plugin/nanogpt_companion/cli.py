@@ -1,0 +1,332 @@
+"""Command line: ``serve`` | ``doctor`` | ``install-extension`` | ``catalog``. Thin: parse, then call in."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from pydantic import ValidationError
+
+from nanogpt_companion import __version__
+from nanogpt_companion.config import DEFAULT_PORT, Settings, load_settings
+
+log = logging.getLogger("nanogpt_companion")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--sillytavern", type=Path, metavar="DIR", help="SillyTavern install directory")
+    where.add_argument("--data-root", type=Path, metavar="DIR", help="SillyTavern data root (instead of DIR)")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
+    parser.add_argument("--upstream", metavar="URL", help="NanoGPT API base (default https://nano-gpt.com/api)")
+    parser.add_argument("--state-dir", type=Path, metavar="DIR", help="where the SQLite store lives")
+    parser.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nanogpt-companion",
+        description="NanoGPT Companion for SillyTavern: catalogue, balance and quota, settings doctor.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the companion service")
+    _add_common(serve)
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help=f"port to bind (default {DEFAULT_PORT})")
+    serve.add_argument("--allow-origin", action="append", dest="allow_origins", metavar="ORIGIN",
+                       help="extra browser origin allowed by CORS (repeatable)")
+    serve.add_argument("--allow-host", action="append", dest="allow_hosts", metavar="NAME",
+                       help="extra Host name accepted, e.g. a LAN address you bind to (repeatable)")
+    serve.add_argument("--no-watch", action="store_true", help="do not watch SillyTavern's settings files")
+
+    doctor = sub.add_parser("doctor", help="check SillyTavern's settings for NanoGPT problems")
+    _add_common(doctor)
+    doctor.add_argument("--user", metavar="HANDLE", help="only this ST user")
+    doctor.add_argument("--fix", action="store_true", help="apply the fixes (safely; undo via the service)")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--offline", action="store_true", help="do not contact NanoGPT (fewer checks)")
+
+    install = sub.add_parser("install-extension", help="install the SillyTavern UI extension")
+    install.add_argument("--sillytavern", type=Path, metavar="DIR", required=True, help="SillyTavern directory")
+    scope = install.add_mutually_exclusive_group()
+    scope.add_argument("--user", metavar="HANDLE", help="install for this ST user (default: default-user)")
+    scope.add_argument("--global", dest="global_install", action="store_true", help="install for all users")
+    install.add_argument("--link", action="store_true", help="symlink instead of copying (development)")
+    install.add_argument("--uninstall", action="store_true", help="remove what was installed")
+    install.add_argument("--server-plugin", action="store_true",
+                         help="also install the ST server plugin (for ST opened from another device)")
+    install.add_argument("--enable-server-plugins", action="store_true",
+                         help="set enableServerPlugins: true in ST's config.yaml (a backup is made first)")
+
+    catalog = sub.add_parser("catalog", help="print the NanoGPT model catalogue")
+    _add_common(catalog)
+    catalog.add_argument("--tier", choices=["v1", "subscription", "paid", "personalized"])
+    catalog.add_argument("--query", "-q", metavar="TEXT", help="filter by id, name or vendor")
+    catalog.add_argument("--sort", choices=["name", "price", "context", "newest"], default="name")
+    catalog.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    return load_settings(
+        args.config,
+        sillytavern=args.sillytavern,
+        data_root=args.data_root,
+        upstream=args.upstream,
+        state_dir=args.state_dir,
+        log_level=args.log_level,
+        **extra,
+    )
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "doctor":
+            return asyncio.run(_doctor(args))
+        if args.command == "install-extension":
+            return _install(args)
+        if args.command == "catalog":
+            return asyncio.run(_catalog(args))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        print(f"error: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web  # noqa: PLC0415 - keep `--help` and the other commands fast
+
+    from nanogpt_companion.web.app import init_app  # noqa: PLC0415
+
+    settings = _settings(
+        args,
+        host=args.host,
+        port=args.port,
+        allow_origins=args.allow_origins,
+        allow_hosts=args.allow_hosts,
+        watch=False if args.no_watch else None,
+    )
+    _configure_logging(settings.log_level)
+    if settings.sillytavern is not None and not settings.sillytavern.is_dir():
+        raise ValueError(f"SillyTavern directory not found: {settings.sillytavern}")
+    if settings.data_root is not None and not settings.data_root.is_dir():
+        raise ValueError(f"SillyTavern data root not found: {settings.data_root}")
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    app = init_app(settings)
+    log.info("NanoGPT Companion %s on %s (upstream %s)", __version__, settings.public_url, settings.upstream)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=5.0,
+        handle_signals=True,
+    )
+    log.info("stopped")
+    return 0
+
+
+@asynccontextmanager
+async def _offline_services(settings: Settings) -> AsyncIterator[dict[str, Any]]:
+    from nanogpt_companion.account import AccountService  # noqa: PLC0415
+    from nanogpt_companion.catalog import CatalogService  # noqa: PLC0415
+    from nanogpt_companion.doctor_service import DoctorService  # noqa: PLC0415
+    from nanogpt_companion.events import EventBus  # noqa: PLC0415
+    from nanogpt_companion.nanogpt.client import NanoGPTClient  # noqa: PLC0415
+    from nanogpt_companion.store import Store  # noqa: PLC0415
+    from nanogpt_companion.users import UserRegistry  # noqa: PLC0415
+    from nanogpt_companion.web.app import resolve_data_root  # noqa: PLC0415
+
+    data_root, _ = resolve_data_root(settings)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    async with aiohttp.ClientSession() as session:
+        client = NanoGPTClient(session, settings.upstream, request_timeout=min(settings.upstream_timeout, 15.0))
+        store = Store(settings.database_path)
+        await store.open()
+        try:
+            users = UserRegistry(
+                data_root=data_root,
+                state_dir=settings.state_dir,
+                public_url=settings.public_url,
+                config_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            )
+            users.refresh()
+            bus = EventBus()
+            catalog = CatalogService(client, store, ttl=settings.catalog_ttl)
+
+            async def key_for(handle: str) -> Any:
+                return users.key_for(handle)
+
+            account = AccountService(client, store, bus, key_for=key_for)
+            doctor = (
+                DoctorService(users=users, store=store, bus=bus, catalog=catalog, account=account, settings=settings)
+                if data_root is not None
+                else None
+            )
+            yield {"users": users, "catalog": catalog, "account": account, "doctor": doctor, "client": client}
+            await catalog.close()
+        finally:
+            await store.close()
+
+
+async def _service_running(settings: Settings) -> bool:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(
+            f"http://127.0.0.1:{settings.port}/health", timeout=aiohttp.ClientTimeout(total=1)
+        ) as response:
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def _doctor(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _configure_logging(settings.log_level if args.log_level else "WARNING")
+    if settings.sillytavern is None and settings.data_root is None:
+        print("error: give --sillytavern DIR (or --data-root DIR)", file=sys.stderr)
+        return 2
+    if args.offline:
+        settings = settings.model_copy(update={"upstream": "http://127.0.0.1:9"})  # nothing listens there
+    running = args.fix and await _service_running(settings)
+    async with _offline_services(settings) as services:
+        users, doctor = services["users"], services["doctor"]
+        handles = [args.user] if args.user else users.handles()
+        if args.user and args.user not in users.handles():
+            print(f"error: no SillyTavern user {args.user!r} (found: {', '.join(users.handles()) or 'none'})",
+                  file=sys.stderr)
+            return 2
+        reports: dict[str, Any] = {}
+        for handle in handles:
+            await doctor.check_user(handle, act=False)
+            if args.fix and running:
+                print(
+                    f"note: the companion service is running; fixing {handle} through it so an open ST tab "
+                    "gets the fix live instead of having it overwritten.",
+                    file=sys.stderr,
+                )
+                reports[handle] = {"results": await _fix_via_service(settings, users, handle)}
+            elif args.fix:
+                print(
+                    f"warning: fixing {handle}'s files directly. If a SillyTavern tab is open for {handle}, "
+                    "reload it now, or ST will overwrite the fix on its next save.",
+                    file=sys.stderr,
+                )
+                reports[handle] = {"results": [r.as_json() for r in await doctor.apply(handle, None)]}
+            reports[handle] = {**(await doctor.report(handle)), **reports.get(handle, {})}
+    if args.json:
+        sys.stdout.write(orjson.dumps(reports, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        _print_doctor(reports)
+    has_problems = any(f["severity"] != "info" for r in reports.values() for f in r["findings"])
+    return 1 if has_problems and not args.fix else 0
+
+
+async def _fix_via_service(settings: Settings, users: Any, handle: str) -> list[dict[str, Any]]:
+    token = users.get(handle).token
+    async with aiohttp.ClientSession() as session, session.post(
+        f"http://127.0.0.1:{settings.port}/api/doctor/fix",
+        json={"all": True},
+        headers={"Authorization": f"Bearer {token}"},
+    ) as response:
+        data = await response.json()
+        return list(data.get("results", []))
+
+
+def _print_doctor(reports: dict[str, Any]) -> None:
+    marks = {"error": "✖", "warning": "!", "info": "i"}
+    for handle, report in reports.items():
+        version = report.get("st_version") or "unknown version"
+        print(f"== {handle} (SillyTavern {version})")
+        if report.get("error"):
+            print(f"   could not check: {report['error']['message']}")
+        if not report["findings"] and not report.get("error"):
+            print("   no problems found")
+        for finding in report["findings"]:
+            fix = "fixable" if finding["fixable"] else "advice"
+            print(f"   {marks.get(finding['severity'], '-')} {finding['title']}  [{finding['rule']}, {fix}, "
+                  f"{finding['policy']}]")
+            for line in textwrap.wrap(finding["explanation"], 92):
+                print(f"       {line}")
+        for result in report.get("results", []):
+            print(f"   -> {result['id']}: {result['status']} - {result['message']}")
+
+
+async def _catalog(args: argparse.Namespace) -> int:
+    from nanogpt_companion.catalog import CatalogUnavailable, filter_entries  # noqa: PLC0415
+    from nanogpt_companion.domain import Tier  # noqa: PLC0415
+
+    settings = _settings(args)
+    _configure_logging(settings.log_level if args.log_level else "WARNING")
+    async with _offline_services(settings) as services:
+        users = services["users"]
+        handle = users.handles()[0] if users.handles() else "_local"
+        try:
+            view = await services["catalog"].get(users.key_for(handle))
+        except CatalogUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    entries = filter_entries(
+        view.snapshot.entries, tier=Tier(args.tier) if args.tier else None, query=args.query, sort=args.sort
+    )
+    if args.json:
+        sys.stdout.buffer.write(b'{"models":' + view.snapshot.models_json(entries) + b"}\n")
+        return 0
+    for e in entries:
+        price = (
+            f"${e.pricing.prompt:.2f}/${e.pricing.completion:.2f}"
+            if e.pricing.prompt is not None and e.pricing.completion is not None
+            else "?"
+        )
+        sub = "SUB" if e.subscription.included else "   "
+        ctx = f"{e.context_length // 1000}k" if e.context_length else "?"
+        print(f"{sub} {e.id:<60} {price:>18} {ctx:>7}")
+    print(f"{len(entries)} of {len(view.snapshot.entries)} models" + (" (stale)" if view.stale else ""))
+    return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    from nanogpt_companion.installer import install_extension  # noqa: PLC0415
+
+    report = install_extension(
+        args.sillytavern,
+        user=args.user,
+        global_install=args.global_install,
+        link=args.link,
+        uninstall=args.uninstall,
+        server_plugin=args.server_plugin,
+        enable_server_plugins=args.enable_server_plugins,
+    )
+    for line in report.lines:
+        print(line)
+    return 0 if report.ok else 1

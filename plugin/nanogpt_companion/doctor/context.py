@@ -1,0 +1,46 @@
+"""Everything a doctor rule may look at, in one immutable value.
+
+The service layer reads the files and builds this; rules never touch the disk or the network, which is
+what lets them run on every watcher event and be tested from plain dictionaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nanogpt_companion.doctor.families import FamilyTable, builtin_family_table
+from nanogpt_companion.domain import AccountSnapshot, CatalogEntry
+from nanogpt_companion.sillytavern.version import STVersion, detect_st_version
+
+
+@dataclass(frozen=True)
+class DoctorContext:
+    settings: Mapping[str, Any]  # parsed settings.json
+    st_version: STVersion
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # file stem -> parsed preset
+    catalogue: Mapping[str, CatalogEntry] | None = None  # None = unknown: rules that need it stay silent
+    account: AccountSnapshot | None = None
+    family_table: FamilyTable = field(default_factory=builtin_family_table)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Mapping[str, Any],
+        *,
+        presets: Mapping[str, Mapping[str, Any]] | None = None,
+        catalogue: Mapping[str, CatalogEntry] | None = None,
+        account: AccountSnapshot | None = None,
+        family_table: FamilyTable | None = None,
+        st_version: STVersion | None = None,
+    ) -> DoctorContext:
+        """Convenience: detects the ST version from ``settings`` unless one is given."""
+        return cls(
+            settings=settings,
+            st_version=st_version if st_version is not None else detect_st_version(settings),
+            presets=presets or {},
+            catalogue=catalogue,
+            account=account,
+            family_table=family_table if family_table is not None else builtin_family_table(),
+        )

@@ -1,0 +1,118 @@
+"""ST users known to the service, their bearer tokens, and which NanoGPT key each one uses.
+
+A token is the capability to act as one ST user: it is written into that user's
+``user/files/nanogpt-companion.json``, which ST serves only to that logged-in user, so the extension can
+read it same-origin and nobody else can. Without an ST data root there is one local user whose token
+file lives in the service's state dir.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nanogpt_companion import API_VERSION, __version__
+from nanogpt_companion.keys import ResolvedKey
+from nanogpt_companion.sillytavern.dataroot import UserPaths, discover_users
+from nanogpt_companion.sillytavern.secrets import read_nanogpt_key
+from nanogpt_companion.sillytavern.tokenfile import ensure_token_file
+
+log = logging.getLogger(__name__)
+
+LOCAL_USER = "_local"
+
+
+@dataclass(frozen=True)
+class User:
+    handle: str
+    paths: UserPaths | None  # None for the local user of a service without an ST data root
+    token: str
+
+    @property
+    def has_st_files(self) -> bool:
+        return self.paths is not None
+
+
+class UserRegistry:
+    def __init__(
+        self,
+        *,
+        data_root: Path | None,
+        state_dir: Path,
+        public_url: str,
+        config_key: str | None,
+        on_change: Callable[[list[str], list[str]], None] | None = None,
+    ) -> None:
+        self._data_root = data_root
+        self._state_dir = state_dir
+        self._public_url = public_url
+        self._config_key = config_key
+        self._on_change = on_change
+        self._users: dict[str, User] = {}
+
+    @property
+    def data_root(self) -> Path | None:
+        return self._data_root
+
+    def refresh(self) -> tuple[list[str], list[str]]:
+        """Re-scan the data root; write token files for new users. Returns (added, removed) handles."""
+        if self._data_root is None:
+            found = [UserPaths(LOCAL_USER, self._state_dir / "local")]
+        else:
+            found = discover_users(self._data_root)
+        current: dict[str, User] = {}
+        for paths in found:
+            existing = self._users.get(paths.handle)
+            try:
+                token = ensure_token_file(paths, self._public_url, __version__, API_VERSION)
+            except OSError as exc:
+                log.warning("cannot write the token file for user %s: %s", paths.handle, exc.strerror or exc)
+                if existing is None:
+                    continue
+                token = existing.token
+            is_local = self._data_root is None
+            current[paths.handle] = User(paths.handle, None if is_local else paths, token)
+        added = sorted(current.keys() - self._users.keys())
+        removed = sorted(self._users.keys() - current.keys())
+        self._users = current
+        for handle in added:
+            log.info("serving SillyTavern user %s", handle)
+        if (added or removed) and self._on_change is not None:
+            self._on_change(added, removed)
+        return added, removed
+
+    def handles(self) -> list[str]:
+        return sorted(self._users)
+
+    def get(self, handle: str) -> User | None:
+        return self._users.get(handle)
+
+    def authenticate(self, token: str) -> User | None:
+        """The user this token belongs to. Compares every token in constant time."""
+        match: User | None = None
+        for user in self._users.values():
+            if hmac.compare_digest(user.token.encode(), token.encode()):
+                match = user
+        return match
+
+    def token_file(self, handle: str) -> Path | None:
+        if handle == LOCAL_USER and self._data_root is None:
+            return UserPaths(LOCAL_USER, self._state_dir / "local").token_file
+        user = self._users.get(handle)
+        return user.paths.token_file if user and user.paths else None
+
+    def key_for(self, handle: str) -> ResolvedKey:
+        """Configured key first (single-user setups), then the user's ST secrets.json; read each time
+        so a key changed in ST takes effect without a restart."""
+        if self._config_key:
+            return ResolvedKey(self._config_key, "config")
+        user = self._users.get(handle)
+        if user is None or user.paths is None:
+            return ResolvedKey.none()
+        key = read_nanogpt_key(user.paths)
+        if key is None:
+            return ResolvedKey.none()
+        return ResolvedKey(key.reveal(), "sillytavern")

@@ -1,0 +1,206 @@
+"""The aiohttp application factory: settings in, a ready app out; resources live in ``cleanup_ctx``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from nanogpt_companion import __version__
+from nanogpt_companion.account import AccountService
+from nanogpt_companion.catalog import CatalogDiff, CatalogService, CatalogSnapshot
+from nanogpt_companion.config import Settings
+from nanogpt_companion.doctor_service import DoctorService
+from nanogpt_companion.events import EventBus
+from nanogpt_companion.nanogpt.client import NanoGPTClient
+from nanogpt_companion.sillytavern.dataroot import read_st_config
+from nanogpt_companion.store import Store
+from nanogpt_companion.users import UserRegistry
+from nanogpt_companion.watcher import SettingsWatcher
+from nanogpt_companion.web import keys
+from nanogpt_companion.web.openapi import build_openapi
+from nanogpt_companion.web.routes import setup_routes
+from nanogpt_companion.web.security import AccessPolicy, add_cors_headers, security_middleware
+from nanogpt_companion.web.sse import TicketBook
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BODY = 64 * 1024  # our JSON requests are tiny; anything larger is a mistake or an attack
+USER_RESCAN_INTERVAL = 10.0
+DEFAULT_ST_PORT = 8000
+
+
+def resolve_data_root(settings: Settings) -> tuple[Path | None, int]:
+    """The ST data root and ST's port (for CORS), from --data-root or the ST install's config.yaml."""
+    st_port = DEFAULT_ST_PORT
+    data_root = settings.data_root
+    if settings.sillytavern is not None:
+        st_config = read_st_config(settings.sillytavern)
+        st_port = st_config.port
+        data_root = data_root or st_config.data_root
+    return data_root, settings.st_port or st_port
+
+
+def init_app(settings: Settings) -> web.Application:
+    data_root, st_port = resolve_data_root(settings)
+    app = web.Application(middlewares=[security_middleware], client_max_size=MAX_REQUEST_BODY)
+    app[keys.SETTINGS] = settings
+    app[keys.ACCESS] = AccessPolicy.build(
+        st_port=st_port,
+        extra_origins=settings.allow_origins,
+        extra_hosts=settings.allow_hosts,
+        bind_host=settings.host,
+    )
+    app[keys.BUS] = EventBus()
+    app[keys.TICKETS] = TicketBook()
+    app[keys.STOPPING] = asyncio.Event()
+    app[keys.USERS] = UserRegistry(
+        data_root=data_root,
+        state_dir=settings.state_dir,
+        public_url=settings.public_url,
+        config_key=settings.api_key.get_secret_value() if settings.api_key else None,
+    )
+    app[keys.OPENAPI] = build_openapi()
+    app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(_services)
+    app.on_response_prepare.append(add_cors_headers)
+    app.on_shutdown.append(_signal_stop)
+    setup_routes(app)
+    return app
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    session = aiohttp.ClientSession(
+        headers={"User-Agent": f"nanogpt-companion/{__version__}"},
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+    )
+    app[keys.HTTP_SESSION] = session
+    app[keys.NANOGPT] = NanoGPTClient(
+        session,
+        settings.upstream,
+        request_timeout=settings.upstream_timeout,
+        max_body_bytes=int(settings.max_upstream_body_mb * 1024 * 1024),
+    )
+    yield
+    await session.close()
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    store = Store(app[keys.SETTINGS].database_path)
+    await store.open()
+    app[keys.STORE] = store
+    yield
+    await store.close()
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    users = app[keys.USERS]
+    bus = app[keys.BUS]
+
+    def publish_catalog(fingerprint: str, snapshot: CatalogSnapshot, diff: CatalogDiff) -> None:
+        event = {"fetched_at": snapshot.fetched_at, "count": len(snapshot.entries), "diff": diff.as_json()}
+        for handle in users.handles():
+            if users.key_for(handle).fingerprint == fingerprint:
+                bus.publish(handle, "catalog", event)
+
+    async def key_for(handle: str) -> Any:
+        return users.key_for(handle)
+
+    catalog = CatalogService(
+        app[keys.NANOGPT], app[keys.STORE], ttl=settings.catalog_ttl, on_refresh=publish_catalog
+    )
+    account = AccountService(
+        app[keys.NANOGPT],
+        app[keys.STORE],
+        bus,
+        key_for=key_for,
+        poll_interval=settings.account_poll_interval,
+        low_balance_usd=settings.low_balance_usd,
+    )
+    app[keys.CATALOG] = catalog
+    app[keys.ACCOUNT] = account
+    doctor: DoctorService | None = None
+    if users.data_root is not None:
+        doctor = DoctorService(
+            users=users,
+            store=app[keys.STORE],
+            bus=bus,
+            catalog=catalog,
+            account=account,
+            settings=settings,
+        )
+    app[keys.DOCTOR] = doctor
+
+    users.refresh()
+    _describe_setup(settings, users)
+    tasks: list[asyncio.Task[Any]] = []
+
+    def start(coro: Coroutine[Any, Any, Any], name: str) -> None:
+        tasks.append(asyncio.create_task(_supervised(coro, name), name=name))
+
+    start(catalog.run(), "catalog-refresh")
+    start(account.run(users.handles), "account-poll")
+    if users.data_root is not None:
+        start(_rescan_users(users, doctor), "user-rescan")
+    watcher: SettingsWatcher | None = None
+    if doctor is not None:
+        await doctor.start()
+        if settings.watch:
+            watcher = SettingsWatcher(users, doctor, debounce_ms=settings.watch_debounce_ms)
+            start(watcher.run(), "settings-watcher")
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await catalog.close()
+    if doctor is not None:
+        await doctor.close()
+
+
+async def _supervised(coro: Coroutine[Any, Any, Any], name: str) -> None:
+    """Background loops must not die silently: log the crash (the loop itself retries its own errors)."""
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("background task %s stopped unexpectedly", name)
+
+
+async def _rescan_users(users: UserRegistry, doctor: DoctorService | None) -> None:
+    while True:
+        await asyncio.sleep(USER_RESCAN_INTERVAL)
+        with contextlib.suppress(OSError):
+            added, _ = users.refresh()
+            if doctor is not None:
+                for handle in added:
+                    await doctor.check_user(handle)
+
+
+async def _signal_stop(app: web.Application) -> None:
+    app[keys.STOPPING].set()
+
+
+def _describe_setup(settings: Settings, users: UserRegistry) -> None:
+    """Say plainly what the service has and what it is missing, once, at start."""
+    if users.data_root is None:
+        token_file = users.token_file(users.handles()[0]) if users.handles() else None
+        log.info("no SillyTavern directory given: catalogue and account only (no settings doctor)")
+        log.info("API token for scripts: %s", token_file)
+    else:
+        log.info("SillyTavern data root: %s (%d users)", users.data_root, len(users.handles()))
+        if not users.handles():
+            log.warning("no SillyTavern users found yet (no <dataRoot>/<handle>/settings.json); will keep looking")
+    if settings.api_key is not None:
+        log.info("using the NanoGPT key from the configuration for every user")
+    elif users.data_root is None:
+        log.warning("no NanoGPT key: set NANOGPT_API_KEY to see balance and quota (the catalogue works without)")

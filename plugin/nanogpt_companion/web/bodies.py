@@ -1,0 +1,51 @@
+"""Request bodies: pydantic models at the edge, and one way to read them with clear 4xx errors."""
+
+from __future__ import annotations
+
+from typing import Literal, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nanogpt_companion.web.errors import ApiError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FixRequest(Body):
+    ids: list[str] | None = Field(None, max_length=200)
+    all: bool = False
+
+
+class UndoRequest(Body):
+    journal_id: int = Field(ge=1)
+
+
+class AckRequest(Body):
+    fix_id: str = Field(min_length=1, max_length=64)
+    status: Literal["applied", "failed"]
+    message: str = Field("", max_length=2000)
+
+
+class PolicyRequest(Body):
+    rule: str = Field(min_length=1, max_length=64)
+    policy: Literal["auto", "ask", "off"]
+
+
+async def read_body(request: web.Request, model: type[ModelT]) -> ModelT:
+    raw = await request.read()  # bounded by the app's client_max_size
+    try:
+        data = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "bad_request", "The request body is not valid JSON.") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise ApiError(400, "bad_request", f"Invalid {where}: {first.get('msg', 'invalid value')}.") from None

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from aiohttp import web
+
+from nanogpt_companion.doctor_service import DoctorService
+from nanogpt_companion.web import keys
+from nanogpt_companion.web.bodies import AckRequest, FixRequest, PolicyRequest, UndoRequest, read_body
+from nanogpt_companion.web.errors import ApiError, json_response
+
+NO_DATA_ROOT = "The service was started without a SillyTavern directory, so there are no settings to check."
+
+
+def _doctor(request: web.Request) -> DoctorService:
+    doctor = request.app[keys.DOCTOR]
+    if doctor is None:
+        raise ApiError(409, "no_data_root", NO_DATA_ROOT + " Start it with --sillytavern DIR.")
+    return doctor
+
+
+async def get_findings(request: web.Request) -> web.Response:
+    user = request[keys.CURRENT_USER]
+    doctor = request.app[keys.DOCTOR]
+    if doctor is None:
+        return json_response(
+            {
+                "findings": [],
+                "st_version": None,
+                "checked_at": None,
+                "tab_open": request.app[keys.BUS].tab_open(user.handle),
+                "error": {"code": "no_data_root", "message": NO_DATA_ROOT},
+            }
+        )
+    return json_response(await doctor.report(user.handle))
+
+
+async def apply_fixes(request: web.Request) -> web.Response:
+    user = request[keys.CURRENT_USER]
+    body = await read_body(request, FixRequest)
+    if not body.all and not body.ids:
+        raise ApiError(400, "bad_request", 'Name the findings to fix in "ids", or send {"all": true}.')
+    results = await _doctor(request).apply(user.handle, None if body.all else body.ids)
+    return json_response({"results": [r.as_json() for r in results]})
+
+
+async def undo_fix(request: web.Request) -> web.Response:
+    user = request[keys.CURRENT_USER]
+    body = await read_body(request, UndoRequest)
+    result = await _doctor(request).undo(user.handle, body.journal_id)
+    status = {"applied": "reverted"}.get(result.status, result.status)
+    return json_response({"status": status, "message": result.message})
+
+
+async def acknowledge(request: web.Request) -> web.Response:
+    user = request[keys.CURRENT_USER]
+    body = await read_body(request, AckRequest)
+    known = await _doctor(request).acknowledge(user.handle, body.fix_id, body.status, body.message)
+    return json_response({"ok": known})
+
+
+async def get_policies(request: web.Request) -> web.Response:
+    user = request[keys.CURRENT_USER]
+    return json_response({"policies": await _doctor(request).effective_policies(user.handle)})
+
+
+async def set_policy(request: web.Request) -> web.Response:
+    user = request[keys.CURRENT_USER]
+    body = await read_body(request, PolicyRequest)
+    try:
+        policies = await _doctor(request).set_policy(user.handle, body.rule, body.policy)
+    except KeyError:
+        raise ApiError(404, "not_found", f"No doctor rule named {body.rule!r}.") from None
+    return json_response({"policies": policies})

@@ -1,0 +1,275 @@
+"""The OpenAPI 3.1 description of the HTTP API, built once at start from the pydantic records.
+
+Schemas come from the same models that produce the responses, so the document cannot drift from the
+payloads (schemathesis checks responses against it in the hardening suite).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel
+
+from nanogpt_companion import __version__
+from nanogpt_companion.doctor.finding import Finding
+from nanogpt_companion.domain import AccountSnapshot, CatalogEntry, ErrorInfo
+from nanogpt_companion.web import keys
+from nanogpt_companion.web.bodies import AckRequest, FixRequest, PolicyRequest, UndoRequest
+
+REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _schemas(*models: type[BaseModel]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template=REF, mode="serialization")
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERRORS = {
+    "400": _json(_ref("ErrorBody"), "Bad request"),
+    "401": _json(_ref("ErrorBody"), "Missing or invalid token"),
+    "403": _json(_ref("ErrorBody"), "Origin not allowed"),
+    "421": _json(_ref("ErrorBody"), "Host not allowed"),
+}
+UPSTREAM_ERRORS = {
+    "402": _json(_ref("ErrorBody"), "Insufficient balance"),
+    "429": _json(_ref("ErrorBody"), "Rate limited"),
+    "502": _json(_ref("ErrorBody"), "NanoGPT sent a malformed answer and nothing is cached"),
+    "503": _json(_ref("ErrorBody"), "NanoGPT unreachable and nothing is cached"),
+}
+NULLABLE_NUMBER = {"type": ["number", "null"]}
+TIER_STATUS = {
+    "type": "object",
+    "properties": {
+        "ok": {"type": "boolean"},
+        "count": {"type": "integer"},
+        "error": {"anyOf": [_ref("ErrorInfo"), {"type": "null"}]},
+    },
+    "required": ["ok", "count", "error"],
+}
+DIFF = {
+    "type": "object",
+    "properties": {
+        "added": {"type": "array", "items": {"type": "string"}},
+        "removed": {"type": "array", "items": {"type": "string"}},
+        "changed": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["added", "removed", "changed"],
+}
+FIX_RESULT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "status": {"type": "string", "enum": ["applied", "sent_live", "conflict", "failed", "not_found", "declined"]},
+        "message": {"type": "string"},
+        "journal_id": {"type": ["integer", "null"]},
+    },
+    "required": ["id", "status", "message", "journal_id"],
+}
+POLICIES = {
+    "type": "object",
+    "properties": {
+        "policies": {"type": "object", "additionalProperties": {"type": "string", "enum": ["auto", "ask", "off"]}}
+    },
+    "required": ["policies"],
+}
+
+
+def _op(summary: str, responses: dict[str, Any], *, params: list[Any] | None = None, body: str | None = None,
+        auth: bool = True, upstream: bool = False) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {**responses, **(ERRORS if auth else {})}}
+    if upstream:
+        op["responses"].update(UPSTREAM_ERRORS)
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    if not auth:
+        op["security"] = []
+    return op
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def build_openapi() -> bytes:
+    schemas = _schemas(CatalogEntry, AccountSnapshot, Finding, ErrorInfo, FixRequest, UndoRequest, AckRequest,
+                       PolicyRequest)
+    schemas["ErrorBody"] = {
+        "type": "object",
+        "properties": {"error": _ref("ErrorInfo")},
+        "required": ["error"],
+    }
+    finding_with_policy = {
+        "allOf": [
+            _ref("Finding"),
+            {
+                "type": "object",
+                "properties": {
+                    "policy": {"type": "string", "enum": ["auto", "ask", "off"]},
+                    "fixable": {"type": "boolean"},
+                    "declined": {"type": "boolean"},
+                },
+            },
+        ]
+    }
+    catalog_response = {
+        "type": "object",
+        "properties": {
+            "models": {"type": "array", "items": _ref("CatalogEntry")},
+            "count": {"type": "integer"},
+            "total": {"type": "integer"},
+            "fetched_at": NULLABLE_NUMBER,
+            "stale": {"type": "boolean"},
+            "tiers": {"type": "object", "additionalProperties": TIER_STATUS},
+            "error": {"anyOf": [_ref("ErrorInfo"), {"type": "null"}]},
+        },
+        "required": ["models", "count", "total", "fetched_at", "stale", "tiers", "error"],
+    }
+    paths: dict[str, Any] = {
+        "/health": {
+            "get": _op(
+                "Liveness, version and upstream reachability (no auth, no user data)",
+                {"200": _json({"type": "object", "required": ["status", "version", "api_version", "upstream"]})},
+                auth=False,
+            )
+        },
+        "/api/catalog": {
+            "get": _op(
+                "The tier-merged NanoGPT catalogue for the caller, filterable",
+                {"200": _json(catalog_response)},
+                params=[
+                    _query("tier", {"type": "string", "enum": ["v1", "subscription", "paid", "personalized"]},
+                           "Only models in this list"),
+                    _query("q", {"type": "string", "maxLength": 200}, "Substring of id, name or vendor"),
+                    _query("capability", {"type": "string"}, "Require a capability flag (repeatable)"),
+                    _query("sort", {"type": "string", "enum": ["name", "price", "context", "newest"]}, "Order"),
+                    _query("include_routers", {"type": "boolean"}, "Include router/utility ids"),
+                ],
+                upstream=True,
+            )
+        },
+        "/api/catalog/refresh": {
+            "post": _op(
+                "Refresh the catalogue now and return what changed",
+                {"200": _json({"type": "object", "properties": {"fetched_at": {"type": "number"},
+                               "count": {"type": "integer"}, "diff": DIFF},
+                               "required": ["fetched_at", "count", "diff"]})},
+                upstream=True,
+            )
+        },
+        "/api/endpoints": {
+            "get": _op(
+                "NanoGPT base URLs, what each is for, and the one recommended for the caller",
+                {"200": _json({"type": "object", "required": ["endpoints", "recommended", "reason"]})},
+            )
+        },
+        "/api/account": {
+            "get": _op(
+                "Balance and subscription usage (stale flag when the last poll failed)",
+                {"200": _json(_ref("AccountSnapshot"))},
+                params=[_query("refresh", {"type": "string", "enum": ["0", "1", "true", "false"]}, "Poll now")],
+            )
+        },
+        "/api/account/history": {
+            "get": _op(
+                "Balance and quota history points",
+                {"200": _json({"type": "object", "properties": {"points": {"type": "array", "items": {
+                    "type": "object", "properties": {"t": {"type": "number"}, "usd": NULLABLE_NUMBER,
+                                                     "xno": NULLABLE_NUMBER, "quota": {"type": "object"}},
+                    "required": ["t", "usd", "xno", "quota"]}}}, "required": ["points"]})},
+                params=[_query("days", {"type": "number", "exclusiveMinimum": 0, "maximum": 366}, "How far back")],
+            )
+        },
+        "/api/doctor": {
+            "get": _op(
+                "Current findings for the caller's SillyTavern settings",
+                {"200": _json({"type": "object", "properties": {
+                    "findings": {"type": "array", "items": finding_with_policy},
+                    "st_version": {"type": ["string", "null"]},
+                    "checked_at": NULLABLE_NUMBER,
+                    "tab_open": {"type": "boolean"},
+                    "error": {"anyOf": [_ref("ErrorInfo"), {"type": "null"}]},
+                }, "required": ["findings", "st_version", "checked_at", "tab_open", "error"]})},
+            )
+        },
+        "/api/doctor/fix": {
+            "post": _op(
+                "Apply findings by id (to the file, or live to the open ST tab)",
+                {"200": _json({"type": "object", "properties": {"results": {"type": "array", "items": FIX_RESULT}},
+                               "required": ["results"]}),
+                 "409": _json(_ref("ErrorBody"), "No SillyTavern directory")},
+                body="FixRequest",
+            )
+        },
+        "/api/doctor/undo": {
+            "post": _op(
+                "Revert a journalled fix",
+                {"200": _json({"type": "object", "properties": {"status": {"type": "string"},
+                               "message": {"type": "string"}}, "required": ["status", "message"]}),
+                 "409": _json(_ref("ErrorBody"), "No SillyTavern directory")},
+                body="UndoRequest",
+            )
+        },
+        "/api/doctor/ack": {
+            "post": _op(
+                "The extension reports a live fix as applied or failed",
+                {"200": _json({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}),
+                 "409": _json(_ref("ErrorBody"), "No SillyTavern directory")},
+                body="AckRequest",
+            )
+        },
+        "/api/doctor/policy": {
+            "get": _op("Effective auto/ask/off policy per rule", {
+                "200": _json(POLICIES), "409": _json(_ref("ErrorBody"), "No SillyTavern directory")}),
+            "put": _op("Set one rule's policy for the caller", {
+                "200": _json(POLICIES), "404": _json(_ref("ErrorBody"), "Unknown rule"),
+                "409": _json(_ref("ErrorBody"), "No SillyTavern directory")}, body="PolicyRequest"),
+        },
+        "/api/events/ticket": {
+            "post": _op(
+                "A single-use ticket for EventSource (which cannot send headers)",
+                {"200": _json({"type": "object", "properties": {"ticket": {"type": "string"},
+                               "expires_in": {"type": "integer"}}, "required": ["ticket", "expires_in"]})},
+            )
+        },
+        "/api/events": {
+            "get": _op(
+                "Server-sent events: hello, catalog, account, alert, findings, fix",
+                {"200": {"description": "An event stream", "content": {"text/event-stream": {"schema": {
+                    "type": "string"}}}}},
+                params=[_query("ticket", {"type": "string"}, "From /api/events/ticket"),
+                        _query("client", {"type": "string", "enum": ["extension"]}, "Marks an open ST tab")],
+            )
+        },
+        "/api/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})})},
+    }
+    document = {
+        "openapi": "3.1.0",
+        "info": {"title": "NanoGPT Companion", "version": __version__},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }
+    return orjson.dumps(document)
+
+
+async def serve_openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[keys.OPENAPI], content_type="application/json")

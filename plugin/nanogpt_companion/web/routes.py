@@ -1,0 +1,27 @@
+"""The route table. Handlers live in ``web/handlers/``; the contract is docs/http-contract.md."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from nanogpt_companion.web import openapi, sse
+from nanogpt_companion.web.handlers import account, catalog, doctor, endpoints, health
+
+
+def setup_routes(app: web.Application) -> None:
+    router = app.router
+    router.add_get("/health", health.health)
+    router.add_get("/api/catalog", catalog.get_catalog)
+    router.add_post("/api/catalog/refresh", catalog.refresh_catalog)
+    router.add_get("/api/endpoints", endpoints.get_endpoints)
+    router.add_get("/api/account", account.get_account)
+    router.add_get("/api/account/history", account.get_history)
+    router.add_get("/api/doctor", doctor.get_findings)
+    router.add_post("/api/doctor/fix", doctor.apply_fixes)
+    router.add_post("/api/doctor/undo", doctor.undo_fix)
+    router.add_post("/api/doctor/ack", doctor.acknowledge)
+    router.add_get("/api/doctor/policy", doctor.get_policies)
+    router.add_put("/api/doctor/policy", doctor.set_policy)
+    router.add_post("/api/events/ticket", sse.issue_ticket)
+    router.add_get("/api/events", sse.event_stream)
+    router.add_get("/api/openapi.json", openapi.serve_openapi)

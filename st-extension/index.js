@@ -1,0 +1,250 @@
+// NanoGPT Companion: SillyTavern UI extension entry. ST loads this file as an ES module after its
+// settings are loaded; everything ST-specific goes through StAdapter, everything service-specific
+// through ServiceClient, and the views only render.
+
+import { AccountView } from './src/account-view.js';
+import { CatalogStore, CatalogView } from './src/catalog-view.js';
+import { DoctorView } from './src/doctor-view.js';
+import { EndpointSwitcher } from './src/endpoint-switcher.js';
+import { SelectEnricher } from './src/enrich-selects.js';
+import { debounce, escapeHtml, isNanoGptUrl } from './src/format.js';
+import { ServiceClient, STATUS } from './src/service-client.js';
+import { registerSlashCommands } from './src/slash-commands.js';
+import { StAdapter } from './src/st-adapter.js';
+
+const VERSION = '0.1.0';
+const ACCOUNT_REFRESH_AFTER_GENERATION_MS = 2500;
+const DOCTOR_RECHECK_MS = 1500; // ST saves settings with a 1 s debounce; the service re-reads after that.
+
+class CompanionApp {
+    constructor() {
+        this.adapter = new StAdapter(globalThis);
+        this.store = new CatalogStore();
+        this.endpointData = null;
+        this.popupOpen = null;
+    }
+
+    async init() {
+        const adapter = this.adapter;
+        adapter.capabilityReport();
+        this.settings = () => adapter.settings();
+        let html;
+        try {
+            html = await adapter.renderTemplate('drawer');
+        } catch (err) {
+            console.warn('[NanoGPT Companion] could not load the drawer template', err);
+            return;
+        }
+        const root = adapter.mountDrawer(html);
+        if (!root) {
+            console.warn('[NanoGPT Companion] #extensions_settings not found; the extension cannot show its panel.');
+            return;
+        }
+        this.root = root;
+        const header = root.querySelector('.inline-drawer-header');
+        header.addEventListener('keydown', (ev) => {
+            if (ev.key === 'Enter' || ev.key === ' ') {
+                ev.preventDefault();
+                header.click();
+            }
+        });
+
+        this.client = new ServiceClient({
+            getRequestHeaders: () => adapter.ctx()?.getRequestHeaders?.() ?? {},
+            onStatus: (s, d) => this.onStatus(s, d),
+            onEvent: (n, d) => this.onEvent(n, d),
+        });
+        this.account = new AccountView({ root, adapter });
+        this.doctor = new DoctorView({ root, adapter, client: this.client, onChange: () => this.endpoints.render() });
+        this.endpoints = new EndpointSwitcher({ root: root.querySelector('#ngc_endpoints'), adapter, onSwitched: () => this.scheduleDoctor() });
+        this.enricher = new SelectEnricher({ adapter, store: this.store, settings: this.settings });
+
+        this.bindSettings();
+        this.account.ensureBadge(this.settings().show_badge);
+        this.account.renderStatus(STATUS.CONNECTING);
+        this.endpoints.render();
+        this.doctor.render();
+        this.enricher.attach();
+
+        root.querySelector('#ngc_browse').addEventListener('click', () => this.openCatalog());
+        root.querySelector('#ngc_sync').addEventListener('click', async () => adapter.toast('info', await this.sync()));
+
+        this.refreshAccountSoon = debounce(() => this.refreshAccount(), ACCOUNT_REFRESH_AFTER_GENERATION_MS);
+        this.scheduleDoctor = debounce(() => this.connected() && this.doctor.refresh(), DOCTOR_RECHECK_MS);
+        adapter.on('GENERATION_ENDED', () => this.refreshAccountSoon()) || adapter.on('MESSAGE_RECEIVED', () => this.refreshAccountSoon());
+        for (const key of ['OAI_PRESET_CHANGED_AFTER', 'CONNECTION_PROFILE_LOADED', 'CHATCOMPLETION_SOURCE_CHANGED']) {
+            adapter.on(key, () => {
+                this.scheduleDoctor();
+                this.endpoints.render();
+                this.enricher.apply();
+            });
+        }
+        adapter.on('CHATCOMPLETION_MODEL_CHANGED', (model) => this.onModelChanged(model));
+        adapter.observeErrorToasts((text) => this.doctor.onGenerationError(text));
+
+        registerSlashCommands(this);
+        document.addEventListener('visibilitychange', () => {
+            if (document.visibilityState === 'visible' && this.client.status !== STATUS.CONNECTED) this.client.reconnectNow();
+        });
+        this.client.start();
+    }
+
+    connected() {
+        return this.client.status === STATUS.CONNECTED;
+    }
+
+    bindSettings() {
+        const s = this.settings();
+        const bind = (id, key, after) => {
+            const el = this.root.querySelector(`#${id}`);
+            el.checked = !!s[key];
+            el.addEventListener('change', () => {
+                this.settings()[key] = el.checked;
+                this.adapter.saveSettings();
+                after?.(el.checked);
+            });
+        };
+        bind('ngc_show_badge', 'show_badge', (on) => this.account.ensureBadge(on));
+        bind('ngc_enrich_selects', 'enrich_selects', () => this.enricher.apply());
+        bind('ngc_only_subscription', 'only_subscription', () => this.enricher.apply());
+        bind('ngc_apply_model_fixes', 'apply_model_fixes');
+        bind('ngc_set_context', 'set_context_from_catalog');
+    }
+
+    onStatus(status) {
+        this.account.renderStatus(status, this.client.detail);
+        if (status === STATUS.CONNECTED) this.loadAll();
+    }
+
+    async loadAll() {
+        await Promise.allSettled([this.refreshAccount(), this.refreshHistory(), this.loadCatalog(), this.ensureEndpoints(true), this.doctor.refresh()]);
+    }
+
+    onEvent(name, data) {
+        if (name === 'account') {
+            this.account.renderAccount(data);
+            this.refreshHistory();
+        } else if (name === 'alert') {
+            this.account.showAlert(data);
+        } else if (name === 'catalog') {
+            this.store.markNew(data?.diff?.added);
+            this.loadCatalog();
+        } else if (name === 'findings') {
+            this.doctor.set(data?.findings ?? []);
+        } else if (name === 'fix') {
+            this.doctor.applyLiveFix(data);
+        }
+    }
+
+    async refreshAccount() {
+        try {
+            this.account.renderAccount(await this.client.call('/api/account'));
+        } catch (err) {
+            console.debug('[NanoGPT Companion] account refresh failed', err?.code);
+        }
+    }
+
+    async refreshHistory() {
+        try {
+            const data = await this.client.call('/api/account/history?days=7');
+            this.account.renderHistory(data.points ?? []);
+        } catch (err) {
+            console.debug('[NanoGPT Companion] history refresh failed', err?.code);
+        }
+    }
+
+    async loadCatalog() {
+        try {
+            this.store.set(await this.client.call('/api/catalog?include_routers=false'));
+        } catch (err) {
+            console.debug('[NanoGPT Companion] catalogue load failed', err?.code);
+            return;
+        }
+        this.enricher.apply();
+        const summary = this.root.querySelector('#ngc_catalog_summary');
+        const when = this.store.fetchedAt ? new Date(this.store.fetchedAt * 1000).toLocaleString() : '—';
+        summary.textContent = `${this.store.models.length} ${this.adapter.t('models')} · ${this.adapter.t('synced')} ${when}${this.store.stale ? ` · ${this.adapter.t('stale')}` : ''}`;
+        this.catalogView?.render();
+    }
+
+    async ensureCatalog() {
+        if (!this.store.loaded) await this.loadCatalog();
+    }
+
+    async ensureEndpoints(force = false) {
+        if (this.endpointData && !force) return;
+        try {
+            this.endpointData = await this.client.call('/api/endpoints');
+            this.endpoints.set(this.endpointData);
+        } catch (err) {
+            console.debug('[NanoGPT Companion] endpoints load failed', err?.code);
+        }
+    }
+
+    async sync() {
+        try {
+            const r = await this.client.call('/api/catalog/refresh', { method: 'POST', body: {} });
+            this.store.markNew(r.diff?.added);
+            await this.loadCatalog();
+            const d = r.diff ?? {};
+            return `Catalogue synced: ${r.count} models (+${d.added?.length ?? 0} added, -${d.removed?.length ?? 0} removed, ${d.changed?.length ?? 0} changed)`;
+        } catch (err) {
+            return `Sync failed: ${err.message}`;
+        }
+    }
+
+    async openCatalog() {
+        await this.ensureCatalog();
+        const view = new CatalogView({
+            store: this.store,
+            adapter: this.adapter,
+            initialSort: this.settings().catalog_sort,
+            showVariants: this.settings().show_thinking_variants,
+            onUse: (id, btn) => this.useModel(id, btn),
+        });
+        this.catalogView = view;
+        const el = view.build();
+        const done = this.adapter.popup(el);
+        requestAnimationFrame(() => el.querySelector('input[data-f="q"]')?.focus());
+        await done;
+        this.settings().catalog_sort = view.filters.sort;
+        this.settings().show_thinking_variants = view.showVariants;
+        this.adapter.saveSettings();
+        this.catalogView = null;
+    }
+
+    async useModel(id, btn) {
+        if (btn) btn.disabled = true;
+        const r = await this.adapter.selectModel(id);
+        if (btn) btn.disabled = false;
+        if (r.ok) this.adapter.toast('success', `${this.adapter.t('Now using')} ${id}`);
+        else this.adapter.toast('warning', r.message);
+    }
+
+    /** Per-model follow-ups: context size from the catalogue (Custom only, opt-in) and a doctor re-check. */
+    onModelChanged(model) {
+        this.endpoints.render();
+        if (!this.settings().apply_model_fixes) return;
+        this.scheduleDoctor();
+        const src = this.adapter.activeSource();
+        const entry = this.store.byId.get(model);
+        if (this.settings().set_context_from_catalog && src.source === 'custom' && isNanoGptUrl(src.customUrl) && entry?.context_length) {
+            this.adapter.applyPatchOp({ path: ['oai_settings', 'openai_max_context'], value: entry.context_length });
+        }
+    }
+}
+
+const app = new CompanionApp();
+// A small, namespaced handle for users' scripts and diagnostics; no ST state lives here.
+globalThis.nanogptCompanion = Object.freeze({
+    version: VERSION,
+    status: () => app.client?.status ?? STATUS.CONNECTING,
+    reconnect: () => app.client?.reconnectNow(),
+});
+
+function start() {
+    app.init().catch((err) => console.warn('[NanoGPT Companion] failed to start:', escapeHtml(err?.message ?? String(err))));
+}
+
+if (globalThis.jQuery) globalThis.jQuery(start);
+else start();

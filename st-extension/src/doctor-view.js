@@ -1,0 +1,169 @@
+// Settings doctor panel: findings with explanations, Fix / Fix all / Undo, live `fix` events applied
+// through ST's own handlers and acknowledged, and suggestions when a generation failed with a known
+// message-ordering error.
+
+import { escapeHtml, matchFormattingError, pppWithTools } from './format.js';
+
+const PPP_PATH = ['oai_settings', 'custom_prompt_post_processing'];
+
+export class DoctorView {
+    constructor({ root, adapter, client, onChange }) {
+        this.root = root;
+        this.adapter = adapter;
+        this.client = client;
+        this.onChange = onChange ?? (() => {});
+        this.t = (s) => adapter.t(s);
+        this.findings = [];
+        this.suggestion = null;
+        this.undoStack = [];
+        this.list = root.querySelector('#ngc_findings');
+        this.undoBtn = root.querySelector('#ngc_undo');
+        this.list.addEventListener('click', (ev) => {
+            const btn = ev.target.closest?.('button[data-fix]');
+            if (!btn) return;
+            if (btn.dataset.fix === '__suggestion__') this.applySuggestion();
+            else this.fix({ ids: [btn.dataset.fix] });
+        });
+        root.querySelector('#ngc_fix_all').addEventListener('click', () => this.fix({ all: true }));
+        this.undoBtn.addEventListener('click', () => this.undo());
+        root.querySelector('#ngc_recheck').addEventListener('click', () => this.refresh());
+    }
+
+    async refresh() {
+        try {
+            const data = await this.client.call('/api/doctor');
+            this.set(data.findings ?? []);
+        } catch (err) {
+            console.debug('[NanoGPT Companion] doctor refresh failed', err?.code);
+        }
+    }
+
+    set(findings) {
+        this.findings = findings ?? [];
+        this.render();
+    }
+
+    render() {
+        const items = this.findings.map((f) => `<li class="ngc-finding" data-severity="${escapeHtml(f.severity)}" data-id="${escapeHtml(f.id)}">
+            <div class="ngc-finding-head"><span class="ngc-sev">${escapeHtml(this.t(f.severity))}</span> <strong>${escapeHtml(f.title)}</strong></div>
+            <div class="ngc-small">${escapeHtml(f.explanation)}</div>
+            ${f.patch?.length ? `<button type="button" class="menu_button ngc-small-btn" data-fix="${escapeHtml(f.id)}" aria-label="${escapeHtml(this.t('Fix'))}: ${escapeHtml(f.title)}">${escapeHtml(this.t('Fix'))}</button>` : ''}
+        </li>`);
+        if (this.suggestion) {
+            const s = this.suggestion;
+            items.unshift(`<li class="ngc-finding ngc-suggestion" data-severity="warning" data-id="__suggestion__">
+                <div class="ngc-finding-head"><span class="ngc-sev">${escapeHtml(this.t('generation failed'))}</span>
+                <strong>${escapeHtml(this.t('Set Prompt Post-Processing to'))} "${escapeHtml(s.ppp)}"</strong></div>
+                <div class="ngc-small">${escapeHtml(s.reason)}</div>
+                <button type="button" class="menu_button ngc-small-btn" data-fix="__suggestion__">${escapeHtml(this.t('Fix'))}</button></li>`);
+        }
+        this.list.innerHTML = items.join('') || `<li class="ngc-muted ngc-small">${escapeHtml(this.t('No problems found.'))}</li>`;
+        this.root.querySelector('#ngc_fix_all').disabled = !this.findings.some((f) => f.patch?.length);
+        this.undoBtn.disabled = this.undoStack.length === 0;
+    }
+
+    async fix(body) {
+        let data;
+        try {
+            data = await this.client.call('/api/doctor/fix', { method: 'POST', body });
+        } catch (err) {
+            this.adapter.toast('error', `${this.t('Fix failed')}: ${err.message}`);
+            return [];
+        }
+        const results = data.results ?? [];
+        for (const r of results) {
+            if (r.status === 'applied' && r.journal_id !== null && r.journal_id !== undefined) {
+                this.undoStack.push({ kind: 'journal', journal_id: r.journal_id, title: r.message });
+            } else if (r.status === 'conflict' || r.status === 'failed') {
+                this.adapter.toast('warning', r.message || `${this.t('Fix not applied')}: ${r.id}`);
+            }
+        }
+        this.render();
+        await this.refresh();
+        return results;
+    }
+
+    /**
+     * A `fix` event: apply every op through ST's handlers, then tell the service how it went. Ops are
+     * applied in order and rolled back if a later one fails, so ST never keeps half a fix.
+     */
+    async applyLiveFix(fix) {
+        const done = [];
+        let failure = null;
+        if (fix.target === 'preset' && fix.preset && this.adapter.chatSettings()?.preset_settings_openai !== fix.preset) {
+            failure = `${this.t('preset is not active')}: ${fix.preset}`;
+        } else {
+            for (const op of fix.patch ?? []) {
+                const r = this.adapter.applyPatchOp(op);
+                if (!r.ok) {
+                    failure = r.message;
+                    break;
+                }
+                done.push(op);
+            }
+            if (failure) for (const op of done.reverse()) this.adapter.applyPatchOp({ path: op.path, value: op.old, old: op.value });
+        }
+        const status = failure ? 'failed' : 'applied';
+        if (!failure) {
+            this.undoStack.push({ kind: 'live', ops: fix.patch ?? [], title: fix.title });
+            this.adapter.toast('info', `${this.t('Fixed')}: ${fix.title}`);
+        }
+        try {
+            await this.client.call('/api/doctor/ack', { method: 'POST', body: { fix_id: fix.fix_id, status, message: failure ?? 'applied through SillyTavern\'s controls' } });
+        } catch (err) {
+            console.debug('[NanoGPT Companion] ack failed', err?.code);
+        }
+        this.render();
+        this.onChange();
+        return { status, message: failure };
+    }
+
+    async undo() {
+        const last = this.undoStack.pop();
+        if (!last) return 'nothing to undo';
+        let msg;
+        if (last.kind === 'live') {
+            for (const op of last.ops.slice().reverse()) {
+                const old = op.existed === false ? null : op.old;
+                this.adapter.applyPatchOp({ path: op.path, value: old ?? '', old: op.value });
+            }
+            msg = `${this.t('Undone')}: ${last.title}`;
+        } else {
+            try {
+                const r = await this.client.call('/api/doctor/undo', { method: 'POST', body: { journal_id: last.journal_id } });
+                msg = r.message || r.status;
+            } catch (err) {
+                this.undoStack.push(last);
+                msg = `${this.t('Undo failed')}: ${err.message}`;
+            }
+        }
+        this.adapter.toast('info', msg);
+        this.render();
+        this.onChange();
+        return msg;
+    }
+
+    /** A failed generation's error text; suggest (never auto-apply) the PPP mode that fixes it. */
+    onGenerationError(text) {
+        const m = matchFormattingError(text);
+        if (!m) return false;
+        const src = this.adapter.activeSource();
+        const ppp = pppWithTools(m.ppp, src.toolsEnabled);
+        const related = this.findings.find((f) => f.patch?.some((op) => op.path?.join('.') === PPP_PATH.join('.')));
+        this.suggestion = related ? null : { ppp, reason: m.reason };
+        this.render();
+        this.adapter.toast('warning', `${m.reason} ${this.t('NanoGPT Companion can fix this: see its Settings doctor.')}`);
+        return true;
+    }
+
+    applySuggestion() {
+        if (!this.suggestion) return;
+        const old = this.adapter.readPath(PPP_PATH);
+        const op = { path: PPP_PATH, value: this.suggestion.ppp, old };
+        const r = this.adapter.applyPatchOp(op);
+        if (r.ok) this.undoStack.push({ kind: 'live', ops: [op], title: `Prompt Post-Processing ${this.suggestion.ppp}` });
+        this.suggestion = null;
+        this.render();
+        this.onChange();
+    }
+}

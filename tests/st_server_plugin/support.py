@@ -1,0 +1,107 @@
+"""Helpers that run the real ST server plugin inside `harness.js` (a small stand-in for ST's express server).
+
+The plugin is driven over real HTTP, and what it forwards lands on real aiohttp servers: a recorder that shows
+exactly what arrived upstream (headers, body, timing of SSE chunks), and, when the lead's `service_stack`
+fixture is available, the real companion service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN_DIR = REPO / "plugin" / "st-server-plugin"
+HARNESS = Path(__file__).with_name("harness.js")
+TOKEN_FILE = Path("user") / "files" / "nanogpt-companion.json"
+
+
+def node_binary() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    return node
+
+
+def write_token_file(data_root: Path, handle: str, url: str, token: str) -> Path:
+    """Writes the file the service would write, by rename, as the service does."""
+    target = data_root / handle / TOKEN_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"url": url, "token": token, "version": "0.1.0", "api_version": 1}))
+    os.replace(tmp, target)
+    return target
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@dataclass
+class Harness:
+    url: str
+    process: subprocess.Popen[bytes]
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def base(self) -> str:
+        return f"{self.url}/api/plugins/nanogpt-companion"
+
+    def output(self) -> str:
+        """Everything the plugin (and harness) printed so far: what would end up in ST's console."""
+        return self.stdout_path.read_text(errors="replace") + self.stderr_path.read_text(errors="replace")
+
+
+def start_harness(workdir: Path, data_root: Path, **limits: int) -> Harness:
+    workdir.mkdir(parents=True, exist_ok=True)
+    stdout_path = workdir / "harness.stdout"
+    stderr_path = workdir / "harness.stderr"
+    args = [node_binary(), str(HARNESS), "--plugin", str(PLUGIN_DIR), "--data-root", str(data_root)]
+    for key, value in limits.items():
+        args += ["--" + key.replace("_", "-"), str(value)]
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        proc = subprocess.Popen(args, stdout=out, stderr=err)
+    # The first stdout line is the port; poll a file, not a pipe: a full pipe would block node.
+    for _ in range(200):
+        text = stdout_path.read_text()
+        if "\n" in text:
+            port = json.loads(text.splitlines()[0])["port"]
+            return Harness(f"http://127.0.0.1:{port}", proc, stdout_path, stderr_path)
+        if proc.poll() is not None:
+            raise RuntimeError("harness exited: " + stderr_path.read_text())
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.05)
+    proc.kill()
+    raise RuntimeError("harness did not start: " + stderr_path.read_text())
+
+
+def stop_harness(harness: Harness) -> None:
+    harness.process.terminate()
+    try:
+        harness.process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        harness.process.kill()
+        harness.process.wait()
+
+
+class TokenIssuer:
+    """Writes token files and remembers every token issued, so tests can prove none of them ever leaked."""
+
+    def __init__(self, data_root: Path) -> None:
+        self.data_root = data_root
+        self.issued: list[str] = []
+
+    def __call__(self, handle: str, url: str) -> str:
+        token = new_token()
+        self.issued.append(token)
+        write_token_file(self.data_root, handle, url, token)
+        return token
