@@ -1,4 +1,4 @@
-"""Shared pytest wiring. Fixtures live in the modules under tests/fakes/, one per real component faked or built."""
+"""Shared pytest wiring. Fixtures live in tests/fakes/, one module per component faked or built."""
 
 pytest_plugins = [
     "tests.fakes.nanogpt_fixtures",

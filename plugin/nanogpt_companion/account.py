@@ -72,6 +72,7 @@ class _UserState:
     retry_at: float = 0.0
     last_attempt: float | None = None
     inflight: asyncio.Task[AccountSnapshot] | None = None
+    inflight_explicit: bool = False
     low_balance_id: str | None = None  # id of the current low-balance occurrence, None when re-armed
     quota_fired: set[str] = field(default_factory=set)
     last_mode: str | None = None
@@ -135,10 +136,14 @@ class AccountService:
         """
         tick = self._interval / 4
         while True:
-            now = self._clock()
-            due = [u for u in dict.fromkeys(users()) if self._due(self._state(u), now)]
-            if due:
-                await asyncio.gather(*(self._poll_logged(u) for u in due))
+            try:
+                now = self._clock()
+                due = [u for u in dict.fromkeys(users()) if self._due(self._state(u), now)]
+                if due:
+                    await asyncio.gather(*(self._poll_logged(u) for u in due))
+            except Exception:
+                # The loop runs for weeks: one bad round (e.g. the user list failing) must not end it.
+                log.exception("account poll round failed; trying again next round")
             await asyncio.sleep(tick)
 
     async def close(self) -> None:
@@ -165,7 +170,7 @@ class AccountService:
         st = self._state(user)
         if st.inflight is None or st.inflight.done():
             task = asyncio.create_task(self._poll(user, explicit=explicit), name=f"account-poll:{user}")
-            st.inflight = task
+            st.inflight, st.inflight_explicit = task, explicit
             task.add_done_callback(lambda t: self._finished(user, t))
         return st.inflight
 
@@ -179,6 +184,11 @@ class AccountService:
 
     async def _single_flight(self, user: str, *, explicit: bool) -> AccountSnapshot:
         # shield: one caller going away (a closed HTTP request) must not cancel the poll others wait on.
+        st = self._state(user)
+        if explicit and st.rejected_fp is not None and st.inflight is not None and not st.inflight_explicit:
+            # A routine poll in flight skips a rejected key; the user's explicit retry must not be
+            # swallowed by it, so let it finish and then run the explicit one.
+            await asyncio.shield(st.inflight)
         return await asyncio.shield(self._start(user, explicit=explicit))
 
     async def _poll_logged(self, user: str) -> None:

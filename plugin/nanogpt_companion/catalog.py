@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -164,7 +164,7 @@ def merge_tiers(lists: dict[Tier, Sequence[UpstreamModel]]) -> list[CatalogEntry
             in_sub = False  # in neither disjoint list: not covered as far as NanoGPT says
         entries[model_id] = _entry(model, in_tiers, in_sub)
     variants: dict[str, list[str]] = {}
-    for model_id in entries:
+    for model_id in list(entries):
         base = thinking_base_of(model_id)
         if base is not None and base in entries and base != model_id:
             variants.setdefault(base, []).append(model_id)
@@ -315,10 +315,12 @@ class CatalogUnavailable(Exception):
         self.error = error
 
 
-class SnapshotStore:
+class SnapshotStore(Protocol):
     """The part of ``store.Store`` the catalogue needs (kept narrow so tests can use the real store)."""
 
-    async def save_catalog_snapshot(self, key_fingerprint: str, fetched_at: float, payload: bytes) -> None: ...
+    async def save_catalog_snapshot(
+        self, key_fingerprint: str, fetched_at: float, payload: bytes
+    ) -> None: ...
     async def last_catalog_snapshot(self, key_fingerprint: str) -> tuple[float, bytes] | None: ...
 
 
@@ -448,7 +450,9 @@ class CatalogService:
                 lists[tier] = result.models
                 status[tier.value] = TierStatus(True, len(result.models))
                 if result.skipped:
-                    log.warning("%s list: skipped %d malformed model entries", tier.value, len(result.skipped))
+                    log.warning(
+                        "%s list: skipped %d malformed model entries", tier.value, len(result.skipped)
+                    )
             elif isinstance(result, NanoGPTError):
                 errors.append(result)
                 status[tier.value] = TierStatus(False, 0, ErrorInfo(code=result.code, message=str(result)))

@@ -27,7 +27,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--sillytavern", type=Path, metavar="DIR", help="SillyTavern install directory")
     where.add_argument("--data-root", type=Path, metavar="DIR", help="SillyTavern data root (instead of DIR)")
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
-    parser.add_argument("--upstream", metavar="URL", help="NanoGPT API base (default https://nano-gpt.com/api)")
+    parser.add_argument(
+        "--upstream", metavar="URL", help="NanoGPT API base (default https://nano-gpt.com/api)"
+    )
     parser.add_argument("--state-dir", type=Path, metavar="DIR", help="where the SQLite store lives")
     parser.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
 
@@ -44,10 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help=f"port to bind (default {DEFAULT_PORT})")
-    serve.add_argument("--allow-origin", action="append", dest="allow_origins", metavar="ORIGIN",
-                       help="extra browser origin allowed by CORS (repeatable)")
-    serve.add_argument("--allow-host", action="append", dest="allow_hosts", metavar="NAME",
-                       help="extra Host name accepted, e.g. a LAN address you bind to (repeatable)")
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        dest="allow_origins",
+        metavar="ORIGIN",
+        help="extra browser origin allowed by CORS (repeatable)",
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        dest="allow_hosts",
+        metavar="NAME",
+        help="extra Host name accepted, e.g. a LAN address you bind to (repeatable)",
+    )
     serve.add_argument("--no-watch", action="store_true", help="do not watch SillyTavern's settings files")
 
     doctor = sub.add_parser("doctor", help="check SillyTavern's settings for NanoGPT problems")
@@ -58,16 +70,29 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--offline", action="store_true", help="do not contact NanoGPT (fewer checks)")
 
     install = sub.add_parser("install-extension", help="install the SillyTavern UI extension")
-    install.add_argument("--sillytavern", type=Path, metavar="DIR", required=True, help="SillyTavern directory")
+    install.add_argument(
+        "--sillytavern", type=Path, metavar="DIR", required=True, help="SillyTavern directory"
+    )
     scope = install.add_mutually_exclusive_group()
     scope.add_argument("--user", metavar="HANDLE", help="install for this ST user (default: default-user)")
     scope.add_argument("--global", dest="global_install", action="store_true", help="install for all users")
     install.add_argument("--link", action="store_true", help="symlink instead of copying (development)")
     install.add_argument("--uninstall", action="store_true", help="remove what was installed")
-    install.add_argument("--server-plugin", action="store_true",
-                         help="also install the ST server plugin (for ST opened from another device)")
-    install.add_argument("--enable-server-plugins", action="store_true",
-                         help="set enableServerPlugins: true in ST's config.yaml (a backup is made first)")
+    install.add_argument(
+        "--server-plugin",
+        action="store_true",
+        help="also install the ST server plugin (for ST opened from another device)",
+    )
+    install.add_argument(
+        "--enable-server-plugins",
+        action="store_true",
+        help="set enableServerPlugins: true in ST's config.yaml (a backup is made first)",
+    )
+    install.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing folder of that name that this installer did not create",
+    )
 
     catalog = sub.add_parser("catalog", help="print the NanoGPT model catalogue")
     _add_common(catalog)
@@ -171,7 +196,9 @@ async def _offline_services(settings: Settings) -> AsyncIterator[dict[str, Any]]
     data_root, _ = resolve_data_root(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     async with aiohttp.ClientSession() as session:
-        client = NanoGPTClient(session, settings.upstream, request_timeout=min(settings.upstream_timeout, 15.0))
+        client = NanoGPTClient(
+            session, settings.upstream, request_timeout=min(settings.upstream_timeout, 15.0)
+        )
         store = Store(settings.database_path)
         await store.open()
         try:
@@ -190,7 +217,9 @@ async def _offline_services(settings: Settings) -> AsyncIterator[dict[str, Any]]
 
             account = AccountService(client, store, bus, key_for=key_for)
             doctor = (
-                DoctorService(users=users, store=store, bus=bus, catalog=catalog, account=account, settings=settings)
+                DoctorService(
+                    users=users, store=store, bus=bus, catalog=catalog, account=account, settings=settings
+                )
                 if data_root is not None
                 else None
             )
@@ -202,9 +231,12 @@ async def _offline_services(settings: Settings) -> AsyncIterator[dict[str, Any]]
 
 async def _service_running(settings: Settings) -> bool:
     try:
-        async with aiohttp.ClientSession() as session, session.get(
-            f"http://127.0.0.1:{settings.port}/health", timeout=aiohttp.ClientTimeout(total=1)
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"http://127.0.0.1:{settings.port}/health", timeout=aiohttp.ClientTimeout(total=1)
+            ) as response,
+        ):
             return response.status == 200
     except (aiohttp.ClientError, TimeoutError):
         return False
@@ -223,8 +255,10 @@ async def _doctor(args: argparse.Namespace) -> int:
         users, doctor = services["users"], services["doctor"]
         handles = [args.user] if args.user else users.handles()
         if args.user and args.user not in users.handles():
-            print(f"error: no SillyTavern user {args.user!r} (found: {', '.join(users.handles()) or 'none'})",
-                  file=sys.stderr)
+            print(
+                f"error: no SillyTavern user {args.user!r} (found: {', '.join(users.handles()) or 'none'})",
+                file=sys.stderr,
+            )
             return 2
         reports: dict[str, Any] = {}
         for handle in handles:
@@ -254,11 +288,14 @@ async def _doctor(args: argparse.Namespace) -> int:
 
 async def _fix_via_service(settings: Settings, users: Any, handle: str) -> list[dict[str, Any]]:
     token = users.get(handle).token
-    async with aiohttp.ClientSession() as session, session.post(
-        f"http://127.0.0.1:{settings.port}/api/doctor/fix",
-        json={"all": True},
-        headers={"Authorization": f"Bearer {token}"},
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"http://127.0.0.1:{settings.port}/api/doctor/fix",
+            json={"all": True},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response,
+    ):
         data = await response.json()
         return list(data.get("results", []))
 
@@ -274,8 +311,10 @@ def _print_doctor(reports: dict[str, Any]) -> None:
             print("   no problems found")
         for finding in report["findings"]:
             fix = "fixable" if finding["fixable"] else "advice"
-            print(f"   {marks.get(finding['severity'], '-')} {finding['title']}  [{finding['rule']}, {fix}, "
-                  f"{finding['policy']}]")
+            print(
+                f"   {marks.get(finding['severity'], '-')} {finding['title']}  [{finding['rule']}, {fix}, "
+                f"{finding['policy']}]"
+            )
             for line in textwrap.wrap(finding["explanation"], 92):
                 print(f"       {line}")
         for result in report.get("results", []):
@@ -316,17 +355,22 @@ async def _catalog(args: argparse.Namespace) -> int:
 
 
 def _install(args: argparse.Namespace) -> int:
-    from nanogpt_companion.installer import install_extension  # noqa: PLC0415
+    from nanogpt_companion.installer import InstallError, install_extension  # noqa: PLC0415
 
-    report = install_extension(
-        args.sillytavern,
-        user=args.user,
-        global_install=args.global_install,
-        link=args.link,
-        uninstall=args.uninstall,
-        server_plugin=args.server_plugin,
-        enable_server_plugins=args.enable_server_plugins,
-    )
+    try:
+        report = install_extension(
+            args.sillytavern,
+            user=args.user,
+            global_install=args.global_install,
+            link=args.link,
+            uninstall=args.uninstall,
+            server_plugin=args.server_plugin,
+            enable_server_plugins=args.enable_server_plugins,
+            force=args.force,
+        )
+    except InstallError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for line in report.lines:
         print(line)
-    return 0 if report.ok else 1
+    return 0

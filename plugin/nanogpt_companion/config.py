@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind. Keep 127.0.0.1 unless you know why not.")
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="Port to bind.")
     upstream: str = Field(DEFAULT_UPSTREAM, description="NanoGPT API base URL (tests point it at a fake).")
-    sillytavern: Path | None = Field(None, description="SillyTavern install dir; dataRoot read from config.yaml.")
+    sillytavern: Path | None = Field(
+        None, description="SillyTavern install dir; dataRoot read from config.yaml."
+    )
     data_root: Path | None = Field(None, description="SillyTavern data root, when not using --sillytavern.")
     state_dir: Path = Field(default_factory=default_state_dir, description="Where the SQLite store lives.")
     db_path: Path | None = Field(None, description="SQLite file (default: <state_dir>/companion.sqlite3).")
@@ -51,16 +53,22 @@ class Settings(BaseSettings):
     account_poll_interval: float = Field(300.0, ge=5.0, description="Seconds between balance/quota polls.")
     low_balance_usd: float = Field(1.0, ge=0.0, description="Alert when the USD balance drops below this.")
     upstream_timeout: float = Field(30.0, gt=0, description="Per-request timeout towards NanoGPT, seconds.")
-    max_upstream_body_mb: float = Field(8.0, gt=0, description="Refuse upstream bodies larger than this (MB).")
+    max_upstream_body_mb: float = Field(
+        8.0, gt=0, description="Refuse upstream bodies larger than this (MB)."
+    )
     allow_origins: list[str] = Field(
         default_factory=list, description="Extra browser origins allowed by CORS (ST's own are automatic)."
     )
     allow_hosts: list[str] = Field(
         default_factory=list, description="Extra Host header names accepted (loopback names are automatic)."
     )
-    st_port: int | None = Field(None, description="SillyTavern's port for CORS (default: from config.yaml or 8000).")
+    st_port: int | None = Field(
+        None, description="SillyTavern's port for CORS (default: from config.yaml or 8000)."
+    )
     watch: bool = Field(True, description="Watch SillyTavern's settings files and run the doctor on change.")
-    watch_debounce_ms: int = Field(50, ge=1, description="Debounce for file events (watchfiles default: 1600).")
+    watch_debounce_ms: int = Field(
+        50, ge=1, description="Debounce for file events (watchfiles default: 1600)."
+    )
     doctor_policies: dict[str, PolicyValue] = Field(
         default_factory=dict, description="Per-rule policy override: auto | ask | off."
     )

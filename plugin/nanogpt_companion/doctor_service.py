@@ -124,9 +124,11 @@ class DoctorService:
     # ---- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Register for tab changes and scan every user in the background (start-up never waits on
+        NanoGPT: the first scan may need the catalogue)."""
         self._bus.on_tab_change(self._on_tab_change)
         for handle in self._users.handles():
-            await self.check_user(handle)
+            self._spawn(self.check_user(handle))
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -158,7 +160,7 @@ class DoctorService:
         state = self._user_state(handle)
         if state.checked_at is None:
             await self.check_user(handle)
-        policies = await self.effective_policies(handle)
+        policies = await self.explicit_policies(handle)
         declined = await self._store.declined(handle)
         return {
             "findings": [self._finding_json(f, policies, declined) for f in state.findings],
@@ -168,25 +170,34 @@ class DoctorService:
             "error": state.error.model_dump() if state.error else None,
         }
 
-    def _finding_json(self, finding: Finding, policies: dict[str, Policy], declined: dict[str, str]) -> dict[str, Any]:
+    def _finding_json(
+        self, finding: Finding, policies: dict[str, Policy], declined: dict[str, str]
+    ) -> dict[str, Any]:
         data = finding.model_dump(mode="json")
         data["policy"] = self._policy_for(finding, policies, declined)
         data["fixable"] = finding.fixable
         data["declined"] = finding.id in declined
         return data
 
-    async def effective_policies(self, handle: str) -> dict[str, Policy]:
-        """Per rule: the user's choice, else the config's, else the rule's default."""
-        result: dict[str, Policy] = {rule.id: rule.default_policy for rule in RULES}
-        result.update(self._settings.doctor_policies)
+    async def explicit_policies(self, handle: str) -> dict[str, Policy]:
+        """Policies somebody chose: the user's (through the API), else the config file's."""
+        result: dict[str, Policy] = dict(self._settings.doctor_policies)
         for rule, policy in (await self._store.get_policies(handle)).items():
             if policy in ("auto", "ask", "off"):
                 result[rule] = policy  # type: ignore[assignment]  # checked just above
         return result
 
+    async def effective_policies(self, handle: str) -> dict[str, Policy]:
+        """Per rule: the user's choice, else the config's, else the rule's default."""
+        result: dict[str, Policy] = {rule.id: rule.default_policy for rule in RULES}
+        result.update(await self.explicit_policies(handle))
+        return result
+
     @staticmethod
-    def _policy_for(finding: Finding, policies: dict[str, Policy], declined: dict[str, str]) -> Policy:
-        policy = policies.get(finding.rule, finding.default_policy)
+    def _policy_for(finding: Finding, explicit: dict[str, Policy], declined: dict[str, str]) -> Policy:
+        """A rule's default can be ``auto`` while one of its findings is only safe to offer (it would
+        replace a value the user chose): the finding's own default then wins unless somebody chose."""
+        policy = explicit.get(finding.rule, finding.default_policy)
         if policy == "auto" and (finding.id in declined or not finding.fixable):
             return "ask"
         return policy
@@ -272,7 +283,9 @@ class DoctorService:
                 log.info("skipping preset %s: %s", path.name, exc)
         return result
 
-    async def _context_data(self, handle: str) -> tuple[dict[str, CatalogEntry] | None, AccountSnapshot | None]:
+    async def _context_data(
+        self, handle: str
+    ) -> tuple[dict[str, CatalogEntry] | None, AccountSnapshot | None]:
         key = self._users.key_for(handle)
         snapshot = self._catalog.cached(key)
         if snapshot is None:
@@ -294,7 +307,7 @@ class DoctorService:
     # ---- fixing ----------------------------------------------------------------------------------------
 
     async def _act_on_auto(self, handle: str, paths: UserPaths, state: UserState) -> None:
-        policies = await self.effective_policies(handle)
+        policies = await self.explicit_policies(handle)
         declined = await self._store.declined(handle)
         auto = [f for f in state.findings if self._policy_for(f, policies, declined) == "auto"]
         if not auto:
@@ -312,8 +325,16 @@ class DoctorService:
         async with state.lock:
             await self._scan(handle, user.paths, state, force=False)
             by_id = {f.id: f for f in state.findings}
-            wanted = [f for f in state.findings if f.fixable] if ids is None else [by_id[i] for i in ids if i in by_id]
-            missing = [FixResult(i, "not_found", "That finding no longer applies.") for i in ids or () if i not in by_id]
+            wanted = (
+                [f for f in state.findings if f.fixable]
+                if ids is None
+                else [by_id[i] for i in ids if i in by_id]
+            )
+            missing = [
+                FixResult(i, "not_found", "That finding no longer applies.")
+                for i in ids or ()
+                if i not in by_id
+            ]
             for finding in wanted:
                 if finding.id in (await self._store.declined(handle)):
                     await self._store.clear_declined(handle, finding.id)  # the user asked for it explicitly
@@ -326,7 +347,9 @@ class DoctorService:
         wrote_file = False
         for finding in findings:
             if not finding.fixable:
-                results.append(FixResult(finding.id, "failed", "This finding is advice only; nothing to apply."))
+                results.append(
+                    FixResult(finding.id, "failed", "This finding is advice only; nothing to apply.")
+                )
                 continue
             if finding.target == "settings" and self._bus.tab_open(handle):
                 results.append(self._send_live(handle, state, finding))
@@ -337,18 +360,26 @@ class DoctorService:
             if automatic and results[-1].status in ("applied", "sent_live"):
                 state.auto_fixed.add(finding.id)
         if wrote_file:
-            await self._scan(handle, paths, state, force=True)  # findings reflect the fixed file; no new round
+            await self._scan(
+                handle, paths, state, force=True
+            )  # findings reflect the fixed file; no new round
         return results
 
-    def _send_live(self, handle: str, state: UserState, finding: Finding, *, undo_of: int | None = None) -> FixResult:
+    def _send_live(
+        self, handle: str, state: UserState, finding: Finding, *, undo_of: int | None = None
+    ) -> FixResult:
         now = time.time()
         for pending in state.pending.values():
             if pending.finding.id == finding.id and now - pending.sent_at < LIVE_ACK_TIMEOUT:
-                return FixResult(finding.id, "sent_live", "Already sent to your SillyTavern tab; waiting for it.")
+                return FixResult(
+                    finding.id, "sent_live", "Already sent to your SillyTavern tab; waiting for it."
+                )
         fix_id = secrets.token_urlsafe(9)
         state.pending[fix_id] = PendingLiveFix(fix_id, finding, now, undo_of=undo_of)
         self._bus.publish(handle, "fix", self._fix_event(fix_id, finding))
-        return FixResult(finding.id, "sent_live", "Sent to your open SillyTavern tab, which applies and saves it.")
+        return FixResult(
+            finding.id, "sent_live", "Sent to your open SillyTavern tab, which applies and saves it."
+        )
 
     @staticmethod
     def _fix_event(fix_id: str, finding: Finding) -> dict[str, Any]:
@@ -378,11 +409,15 @@ class DoctorService:
             target = self._target_path(paths, finding)
             result = await asyncio.to_thread(_patch_file, target, finding.patch)
         except ConcurrentModification:
-            return FixResult(finding.id, "conflict", "The file changed while we were fixing it; nothing was written.")
+            return FixResult(
+                finding.id, "conflict", "The file changed while we were fixing it; nothing was written."
+            )
         except (WriteFailed, DocumentUnreadable, DocumentMissing, ValueError) as exc:
             return FixResult(finding.id, "failed", f"Nothing was changed: {exc}")
         if result is None:
-            return FixResult(finding.id, "conflict", "The value changed since it was checked; nothing was written.")
+            return FixResult(
+                finding.id, "conflict", "The value changed since it was checked; nothing was written."
+            )
         journal_ids = []
         file_label = "settings" if finding.target == "settings" else f"preset:{finding.preset}"
         for op in finding.patch:
@@ -402,7 +437,9 @@ class DoctorService:
                     )
                 )
             )
-        return FixResult(finding.id, "applied", f"Fixed in {target.name}.", journal_ids[0] if journal_ids else None)
+        return FixResult(
+            finding.id, "applied", f"Fixed in {target.name}.", journal_ids[0] if journal_ids else None
+        )
 
     async def acknowledge(self, handle: str, fix_id: str, status: str, message: str) -> bool:
         """The tab reports a live fix back. Journal it so it can be undone like a file fix."""
@@ -487,7 +524,7 @@ def _value_at(data: Any, path: Sequence[str | int]) -> Any:
     for part in path:
         if isinstance(node, dict) and isinstance(part, str) and part in node:
             node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):  # noqa: SIM114
             node = node[part]
         else:
             return _MISSING

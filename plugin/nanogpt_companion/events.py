@@ -55,7 +55,9 @@ class EventBus:
         """Send an event to one user's streams (or every stream with ``ALL_USERS``). Returns receivers."""
         event = Event(name, orjson.dumps(data))
         targets = (
-            [s for subs in self._subs.values() for s in subs] if user == ALL_USERS else self._subs.get(user, ())
+            [s for subs in self._subs.values() for s in subs]
+            if user == ALL_USERS
+            else self._subs.get(user, ())
         )
         delivered = 0
         for sub in list(targets):
@@ -66,7 +68,9 @@ class EventBus:
                 delivered += 1
             except asyncio.QueueFull:
                 sub.overflowed = True
-                log.warning("event stream %d for %s fell behind; closing it so it reconnects", sub.id, sub.user)
+                log.warning(
+                    "event stream %d for %s fell behind; closing it so it reconnects", sub.id, sub.user
+                )
         return delivered
 
     @contextmanager

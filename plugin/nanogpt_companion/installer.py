@@ -239,7 +239,7 @@ def _ownership(target: Path, is_ours: OwnershipCheck) -> Literal["missing", "our
     if target.is_dir() and (_install_record(target) is not None or is_ours(target)):
         return "ours"
     if target.is_dir() and not any(p.is_file() or p.is_symlink() for p in target.rglob("*")):
-        # Only empty folders (e.g. left by an uninstall that kept a user's file, later deleted): nothing to lose.
+        # Only empty folders left (e.g. by an uninstall that kept a user file): nothing to lose.
         return "missing"
     return "foreign"
 

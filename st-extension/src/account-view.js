@@ -91,7 +91,7 @@ export class AccountView {
             const level = pct === null ? 'unknown' : pct >= 1 ? 'full' : pct >= 0.8 ? 'high' : 'ok';
             return `<div class="ngc-quota-row" data-quota="${escapeHtml(r.key)}">
                 <div class="ngc-quota-head"><span>${escapeHtml(this.t(r.label))}</span>
-                <span class="ngc-small">${escapeHtml(used)} · ${escapeHtml(formatPercent(r.fraction))}${reset ? ` · ${escapeHtml(this.t('resets in'))} ${escapeHtml(reset)}` : ''}</span></div>
+                <span class="ngc-small">${escapeHtml(used)} · ${escapeHtml(formatPercent(r.fraction))}${reset ? ` · ${escapeHtml(reset === 'now' ? this.t('resets now') : `${this.t('resets in')} ${reset}`)}` : ''}</span></div>
                 <div class="ngc-bar" role="progressbar" aria-label="${escapeHtml(this.t(r.label))}" aria-valuemin="0" aria-valuemax="100"
                     aria-valuenow="${pct === null ? '' : Math.round(pct * 100)}" data-level="${level}">
                     <div class="ngc-bar-fill" style="width:${pct === null ? 0 : (pct * 100).toFixed(1)}%"></div></div>
@@ -105,8 +105,9 @@ export class AccountView {
         const W = 280;
         const H = 48;
         const geo = sparkline(values, W, H, 4);
-        if (!geo.points.length) {
-            box.innerHTML = `<div class="ngc-muted ngc-small">${escapeHtml(this.t('No history yet.'))}</div>`;
+        if (geo.points.length < 2) {
+            // One point is not a trend; say so rather than draw an empty chart.
+            box.innerHTML = `<div class="ngc-muted ngc-small ngc-history-empty">${escapeHtml(this.t('Not enough history yet: the chart fills in as your balance changes.'))}</div>`;
             return;
         }
         const label = (p) => {

@@ -459,3 +459,40 @@ async def test_key_never_appears_in_logs_events_or_snapshots(
     for secret in (SUBSCRIBER_KEY, INVALID_KEY):
         assert secret not in text
         assert secret.removeprefix("sk-nano-") not in text
+
+
+async def test_explicit_refresh_is_not_swallowed_by_routine_poll_in_flight(
+    service: AccountService, fake: FakeNanoGPT, keys: Keys, clock: Clock
+):
+    keys.set("alice", INVALID_KEY)
+    assert (await service.get("alice")).key_status == "rejected"
+    clock.advance(301)
+    await service.get("alice")  # due: starts a routine background poll, which skips the rejected key
+    await service.refresh("alice")  # issued while that poll is still in flight
+    assert fake.count(BALANCE) == 2
+
+
+async def test_run_survives_a_failing_round(
+    client: NanoGPTClient, store: Store, bus: EventBus, keys: Keys, fake: FakeNanoGPT, caplog
+):
+    rounds = 0
+
+    def users() -> list[str]:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise RuntimeError("user directory unreadable")
+        return ["alice"]
+
+    service = AccountService(client, store, bus, key_for=keys, poll_interval=0.02)
+    task = asyncio.create_task(service.run(users))
+    for _ in range(300):
+        if fake.count(BALANCE):
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await service.close()
+    assert fake.count(BALANCE) >= 1
+    assert "account poll round failed" in caplog.text

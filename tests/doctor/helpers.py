@@ -57,26 +57,59 @@ def entry(model_id: str, **kw: Any) -> CatalogEntry:
 def catalogue() -> dict[str, CatalogEntry]:
     """Ids and capability flags taken from fixtures/nanogpt/models.detailed.sample.json."""
     entries = [
-        entry("openai/gpt-5.2", context_length=400000, capabilities={"vision": True, "reasoning": False,
-                                                                     "tool_calling": True}),
+        entry(
+            "openai/gpt-5.2",
+            context_length=400000,
+            capabilities={"vision": True, "reasoning": False, "tool_calling": True},
+        ),
         entry("openai/gpt-4o-mini", context_length=128000, capabilities={"vision": True, "reasoning": False}),
-        entry("anthropic/claude-opus-4.6", context_length=200000, capabilities={"vision": True, "reasoning": False},
-              thinking_variants=["anthropic/claude-opus-4.6:thinking", "anthropic/claude-opus-4.6:thinking:max"]),
-        entry("anthropic/claude-opus-4.6:thinking", context_length=200000,
-              capabilities={"vision": True, "reasoning": True}, thinking_base="anthropic/claude-opus-4.6"),
-        entry("anthropic/claude-opus-4.6:thinking:max", context_length=200000,
-              capabilities={"vision": True, "reasoning": True}, thinking_base="anthropic/claude-opus-4.6"),
+        entry(
+            "anthropic/claude-opus-4.6",
+            context_length=200000,
+            capabilities={"vision": True, "reasoning": False},
+            thinking_variants=[
+                "anthropic/claude-opus-4.6:thinking",
+                "anthropic/claude-opus-4.6:thinking:max",
+            ],
+        ),
+        entry(
+            "anthropic/claude-opus-4.6:thinking",
+            context_length=200000,
+            capabilities={"vision": True, "reasoning": True},
+            thinking_base="anthropic/claude-opus-4.6",
+        ),
+        entry(
+            "anthropic/claude-opus-4.6:thinking:max",
+            context_length=200000,
+            capabilities={"vision": True, "reasoning": True},
+            thinking_base="anthropic/claude-opus-4.6",
+        ),
         entry("zai-org/glm-5.2", context_length=1048576, capabilities={"vision": False, "reasoning": False}),
-        entry("zai-org/glm-5.2:thinking", context_length=1048576, capabilities={"vision": False, "reasoning": True},
-              thinking_base="zai-org/glm-5.2"),
+        entry(
+            "zai-org/glm-5.2:thinking",
+            context_length=1048576,
+            capabilities={"vision": False, "reasoning": True},
+            thinking_base="zai-org/glm-5.2",
+        ),
         entry("zai-org/glm-5.3", context_length=1048576, capabilities={"tool_calling": True}),
-        entry("deepseek/deepseek-v4-pro:thinking", context_length=1000000,
-              capabilities={"vision": False, "reasoning": True}),
-        entry("google/gemini-3-flash-preview-thinking", context_length=1048576,
-              capabilities={"vision": True, "reasoning": True}),
-        entry("alibaba/qwen3.6-flash", context_length=262144, capabilities={"vision": False, "reasoning": True}),
-        entry("ArliAI/Llama-3.3-70B-ArliAI-RPMax-v1.4", context_length=65536,
-              capabilities={"vision": False, "reasoning": False}),
+        entry(
+            "deepseek/deepseek-v4-pro:thinking",
+            context_length=1000000,
+            capabilities={"vision": False, "reasoning": True},
+        ),
+        entry(
+            "google/gemini-3-flash-preview-thinking",
+            context_length=1048576,
+            capabilities={"vision": True, "reasoning": True},
+        ),
+        entry(
+            "alibaba/qwen3.6-flash", context_length=262144, capabilities={"vision": False, "reasoning": True}
+        ),
+        entry(
+            "ArliAI/Llama-3.3-70B-ArliAI-RPMax-v1.4",
+            context_length=65536,
+            capabilities={"vision": False, "reasoning": False},
+        ),
         entry("ArliAI/Gemma-3-27B-ArliAI-RPMax-v3", context_length=32768, capabilities={"vision": False}),
         entry("meta-llama/llama-4-maverick", context_length=1048576, capabilities={"vision": True}),
         entry("auto-model", is_router=True),

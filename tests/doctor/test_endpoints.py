@@ -34,14 +34,20 @@ def test_six_endpoints_with_expected_urls():
         ("https://nano-gpt.com/api/v1", "https://nano-gpt.com/api/v1", ()),
         ("http://nano-gpt.com/api/v1", "https://nano-gpt.com/api/v1", ("http",)),
         ("https://nano-gpt.com/v1", "https://nano-gpt.com/api/v1", ("missing_api",)),
-        ("https://nano-gpt.com/api/v1/chat/completions", "https://nano-gpt.com/api/v1",
-         ("trailing_chat_completions",)),
+        (
+            "https://nano-gpt.com/api/v1/chat/completions",
+            "https://nano-gpt.com/api/v1",
+            ("trailing_chat_completions",),
+        ),
         ("https://nano-gpt.com/api/v1/models", "https://nano-gpt.com/api/v1", ("trailing_models",)),
         ("  https://nano-gpt.com/api/v1 ", "https://nano-gpt.com/api/v1", ("whitespace",)),
         ("https://nano-gpt.com/api/v1/", "https://nano-gpt.com/api/v1", ("trailing_slash",)),
         ("https://nano-gpt.com/api/v1/v1", "https://nano-gpt.com/api/v1", ("duplicate_v1",)),
-        ("https://www.nano-gpt.com/api/subscription/v1", "https://nano-gpt.com/api/subscription/v1",
-         ("www_host",)),
+        (
+            "https://www.nano-gpt.com/api/subscription/v1",
+            "https://nano-gpt.com/api/subscription/v1",
+            ("www_host",),
+        ),
         ("https://api.nano-gpt.com/api/v1thinking", "https://api.nano-gpt.com/api/v1thinking", ()),
         ("nano-gpt.com/api/v1legacy", "https://nano-gpt.com/api/v1legacy", ("no_scheme",)),
         ("https://nano-gpt.com/api", "https://nano-gpt.com/api/v1", ("missing_version",)),
@@ -64,9 +70,14 @@ def test_combined_mess():
     parsed = parse_nanogpt_url(" http://www.nano-gpt.com/v1/v1/chat/completions/ ")
     assert parsed is not None and parsed.endpoint_id == "v1"
     assert parsed.normalised == "https://nano-gpt.com/api/v1"
-    assert {"whitespace", "http", "www_host", "missing_api", "duplicate_v1", "trailing_chat_completions"} <= set(
-        parsed.problems
-    )
+    assert {
+        "whitespace",
+        "http",
+        "www_host",
+        "missing_api",
+        "duplicate_v1",
+        "trailing_chat_completions",
+    } <= set(parsed.problems)
 
 
 def test_not_nanogpt_and_unknown_paths():
@@ -81,7 +92,10 @@ def test_not_nanogpt_and_unknown_paths():
 def test_text_completion_accepts_bare_api():
     parsed = parse_nanogpt_url("https://nano-gpt.com/api", for_text_completion=True)
     assert parsed is not None and parsed.ok and parsed.endpoint_id == "v1"
-    assert normalise_nanogpt_url("https://nano-gpt.com/api/", for_text_completion=True) == "https://nano-gpt.com/api"
+    assert (
+        normalise_nanogpt_url("https://nano-gpt.com/api/", for_text_completion=True)
+        == "https://nano-gpt.com/api"
+    )
 
 
 def test_endpoint_ids():

@@ -529,9 +529,16 @@ class FakeNanoGPT:
 
     # ---- request log ---------------------------------------------------------------------------------
 
-    def count(self, path: str) -> int:
-        """Requests seen for a path (e.g. "/api/v1/models"), faults included."""
-        return self.counts[path]
+    def count(self, path: str, *, key: str | None = None) -> int:
+        """Requests seen for a path (e.g. "/api/v1/models"), faults included.
+
+        With ``key``, only requests that presented that key (matched by its key id): per-key caches
+        are single-flight per key, so several users legitimately fetch the same path once each.
+        """
+        if key is None:
+            return self.counts[path]
+        wanted = key_id(key)
+        return sum(1 for record in self.log if record.path == path and record.key_id == wanted)
 
     def reset_log(self) -> None:
         self.log.clear()

@@ -135,17 +135,23 @@ class RunningService:
         return self.log_path.read_text(errors="replace")
 
     def request(
-        self, method: str, path: str, *, handle: str | None = "default-user", body: Any = None, timeout: float = 15
+        self,
+        method: str,
+        path: str,
+        *,
+        handle: str | None = "default-user",
+        body: Any = None,
+        timeout: float = 15,
     ) -> tuple[int, Any]:
         """A plain HTTP call (no aiohttp loop needed), authenticated as ``handle``."""
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)  # noqa: S310 - loopback
+        req = urllib.request.Request(self.url + path, data=data, method=method)
         if handle is not None:
             req.add_header("Authorization", f"Bearer {self.token_for(handle)}")
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
@@ -174,19 +180,27 @@ def start_service(
     log_path = state_dir / "service.log"
     state_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "nanogpt_companion", "serve",
-        "--sillytavern", str(st.st_dir),
-        "--port", str(port),
-        "--upstream", upstream.base_url,
-        "--state-dir", str(state_dir),
-        "--log-level", "DEBUG",
+        sys.executable,
+        "-m",
+        "nanogpt_companion",
+        "serve",
+        "--sillytavern",
+        str(st.st_dir),
+        "--port",
+        str(port),
+        "--upstream",
+        upstream.base_url,
+        "--state-dir",
+        str(state_dir),
+        "--log-level",
+        "DEBUG",
         *(extra_args or []),
     ]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("NANOGPT")}
     full_env.update(env or {})
     full_env["PYTHONUNBUFFERED"] = "1"
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)  # noqa: S603
+        process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
     service = RunningService(
         f"http://127.0.0.1:{port}", port, st, st_port, state_dir, upstream, process, log_path
     )
@@ -194,17 +208,16 @@ def start_service(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the service exited with {process.returncode}:\n{service.log_text()}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(service.url + "/health", timeout=1) as resp:  # noqa: S310
-                if resp.status == 200 and all(service.token_file(h).exists() for h in st.users):
-                    return service
+        with contextlib.suppress(OSError), urllib.request.urlopen(service.url + "/health", timeout=1) as resp:
+            if resp.status == 200 and all(service.token_file(h).exists() for h in st.users):
+                return service
         time.sleep(0.05)
     service.stop()
     raise RuntimeError(f"the service did not become ready:\n{service.log_text()}")
 
 
 def build_stack_install(base: Path, st_port: int) -> STInstall:
-    """Two ST users: ``default-user`` (subscriber key, multi-key secrets) and ``alice`` (pay-as-you-go key)."""
+    """Two ST users: ``default-user`` (subscriber key, multi-key secrets), ``alice`` (pay-as-you-go key)."""
     alice_secrets = {"api_key_nanogpt": [{"id": "a1", "value": PAYG_KEY, "label": "alice", "active": True}]}
     return build_st_install(
         base,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import socket
 import tracemalloc
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import aiohttp
 import pytest
@@ -104,7 +104,12 @@ async def test_basic_list(client: NanoGPTClient, fake_nanogpt: FakeNanoGPTServer
     result = await client.models(Tier.V1, api_key=None, detailed=False)
     assert len(result.models) == 600
     first = result.models[0]
-    assert (first.id, first.owned_by, first.name, first.prompt_per_1m) == ("openai/gpt-5.2", "openai", None, None)
+    assert (first.id, first.owned_by, first.name, first.prompt_per_1m) == (
+        "openai/gpt-5.2",
+        "openai",
+        None,
+        None,
+    )
     assert fake_nanogpt.fake.log[0].query == ""
 
 
@@ -132,7 +137,12 @@ async def test_detailed_600_models_keep_every_quirk(client: NanoGPTClient) -> No
     assert models["alibaba/qwen3.6-flash"].cache_write_per_1k == 0.00024
     assert models["zai-org/glm-5.3"].subscription_multiplier == 2.0
     assert models["deepseek/deepseek-v4-pro:thinking"].reasoning_efforts == ["none", "high", "max"]
-    assert models["google/gemini-3-flash-preview-thinking"].input_modalities == ["text", "image", "audio", "video"]
+    assert models["google/gemini-3-flash-preview-thinking"].input_modalities == [
+        "text",
+        "image",
+        "audio",
+        "video",
+    ]
 
     # The generated part exercises the same quirks at scale.
     costs = {m.cost_estimate for m in models.values()}
@@ -152,7 +162,9 @@ async def test_one_bad_entry_is_skipped_with_one_warning(
     fake = fake_nanogpt.fake
     fake.add_model({"id": 42, "name": "numeric id"})
     fake.add_model({"id": "", "name": "empty id"})
-    fake.add_model({"id": "ok/model", "context_length": "big", "capabilities": {"vision": "yes"}, "pricing": 7})
+    fake.add_model(
+        {"id": "ok/model", "context_length": "big", "capabilities": {"vision": "yes"}, "pricing": 7}
+    )
     with caplog.at_level(logging.WARNING, logger="nanogpt_companion.nanogpt"):
         result = await client.models(Tier.V1, api_key=PAYG_KEY)
     ids = {m.id for m in result.models}
@@ -257,7 +269,9 @@ async def test_rejected_key_is_never_retried(
     assert (fake.count(V1), fake.count(BALANCE), fake.count(USAGE)) == (1, 1, 1)
 
 
-async def test_unknown_key_on_balance_is_rejected_once(client: NanoGPTClient, fake_nanogpt: FakeNanoGPTServer) -> None:
+async def test_unknown_key_on_balance_is_rejected_once(
+    client: NanoGPTClient, fake_nanogpt: FakeNanoGPTServer
+) -> None:
     with pytest.raises(KeyRejectedError) as caught:
         await client.check_balance(INVALID_KEY)
     assert 'NanoGPT said: "Invalid API key"' in str(caught.value)
@@ -273,7 +287,9 @@ async def test_402(client: NanoGPTClient, fake_nanogpt: FakeNanoGPTServer) -> No
     assert fake_nanogpt.fake.count(BALANCE) == 1
 
 
-async def test_429_on_models_with_delta_seconds(client: NanoGPTClient, fake_nanogpt: FakeNanoGPTServer) -> None:
+async def test_429_on_models_with_delta_seconds(
+    client: NanoGPTClient, fake_nanogpt: FakeNanoGPTServer
+) -> None:
     fake_nanogpt.fake.faults.status(429, "*/models", retry_after="7")
     with pytest.raises(RateLimitedError) as caught:
         await client.models(Tier.V1, api_key=None)
@@ -409,7 +425,9 @@ async def test_timeout_is_retried_then_unavailable(
     session: aiohttp.ClientSession, fake_nanogpt: FakeNanoGPTServer
 ) -> None:
     fake_nanogpt.fake.faults.latency(0.3, BALANCE)
-    client = NanoGPTClient(session, fake_nanogpt.base_url, request_timeout=0.05, retries=1, backoff_base=0.001)
+    client = NanoGPTClient(
+        session, fake_nanogpt.base_url, request_timeout=0.05, retries=1, backoff_base=0.001
+    )
     with pytest.raises(UpstreamUnavailableError) as caught:
         await client.check_balance(SUBSCRIBER_KEY)
     assert "no answer within 0.05s" in str(caught.value)
@@ -438,9 +456,9 @@ async def test_no_key_in_any_error_or_log(
         lambda: fake.faults.status(402),
         lambda: fake.faults.status(429, retry_after="3"),
         lambda: fake.faults.status(500),
-        lambda: fake.faults.reset(),
-        lambda: fake.faults.truncated(),
-        lambda: fake.faults.invalid_json(),
+        fake.faults.reset,
+        fake.faults.truncated,
+        fake.faults.invalid_json,
         lambda: fake.faults.huge_body(declare_length=True),
     ]
     errors: list[NanoGPTError] = []

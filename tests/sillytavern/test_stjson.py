@@ -128,7 +128,7 @@ def test_specific_documents_match_node(node_stringify: NodeStringify) -> None:
         [],
         {"a": [], "b": {}, "c": [[]], "d": [{}]},
         {"b": 1, "2": 2, "1": 3, "01": 4, "4294967294": 5, "4294967295": 6, "-1": 7},
-        {"s": "quote\" backslash\\ ctrl\x00\x01\x1f\x7f tab\t nl\n cr\r bs\b ff\f"},
+        {"s": 'quote" backslash\\ ctrl\x00\x01\x1f\x7f tab\t nl\n cr\r bs\b ff\f'},
         {"u": "é 日本 😀 \u2028 \u2029 \ufeff"},
         {"lone": "\ud800 x \udfff"},
         {"n": [0, -0.0, 1e-7, 1e21, 2**53, 2**53 + 1, 2**64, -(2**70), 10**400, 12345678901234567890]},

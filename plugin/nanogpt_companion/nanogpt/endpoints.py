@@ -97,7 +97,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         path="/api/v1legacy",
         title="Legacy reasoning format",
         description=(
-            "Same models as the standard address, but reasoning comes in the older `reasoning_content` field. "
+            "Same models as the standard address, but reasoning comes in the older "
+            "`reasoning_content` field. "
             "For SillyTavern versions older than 1.13.5, which do not show the newer format."
         ),
         chat_completion=True,
@@ -109,8 +110,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         path="/api/v1thinking",
         title="Reasoning inside the reply",
         description=(
-            "Same models, but the model's reasoning is mixed into the normal reply text instead of a separate "
-            "field. Only for apps that cannot show reasoning separately; ST's reasoning toggle has no effect here."
+            "Same models, but the model's reasoning is mixed into the normal reply "
+            "text instead of a separate "
+            "field. Only for apps that cannot show reasoning separately; ST's "
+            "reasoning toggle has no effect here."
         ),
         chat_completion=True,
         text_completion=False,
@@ -246,10 +249,9 @@ def parse_nanogpt_url(url: object, *, for_text_completion: bool = False) -> Pars
     if collapsed != lowered:
         problems.append("duplicate_v1")
         lowered = collapsed
-    if lowered and not lowered.startswith("/api"):
-        if lowered.lstrip("/") in _KNOWN_SUFFIXES:
-            problems.append("missing_api")
-            lowered = "/api" + lowered
+    if lowered and not lowered.startswith("/api") and lowered.lstrip("/") in _KNOWN_SUFFIXES:
+        problems.append("missing_api")
+        lowered = "/api" + lowered
 
     endpoint_id: EndpointId | None
     if lowered in ("", "/api"):
@@ -267,11 +269,8 @@ def parse_nanogpt_url(url: object, *, for_text_completion: bool = False) -> Pars
 
     if endpoint_id is not None and (parts.netloc != parts.netloc.lower() or path != path.lower()):
         problems.append("letter_case")
-    if endpoint_id is not None:
-        normalised = f"https://{host}{lowered}"
-    else:
-        # Keep the user's unknown path as typed (minus what we are sure of): guessing would be worse.
-        normalised = f"https://{host}{path}"
+    # An unknown path is kept as typed (minus what we are sure of): guessing would be worse.
+    normalised = f"https://{host}{lowered}" if endpoint_id is not None else f"https://{host}{path}"
     return ParsedNanoURL(
         original=url,
         host=host,

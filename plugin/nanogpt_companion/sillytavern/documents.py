@@ -104,9 +104,12 @@ def parse_document_bytes(path: Path, raw: bytes) -> Any:
     try:
         return loads_st(text)
     except json.JSONDecodeError as exc:
-        hint = " (the file looks cut off)" if exc.pos >= len(text.rstrip()) else ""
+        unterminated = exc.msg.startswith("Unterminated string")
+        msg = "Unterminated string starting here" if unterminated else exc.msg
+        cut_off = unterminated or exc.pos >= len(text.rstrip())
+        hint = " (the file looks cut off)" if cut_off else ""
         raise DocumentUnreadable(
-            path, f"{path.name} is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}{hint}"
+            path, f"{path.name} is not valid JSON (line {exc.lineno}, column {exc.colno}): {msg}{hint}"
         ) from None
     except (ValueError, RecursionError) as exc:
         raise DocumentUnreadable(path, f"{path.name} is not valid JSON: {exc}") from None

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from .documents import Document, FaultHook, replace_file_atomic, sha256_hex
 from .errors import PatchError
-from .stjson import INDENT, decoder, dumps_st, dumps_st_compact, loads_st, quote_st
+from .stjson import INDENT, decoder, dumps_st, dumps_st_compact, js_equal, loads_st, quote_st
 
 logger = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ def _patch(text: str, data: Any, ops: Sequence[PatchEdit], path_for_errors: Path
         raise PatchError(
             path_for_errors, "internal check failed: the patched text is not valid JSON"
         ) from None
-    if result != expected:
+    if not js_equal(result, expected):
         raise PatchError(
             path_for_errors,
             "internal check failed: the patched file would not hold the intended values "

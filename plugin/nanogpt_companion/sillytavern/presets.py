@@ -34,7 +34,9 @@ def list_presets(user: UserPaths) -> list[Path]:
         p
         for p in entries
         # is_companion_temp is implied by the leading dot; checked anyway in case the naming ever changes.
-        if p.suffix == ".json" and not p.name.startswith(".") and not is_companion_temp(p.name)
+        if p.suffix == ".json"
+        and not p.name.startswith(".")
+        and not is_companion_temp(p.name)
         and p.is_file()
     ]
     return sorted(presets, key=lambda p: p.name)

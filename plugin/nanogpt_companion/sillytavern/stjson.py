@@ -203,3 +203,26 @@ def dumps_st_compact(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ",".join(dumps_st_compact(v) for v in value) + "]"
     return dumps_st(value)
+
+
+def _js_number(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def js_equal(a: Any, b: Any) -> bool:
+    """Equality as JavaScript sees parsed JSON: every number is a double, so ``44990178728930740`` (read
+    back as a Python int) equals the float it was written from. Fast path: plain Python equality."""
+    if a == b:
+        return True
+    a_num = isinstance(a, int | float) and not isinstance(a, bool)
+    b_num = isinstance(b, int | float) and not isinstance(b, bool)
+    if a_num and b_num:
+        return _js_number(a) == _js_number(b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(js_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(js_equal(x, y) for x, y in zip(a, b, strict=True))
+    return False

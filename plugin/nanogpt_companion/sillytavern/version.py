@@ -119,7 +119,7 @@ class STVersion:
 
     @property
     def media_inlining(self) -> bool:
-        """True: the inline-media switch is ``media_inlining``; otherwise it is (or may be) ``image_inlining``."""
+        """True: the inline-media key is ``media_inlining``; else it is (or may be) ``image_inlining``."""
         return self.at_least(V_MEDIA_INLINING)
 
     @property

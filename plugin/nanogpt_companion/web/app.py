@@ -162,6 +162,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await catalog.close()
+    await account.close()
     if doctor is not None:
         await doctor.close()
 
@@ -199,8 +200,12 @@ def _describe_setup(settings: Settings, users: UserRegistry) -> None:
     else:
         log.info("SillyTavern data root: %s (%d users)", users.data_root, len(users.handles()))
         if not users.handles():
-            log.warning("no SillyTavern users found yet (no <dataRoot>/<handle>/settings.json); will keep looking")
+            log.warning(
+                "no SillyTavern users found yet (no <dataRoot>/<handle>/settings.json); will keep looking"
+            )
     if settings.api_key is not None:
         log.info("using the NanoGPT key from the configuration for every user")
     elif users.data_root is None:
-        log.warning("no NanoGPT key: set NANOGPT_API_KEY to see balance and quota (the catalogue works without)")
+        log.warning(
+            "no NanoGPT key: set NANOGPT_API_KEY to see balance and quota (the catalogue works without)"
+        )

@@ -35,7 +35,9 @@ class ApiError(Exception):
         return cls(_UPSTREAM_STATUS.get(exc.code, 502), exc.code, str(exc), headers)
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     body = orjson.dumps({"error": {"code": code, "message": message}})
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import asyncio
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from nanogpt_companion.account import AccountService
-    from nanogpt_companion.catalog import CatalogService
-    from nanogpt_companion.config import Settings
-    from nanogpt_companion.doctor_service import DoctorService
-    from nanogpt_companion.events import EventBus
-    from nanogpt_companion.nanogpt.client import NanoGPTClient
-    from nanogpt_companion.store import Store
-    from nanogpt_companion.users import User, UserRegistry
-    from nanogpt_companion.web.security import AccessPolicy
-    from nanogpt_companion.web.sse import TicketBook
+if TYPE_CHECKING:  # the services import nothing from web/, but security and sse import this module
+    from nanogpt_companion.account import AccountService  # noqa: F401
+    from nanogpt_companion.catalog import CatalogService  # noqa: F401
+    from nanogpt_companion.config import Settings  # noqa: F401
+    from nanogpt_companion.doctor_service import DoctorService  # noqa: F401
+    from nanogpt_companion.events import EventBus  # noqa: F401
+    from nanogpt_companion.nanogpt.client import NanoGPTClient  # noqa: F401
+    from nanogpt_companion.store import Store  # noqa: F401
+    from nanogpt_companion.users import User, UserRegistry  # noqa: F401
+    from nanogpt_companion.web.security import AccessPolicy  # noqa: F401
+    from nanogpt_companion.web.sse import TicketBook  # noqa: F401
 
 
 SETTINGS = web.AppKey["Settings"]("settings")

@@ -73,7 +73,10 @@ FIX_RESULT = {
     "type": "object",
     "properties": {
         "id": {"type": "string"},
-        "status": {"type": "string", "enum": ["applied", "sent_live", "conflict", "failed", "not_found", "declined"]},
+        "status": {
+            "type": "string",
+            "enum": ["applied", "sent_live", "conflict", "failed", "not_found", "declined"],
+        },
         "message": {"type": "string"},
         "journal_id": {"type": ["integer", "null"]},
     },
@@ -82,14 +85,24 @@ FIX_RESULT = {
 POLICIES = {
     "type": "object",
     "properties": {
-        "policies": {"type": "object", "additionalProperties": {"type": "string", "enum": ["auto", "ask", "off"]}}
+        "policies": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "enum": ["auto", "ask", "off"]},
+        }
     },
     "required": ["policies"],
 }
 
 
-def _op(summary: str, responses: dict[str, Any], *, params: list[Any] | None = None, body: str | None = None,
-        auth: bool = True, upstream: bool = False) -> dict[str, Any]:
+def _op(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    params: list[Any] | None = None,
+    body: str | None = None,
+    auth: bool = True,
+    upstream: bool = False,
+) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {**responses, **(ERRORS if auth else {})}}
     if upstream:
         op["responses"].update(UPSTREAM_ERRORS)
@@ -107,8 +120,9 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 
 def build_openapi() -> bytes:
-    schemas = _schemas(CatalogEntry, AccountSnapshot, Finding, ErrorInfo, FixRequest, UndoRequest, AckRequest,
-                       PolicyRequest)
+    schemas = _schemas(
+        CatalogEntry, AccountSnapshot, Finding, ErrorInfo, FixRequest, UndoRequest, AckRequest, PolicyRequest
+    )
     schemas["ErrorBody"] = {
         "type": "object",
         "properties": {"error": _ref("ErrorInfo")},
@@ -144,7 +158,11 @@ def build_openapi() -> bytes:
         "/health": {
             "get": _op(
                 "Liveness, version and upstream reachability (no auth, no user data)",
-                {"200": _json({"type": "object", "required": ["status", "version", "api_version", "upstream"]})},
+                {
+                    "200": _json(
+                        {"type": "object", "required": ["status", "version", "api_version", "upstream"]}
+                    )
+                },
                 auth=False,
             )
         },
@@ -153,11 +171,16 @@ def build_openapi() -> bytes:
                 "The tier-merged NanoGPT catalogue for the caller, filterable",
                 {"200": _json(catalog_response)},
                 params=[
-                    _query("tier", {"type": "string", "enum": ["v1", "subscription", "paid", "personalized"]},
-                           "Only models in this list"),
+                    _query(
+                        "tier",
+                        {"type": "string", "enum": ["v1", "subscription", "paid", "personalized"]},
+                        "Only models in this list",
+                    ),
                     _query("q", {"type": "string", "maxLength": 200}, "Substring of id, name or vendor"),
                     _query("capability", {"type": "string"}, "Require a capability flag (repeatable)"),
-                    _query("sort", {"type": "string", "enum": ["name", "price", "context", "newest"]}, "Order"),
+                    _query(
+                        "sort", {"type": "string", "enum": ["name", "price", "context", "newest"]}, "Order"
+                    ),
                     _query("include_routers", {"type": "boolean"}, "Include router/utility ids"),
                 ],
                 upstream=True,
@@ -166,9 +189,19 @@ def build_openapi() -> bytes:
         "/api/catalog/refresh": {
             "post": _op(
                 "Refresh the catalogue now and return what changed",
-                {"200": _json({"type": "object", "properties": {"fetched_at": {"type": "number"},
-                               "count": {"type": "integer"}, "diff": DIFF},
-                               "required": ["fetched_at", "count", "diff"]})},
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "fetched_at": {"type": "number"},
+                                "count": {"type": "integer"},
+                                "diff": DIFF,
+                            },
+                            "required": ["fetched_at", "count", "diff"],
+                        }
+                    )
+                },
                 upstream=True,
             )
         },
@@ -182,78 +215,148 @@ def build_openapi() -> bytes:
             "get": _op(
                 "Balance and subscription usage (stale flag when the last poll failed)",
                 {"200": _json(_ref("AccountSnapshot"))},
-                params=[_query("refresh", {"type": "string", "enum": ["0", "1", "true", "false"]}, "Poll now")],
+                params=[
+                    _query("refresh", {"type": "string", "enum": ["0", "1", "true", "false"]}, "Poll now")
+                ],
             )
         },
         "/api/account/history": {
             "get": _op(
                 "Balance and quota history points",
-                {"200": _json({"type": "object", "properties": {"points": {"type": "array", "items": {
-                    "type": "object", "properties": {"t": {"type": "number"}, "usd": NULLABLE_NUMBER,
-                                                     "xno": NULLABLE_NUMBER, "quota": {"type": "object"}},
-                    "required": ["t", "usd", "xno", "quota"]}}}, "required": ["points"]})},
-                params=[_query("days", {"type": "number", "exclusiveMinimum": 0, "maximum": 366}, "How far back")],
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "points": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "t": {"type": "number"},
+                                            "usd": NULLABLE_NUMBER,
+                                            "xno": NULLABLE_NUMBER,
+                                            "quota": {"type": "object"},
+                                        },
+                                        "required": ["t", "usd", "xno", "quota"],
+                                    },
+                                }
+                            },
+                            "required": ["points"],
+                        }
+                    )
+                },
+                params=[
+                    _query("days", {"type": "number", "exclusiveMinimum": 0, "maximum": 366}, "How far back")
+                ],
             )
         },
         "/api/doctor": {
             "get": _op(
                 "Current findings for the caller's SillyTavern settings",
-                {"200": _json({"type": "object", "properties": {
-                    "findings": {"type": "array", "items": finding_with_policy},
-                    "st_version": {"type": ["string", "null"]},
-                    "checked_at": NULLABLE_NUMBER,
-                    "tab_open": {"type": "boolean"},
-                    "error": {"anyOf": [_ref("ErrorInfo"), {"type": "null"}]},
-                }, "required": ["findings", "st_version", "checked_at", "tab_open", "error"]})},
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "findings": {"type": "array", "items": finding_with_policy},
+                                "st_version": {"type": ["string", "null"]},
+                                "checked_at": NULLABLE_NUMBER,
+                                "tab_open": {"type": "boolean"},
+                                "error": {"anyOf": [_ref("ErrorInfo"), {"type": "null"}]},
+                            },
+                            "required": ["findings", "st_version", "checked_at", "tab_open", "error"],
+                        }
+                    )
+                },
             )
         },
         "/api/doctor/fix": {
             "post": _op(
                 "Apply findings by id (to the file, or live to the open ST tab)",
-                {"200": _json({"type": "object", "properties": {"results": {"type": "array", "items": FIX_RESULT}},
-                               "required": ["results"]}),
-                 "409": _json(_ref("ErrorBody"), "No SillyTavern directory")},
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"results": {"type": "array", "items": FIX_RESULT}},
+                            "required": ["results"],
+                        }
+                    ),
+                    "409": _json(_ref("ErrorBody"), "No SillyTavern directory"),
+                },
                 body="FixRequest",
             )
         },
         "/api/doctor/undo": {
             "post": _op(
                 "Revert a journalled fix",
-                {"200": _json({"type": "object", "properties": {"status": {"type": "string"},
-                               "message": {"type": "string"}}, "required": ["status", "message"]}),
-                 "409": _json(_ref("ErrorBody"), "No SillyTavern directory")},
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"status": {"type": "string"}, "message": {"type": "string"}},
+                            "required": ["status", "message"],
+                        }
+                    ),
+                    "409": _json(_ref("ErrorBody"), "No SillyTavern directory"),
+                },
                 body="UndoRequest",
             )
         },
         "/api/doctor/ack": {
             "post": _op(
                 "The extension reports a live fix as applied or failed",
-                {"200": _json({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}),
-                 "409": _json(_ref("ErrorBody"), "No SillyTavern directory")},
+                {
+                    "200": _json(
+                        {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+                    ),
+                    "409": _json(_ref("ErrorBody"), "No SillyTavern directory"),
+                },
                 body="AckRequest",
             )
         },
         "/api/doctor/policy": {
-            "get": _op("Effective auto/ask/off policy per rule", {
-                "200": _json(POLICIES), "409": _json(_ref("ErrorBody"), "No SillyTavern directory")}),
-            "put": _op("Set one rule's policy for the caller", {
-                "200": _json(POLICIES), "404": _json(_ref("ErrorBody"), "Unknown rule"),
-                "409": _json(_ref("ErrorBody"), "No SillyTavern directory")}, body="PolicyRequest"),
+            "get": _op(
+                "Effective auto/ask/off policy per rule",
+                {"200": _json(POLICIES), "409": _json(_ref("ErrorBody"), "No SillyTavern directory")},
+            ),
+            "put": _op(
+                "Set one rule's policy for the caller",
+                {
+                    "200": _json(POLICIES),
+                    "404": _json(_ref("ErrorBody"), "Unknown rule"),
+                    "409": _json(_ref("ErrorBody"), "No SillyTavern directory"),
+                },
+                body="PolicyRequest",
+            ),
         },
         "/api/events/ticket": {
             "post": _op(
                 "A single-use ticket for EventSource (which cannot send headers)",
-                {"200": _json({"type": "object", "properties": {"ticket": {"type": "string"},
-                               "expires_in": {"type": "integer"}}, "required": ["ticket", "expires_in"]})},
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"ticket": {"type": "string"}, "expires_in": {"type": "integer"}},
+                            "required": ["ticket", "expires_in"],
+                        }
+                    )
+                },
             )
         },
         "/api/events": {
             "get": _op(
                 "Server-sent events: hello, catalog, account, alert, findings, fix",
-                {"200": {"description": "An event stream", "content": {"text/event-stream": {"schema": {
-                    "type": "string"}}}}},
-                params=[_query("ticket", {"type": "string"}, "From /api/events/ticket"),
-                        _query("client", {"type": "string", "enum": ["extension"]}, "Marks an open ST tab")],
+                {
+                    "200": {
+                        "description": "An event stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    }
+                },
+                params=[
+                    _query("ticket", {"type": "string"}, "From /api/events/ticket"),
+                    _query("client", {"type": "string", "enum": ["extension"]}, "Marks an open ST tab"),
+                ],
             )
         },
         "/api/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})})},

@@ -33,7 +33,12 @@ class AccessPolicy:
 
     @classmethod
     def build(
-        cls, *, st_port: int, extra_origins: Iterable[str] = (), extra_hosts: Iterable[str] = (), bind_host: str = ""
+        cls,
+        *,
+        st_port: int,
+        extra_origins: Iterable[str] = (),
+        extra_hosts: Iterable[str] = (),
+        bind_host: str = "",
     ) -> AccessPolicy:
         origins = {f"http://{h}:{st_port}" for h in ("localhost", "127.0.0.1", "[::1]")}
         origins.update(o.rstrip("/") for o in extra_origins)

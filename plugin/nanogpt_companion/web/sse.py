@@ -33,7 +33,9 @@ class TicketBook:
 
     def issue(self, handle: str) -> str:
         self._expire()
-        if len(self._tickets) >= MAX_TICKETS:  # bounded: a client looping on ticket requests cannot grow memory
+        if (
+            len(self._tickets) >= MAX_TICKETS
+        ):  # bounded: a client looping on ticket requests cannot grow memory
             oldest = min(self._tickets, key=lambda t: self._tickets[t][1])
             del self._tickets[oldest]
         ticket = secrets.token_urlsafe(24)
@@ -78,7 +80,9 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
         try:
             while not sub.overflowed and not stopping.is_set():
                 get = asyncio.ensure_future(sub.queue.get())
-                done, _ = await asyncio.wait({get, stop_wait}, timeout=PING_INTERVAL, return_when="FIRST_COMPLETED")
+                done, _ = await asyncio.wait(
+                    {get, stop_wait}, timeout=PING_INTERVAL, return_when="FIRST_COMPLETED"
+                )
                 if get in done:
                     await response.write(get.result().encode_sse())
                     continue

@@ -185,7 +185,9 @@ def _image_safe(value: str) -> str:
     return {"strict": "semi", "single": "semi", "strict_tools": "semi_tools"}.get(value, value)
 
 
-def plan_ppp(ctx: DoctorContext, view: Mapping[str, Any], conn: Connection, current: object) -> PPPAdvice | None:
+def plan_ppp(
+    ctx: DoctorContext, view: Mapping[str, Any], conn: Connection, current: object
+) -> PPPAdvice | None:
     """What PPP this NanoGPT connection should use, if its ``current`` value is a problem.
 
     Shared by the settings, preset and profile rules so all three agree on one answer.
@@ -229,11 +231,11 @@ def plan_ppp(ctx: DoctorContext, view: Mapping[str, Any], conn: Connection, curr
     if guard_images and value in IMAGE_UNSAFE:
         value = _image_safe(value)
         reasons.append(
-            "Inline images are on, and the stricter modes turn images into the text \"[Object]\" "
+            'Inline images are on, and the stricter modes turn images into the text "[Object]" '
             "(SillyTavern issue #3057), so a semi-strict mode is used instead."
         )
     fitted = _fit_to_version(value, allowed)
-    if fitted is None or fitted == cur or fitted == "":
+    if fitted is None or fitted in (cur, ""):
         return None
     if fitted != value:
         reasons.append(f"Your SillyTavern version does not know {value!r} yet, so {fitted!r} is used.")

@@ -29,7 +29,11 @@ def check_endpoint_url(ctx: DoctorContext) -> list[Finding]:
                     f"{cc.normalised} for requests to reach NanoGPT."
                 ),
                 severity="info" if cc.only_cosmetic else "error",
-                patch=(PatchOp(path=(*oai_prefix(ctx.settings), "custom_url"), value=cc.normalised, old=cc.original),),
+                patch=(
+                    PatchOp(
+                        path=(*oai_prefix(ctx.settings), "custom_url"), value=cc.normalised, old=cc.original
+                    ),
+                ),
                 details={"field": "custom_url", "problems": list(cc.problems), "endpoint": cc.endpoint_id},
             )
         )
@@ -41,7 +45,8 @@ def check_endpoint_url(ctx: DoctorContext) -> list[Finding]:
             make_finding(
                 "endpoint.url",
                 explanation=(
-                    f"The Text Completion server URL points at NanoGPT, but {tc.describe()}. SillyTavern adds "
+                    "The Text Completion server URL points at NanoGPT, but "
+                    f"{tc.describe()}. SillyTavern adds "
                     f"/v1/completions itself, so the address should be {tc.normalised}."
                 ),
                 severity="info" if tc.only_cosmetic else "error",
@@ -52,7 +57,11 @@ def check_endpoint_url(ctx: DoctorContext) -> list[Finding]:
                         old=tc.original,
                     ),
                 ),
-                details={"field": "server_urls.generic", "problems": list(tc.problems), "endpoint": tc.endpoint_id},
+                details={
+                    "field": "server_urls.generic",
+                    "problems": list(tc.problems),
+                    "endpoint": tc.endpoint_id,
+                },
             )
         )
     return findings
@@ -69,14 +78,18 @@ def check_endpoint_tier(ctx: DoctorContext) -> list[Finding]:
     target: EndpointId | None = None
     if current == "v1" and suggested in ("subscription", "v1legacy"):
         target = suggested
-    elif current == "subscription" and ctx.account is not None and ctx.account.key_status == "ok":
+    elif (
+        current == "subscription"
+        and ctx.account is not None
+        and ctx.account.key_status == "ok"
+        and (subscription is None or not subscription.active)
+    ):
         # Only a known non-subscriber: an unknown account must not be pushed off the subscription address.
-        if subscription is None or not subscription.active:
-            target = "v1legacy" if ctx.st_version.older_than(V_GUIDE_TESTED) else "v1"
-            reason = (
-                "Your NanoGPT account has no active subscription, so the subscription address rejects "
-                "requests; the standard address bills them from your balance."
-            )
+        target = "v1legacy" if ctx.st_version.older_than(V_GUIDE_TESTED) else "v1"
+        reason = (
+            "Your NanoGPT account has no active subscription, so the subscription address rejects "
+            "requests; the standard address bills them from your balance."
+        )
     if target is None or target == current:
         return []
     new_url = get_endpoint(target).url_on(conn.url.host)
@@ -88,7 +101,9 @@ def check_endpoint_tier(ctx: DoctorContext) -> list[Finding]:
                 f"Suggested address: {new_url} ({get_endpoint(target).title})."
             ),
             severity="warning" if current == "subscription" else "info",
-            patch=(PatchOp(path=(*oai_prefix(ctx.settings), "custom_url"), value=new_url, old=conn.url.original),),
+            patch=(
+                PatchOp(path=(*oai_prefix(ctx.settings), "custom_url"), value=new_url, old=conn.url.original),
+            ),
             details={"current": current, "suggested": target},
         )
     ]

@@ -34,10 +34,10 @@ def check_reasoning(ctx: DoctorContext) -> list[Finding]:
         return [
             make_finding(
                 "reasoning",
-                title="\"Request model reasoning\" has no effect on this address",
+                title='"Request model reasoning" has no effect on this address',
                 explanation=(
                     "Your Custom connection uses NanoGPT's v1thinking address, which mixes the model's "
-                    "reasoning into the reply text itself. \"Request model reasoning\" cannot show or hide "
+                    'reasoning into the reply text itself. "Request model reasoning" cannot show or hide '
                     "it there. Use the standard address if you want thoughts in ST's separate reasoning box."
                 ),
                 severity="info",
@@ -52,8 +52,9 @@ def check_reasoning(ctx: DoctorContext) -> list[Finding]:
         make_finding(
             "reasoning",
             explanation=(
-                f"{conn.model} is a reasoning model, but \"Request model reasoning\" is off, so ST hides its "
-                "thoughts. NanoGPT still does (and bills) the reasoning; turning this on only makes it visible."
+                f'{conn.model} is a reasoning model, but "Request model reasoning" is off, so ST hides its '
+                "thoughts. NanoGPT still does (and bills) the reasoning; turning this "
+                "on only makes it visible."
             ),
             severity="info",
             patch=(PatchOp(path=(*oai_prefix(ctx.settings), "show_thoughts"), value=True, old=False),),
@@ -71,20 +72,24 @@ def check_web_search(ctx: DoctorContext) -> list[Finding]:
         return []
     builtin_ok = ctx.st_version.nanogpt_web_search
     alternative = (
-        "Switch to the built-in NanoGPT source, which adds web search for you, or add \":online\" to the model id."
+        "Switch to the built-in NanoGPT source, which adds web search for you, "
+        'or add ":online" to the model id.'
         if builtin_ok
-        else "Add \":online\" to the model id to search the web through NanoGPT."
+        else 'Add ":online" to the model id to search the web through NanoGPT.'
     )
     return [
         make_finding(
             "web_search",
             explanation=(
-                "\"Enable web search\" is on, but the Custom (OpenAI-compatible) source does not pass it on, so "
+                '"Enable web search" is on, but the Custom (OpenAI-compatible) source '
+                "does not pass it on, so "
                 f"no search happens. {alternative} Turning the switch off removes the false impression."
             ),
             severity="warning",
             patch=(PatchOp(path=(*oai_prefix(ctx.settings), "enable_web_search"), value=False, old=True),),
-            details={"alternatives": ["nanogpt_source", "online_suffix"] if builtin_ok else ["online_suffix"]},
+            details={
+                "alternatives": ["nanogpt_source", "online_suffix"] if builtin_ok else ["online_suffix"]
+            },
         )
     ]
 
@@ -105,7 +110,7 @@ def check_images(ctx: DoctorContext) -> list[Finding]:
             make_finding(
                 "images",
                 explanation=(
-                    f"\"Send inline media\" is on, but {conn.model} cannot see images. Pictures in the chat "
+                    f'"Send inline media" is on, but {conn.model} cannot see images. Pictures in the chat '
                     "are sent anyway and the request may fail or the model may ignore them. Turn it off, or "
                     "pick a model with vision for chats with images."
                 ),
@@ -119,7 +124,7 @@ def check_images(ctx: DoctorContext) -> list[Finding]:
             make_finding(
                 "images",
                 explanation=(
-                    f"{conn.model} can see images, but \"Send inline media\" is off, so pictures in the chat "
+                    f'{conn.model} can see images, but "Send inline media" is off, so pictures in the chat '
                     "never reach it. Turn it on if you want the model to look at them."
                 ),
                 severity="info",
@@ -160,8 +165,10 @@ def check_context(ctx: DoctorContext) -> list[Finding]:
             make_finding(
                 "context",
                 explanation=(
-                    f"The context size is {current:,} tokens, while {conn.model} can use {limit:,}. ST forgets "
-                    "older messages much earlier than it needs to. A bigger context costs more per message, so "
+                    f"The context size is {current:,} tokens, while {conn.model} can use "
+                    f"{limit:,}. ST forgets "
+                    "older messages much earlier than it needs to. A bigger context costs "
+                    "more per message, so "
                     "raise it only as far as you like."
                 ),
                 severity="info",

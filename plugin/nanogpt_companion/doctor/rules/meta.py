@@ -21,30 +21,79 @@ class RuleMeta:
 
 
 _META: tuple[RuleMeta, ...] = (
-    RuleMeta("ppp.nanogpt", "Prompt Post-Processing for NanoGPT", "auto",
-             "Sets Prompt Post-Processing to a mode that suits NanoGPT's models when it is unset or unsafe."),
-    RuleMeta("ppp.tools", "Prompt Post-Processing removes tools", "ask",
-             "Function calling is on, but the Prompt Post-Processing mode strips tools from every request."),
-    RuleMeta("endpoint.url", "Malformed NanoGPT address", "ask",
-             "Repairs a NanoGPT URL typed with http://, without /api, with /chat/completions and similar."),
-    RuleMeta("endpoint.tier", "Better NanoGPT address for your account", "ask",
-             "Suggests the subscription, standard or legacy NanoGPT address to match your account and ST."),
-    RuleMeta("reasoning", "Model reasoning not requested", "ask",
-             "A reasoning model is selected but ST is told not to show its thoughts."),
-    RuleMeta("web_search", "Web search does nothing here", "ask",
-             "Web search is on for the Custom source, which does not pass it to NanoGPT."),
-    RuleMeta("images", "Inline images and the model's vision support", "ask",
-             "Inline images are sent to a model that cannot see them, or not sent to one that can."),
-    RuleMeta("context", "Context size does not match the model", "ask",
-             "The context size is larger than the model accepts, or far smaller than it could be."),
-    RuleMeta("model.gone", "Selected model no longer exists", "ask",
-             "The selected model is not in NanoGPT's list any more (removed or renamed)."),
-    RuleMeta("textgen.nanogpt", "Text Completion model not suited", "ask",
-             "Text Completion points at NanoGPT with a model that does not work well there."),
-    RuleMeta("preset.ppp", "Preset would undo Prompt Post-Processing", "ask",
-             "A Chat Completion preset would switch a NanoGPT connection back to a bad Prompt Post-Processing."),
-    RuleMeta("profile.ppp", "Connection profile would undo Prompt Post-Processing", "ask",
-             "A Connection Manager profile would switch a NanoGPT connection back to a bad Prompt Post-Processing."),
+    RuleMeta(
+        "ppp.nanogpt",
+        "Prompt Post-Processing for NanoGPT",
+        "auto",
+        "Sets Prompt Post-Processing to a mode that suits NanoGPT's models when it is unset or unsafe.",
+    ),
+    RuleMeta(
+        "ppp.tools",
+        "Prompt Post-Processing removes tools",
+        "ask",
+        "Function calling is on, but the Prompt Post-Processing mode strips tools from every request.",
+    ),
+    RuleMeta(
+        "endpoint.url",
+        "Malformed NanoGPT address",
+        "ask",
+        "Repairs a NanoGPT URL typed with http://, without /api, with /chat/completions and similar.",
+    ),
+    RuleMeta(
+        "endpoint.tier",
+        "Better NanoGPT address for your account",
+        "ask",
+        "Suggests the subscription, standard or legacy NanoGPT address to match your account and ST.",
+    ),
+    RuleMeta(
+        "reasoning",
+        "Model reasoning not requested",
+        "ask",
+        "A reasoning model is selected but ST is told not to show its thoughts.",
+    ),
+    RuleMeta(
+        "web_search",
+        "Web search does nothing here",
+        "ask",
+        "Web search is on for the Custom source, which does not pass it to NanoGPT.",
+    ),
+    RuleMeta(
+        "images",
+        "Inline images and the model's vision support",
+        "ask",
+        "Inline images are sent to a model that cannot see them, or not sent to one that can.",
+    ),
+    RuleMeta(
+        "context",
+        "Context size does not match the model",
+        "ask",
+        "The context size is larger than the model accepts, or far smaller than it could be.",
+    ),
+    RuleMeta(
+        "model.gone",
+        "Selected model no longer exists",
+        "ask",
+        "The selected model is not in NanoGPT's list any more (removed or renamed).",
+    ),
+    RuleMeta(
+        "textgen.nanogpt",
+        "Text Completion model not suited",
+        "ask",
+        "Text Completion points at NanoGPT with a model that does not work well there.",
+    ),
+    RuleMeta(
+        "preset.ppp",
+        "Preset would undo Prompt Post-Processing",
+        "ask",
+        "A Chat Completion preset would switch a NanoGPT connection back to a bad Prompt Post-Processing.",
+    ),
+    RuleMeta(
+        "profile.ppp",
+        "Connection profile would undo Prompt Post-Processing",
+        "ask",
+        "A Connection Manager profile would switch a NanoGPT connection back "
+        "to a bad Prompt Post-Processing.",
+    ),
 )
 RULE_META: dict[str, RuleMeta] = {meta.id: meta for meta in _META}
 RULE_ORDER: tuple[str, ...] = tuple(meta.id for meta in _META)

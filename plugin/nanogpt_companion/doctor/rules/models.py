@@ -136,7 +136,8 @@ def check_textgen_nanogpt(ctx: DoctorContext) -> list[Finding]:
         problem = f"The Text Completion model {model} is not in NanoGPT's model list."
     else:
         problem = (
-            f"Text Completion is pointed at NanoGPT with {model}, which is a chat model: NanoGPT serves plain "
+            f"Text Completion is pointed at NanoGPT with {model}, which is a chat "
+            "model: NanoGPT serves plain "
             "text completion for it only on a best-effort basis, so replies may be cut, repeated or empty."
         )
     suggestion = (
@@ -150,6 +151,10 @@ def check_textgen_nanogpt(ctx: DoctorContext) -> list[Finding]:
             explanation=problem + suggestion,
             severity="warning",
             extra=model,
-            details={"model": model, "known": entry is not None, "text_completion_models": capable[:MAX_LISTED]},
+            details={
+                "model": model,
+                "known": entry is not None,
+                "text_completion_models": capable[:MAX_LISTED],
+            },
         )
     ]

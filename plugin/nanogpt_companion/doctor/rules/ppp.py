@@ -40,29 +40,29 @@ def _explain(advice: PPPAdvice, conn: Connection) -> str:
     new = ppp_label(advice.value)
     if advice.kind == "unset":
         text = (
-            f"Prompt Post-Processing is set to \"None\" for {_where(conn)}. Many models behind NanoGPT get "
+            f'Prompt Post-Processing is set to "None" for {_where(conn)}. Many models behind NanoGPT get '
             "confused by several messages in a row from the same side, which shows up as strange formatting "
-            f"or ignored instructions. \"{new}\" joins such messages into one and changes nothing else."
+            f'or ignored instructions. "{new}" joins such messages into one and changes nothing else.'
         )
     elif advice.kind == "strips_tools":
         text = (
-            f"Function calling is on, but Prompt Post-Processing \"{cur}\" removes tools from every request, "
-            f"so the model can never call them. \"{new}\" does the same clean-up and keeps the tools."
+            f'Function calling is on, but Prompt Post-Processing "{cur}" removes tools from every request, '
+            f'so the model can never call them. "{new}" does the same clean-up and keeps the tools.'
         )
     elif advice.kind == "images":
         text = (
-            f"You send images to a model that can see them, but \"{cur}\" turns images into the text "
-            f"\"[Object]\" (SillyTavern issue #3057). \"{new}\" keeps the roles tidy without breaking images."
+            f'You send images to a model that can see them, but "{cur}" turns images into the text '
+            f'"[Object]" (SillyTavern issue #3057). "{new}" keeps the roles tidy without breaking images.'
         )
     else:
         text = (
             f"The model {conn.model} belongs to a family whose chat format is stricter than usual, so "
-            f"\"{cur}\" is not enough. \"{new}\" is the recommended mode for it."
+            f'"{cur}" is not enough. "{new}" is the recommended mode for it.'
         )
     extra = [reason for reason in advice.reasons if reason]
     if advice.loses_tools:
         extra.append(
-            "Function calling is on, and your SillyTavern version has no \"with tools\" modes yet, so this "
+            'Function calling is on, and your SillyTavern version has no "with tools" modes yet, so this '
             "change would stop tool calls; that is why it is only suggested."
         )
     return " ".join([text, *extra])
@@ -149,8 +149,8 @@ def check_preset_ppp(ctx: DoctorContext) -> list[Finding]:
         if advice is None:
             continue
         explanation = (
-            f"Selecting the Chat Completion preset \"{stem}\" sets Prompt Post-Processing back to "
-            f"\"{ppp_label(advice.current)}\". " + _explain(advice, conn)
+            f'Selecting the Chat Completion preset "{stem}" sets Prompt Post-Processing back to '
+            f'"{ppp_label(advice.current)}". ' + _explain(advice, conn)
         )
         findings.append(
             make_finding(
@@ -214,8 +214,8 @@ def check_profile_ppp(ctx: DoctorContext) -> list[Finding]:
             continue
         name = as_str(profile.get("name")) or f"#{index + 1}"
         explanation = (
-            f"Loading the connection profile \"{name}\" sets Prompt Post-Processing to "
-            f"\"{ppp_label(advice.current)}\". " + _explain(advice, conn)
+            f'Loading the connection profile "{name}" sets Prompt Post-Processing to '
+            f'"{ppp_label(advice.current)}". ' + _explain(advice, conn)
         )
         details = _details(advice)
         details["profile"] = {"index": index, "id": as_str(profile.get("id")), "name": name}

@@ -77,4 +77,6 @@ async def refresh_catalog(request: web.Request) -> web.Response:
         snapshot, diff = await request.app[keys.CATALOG].refresh(key)
     except NanoGPTError as exc:
         raise ApiError.from_upstream(exc) from None
-    return json_response({"fetched_at": snapshot.fetched_at, "count": len(snapshot.entries), "diff": diff.as_json()})
+    return json_response(
+        {"fetched_at": snapshot.fetched_at, "count": len(snapshot.entries), "diff": diff.as_json()}
+    )

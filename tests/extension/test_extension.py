@@ -1,0 +1,396 @@
+"""The ST extension in headless Chromium: the real extension files, the ST stand-in page, the real
+companion service and the fake NanoGPT upstream (``service_stack``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.extension.conftest import Harness, artifact, open_page
+from tests.extension.standin_server import free_port
+
+CONNECTED = '#ngc_status_pill[data-status="connected"]'
+NETWORK_NOISE = re.compile(r"^Failed to load resource: ")
+
+
+def wait_connected(page: Any) -> None:
+    page.wait_for_selector(CONNECTED, timeout=15000)
+
+
+def open_drawer(page: Any) -> None:
+    if not page.is_visible("#ngc_drawer_content"):
+        page.click(".ngc-drawer .inline-drawer-header")
+    page.wait_for_selector("#ngc_drawer_content", state="visible")
+
+
+def js(page: Any, expr: str, arg: Any = None) -> Any:
+    return page.evaluate(expr, arg)
+
+
+def slash(page: Any, command: str) -> str:
+    result = js(page, "async (c) => (await SillyTavern.getContext().executeSlashCommandsWithOptions(c)).pipe", command)
+    return str(result)
+
+
+def bootstrap(url: str, token: str, api_version: int = 1) -> bytes:
+    return json.dumps({"url": url, "token": token, "version": "0.1.0", "api_version": api_version}).encode()
+
+
+def connect_nanogpt_list(page: Any) -> int:
+    """Press ST's Connect and wait for ST's own fill of the NanoGPT select."""
+    page.click("#api_button_openai")
+    page.wait_for_function("document.querySelectorAll('#model_nanogpt_select option').length > 100")
+    return int(js(page, "document.querySelectorAll('#model_nanogpt_select option').length"))
+
+
+# ----- connection and status states -----
+
+
+def test_connected_drawer_shows_balance_quota_history_and_badge(page: Any, harness: Harness) -> None:
+    wait_connected(page)
+    status, account = harness.service.request("GET", "/api/account")
+    assert status == 200
+    usd = account["balance"]["usd"]
+    open_drawer(page)
+    page.wait_for_function(f"document.querySelector('#ngc_usd').textContent === '${usd:.2f}'")
+    assert page.text_content("#ngc_xno") == f"{account['balance']['xno']:.2f} XNO"
+    assert page.text_content("#ngc_sub_state") == ("active" if account["subscription"]["active"] else "inactive")
+    # One bar per configured quota window, with the service's fraction as aria-valuenow.
+    buckets = account["subscription"]["buckets"]
+    bars = page.query_selector_all(".ngc-quota-row")
+    assert {b.get_attribute("data-quota") for b in bars} == set(buckets)
+    weekly = buckets["weekly_input_tokens"]
+    bar = page.query_selector('[data-quota="weekly_input_tokens"] .ngc-bar')
+    assert bar.get_attribute("aria-valuenow") == str(round(min(1, weekly["percent_used"]) * 100))
+    # History: either a sparkline with one hover target per point or the explicit "not enough" note.
+    _, hist = harness.service.request("GET", "/api/account/history?days=7")
+    usable = [p for p in hist["points"] if p.get("usd") is not None]
+    if len(usable) >= 2:
+        assert len(page.query_selector_all("#ngc_history circle")) == len(usable)
+    else:
+        assert page.is_visible(".ngc-history-empty")
+    badge = page.text_content("#ngc_badge")
+    assert f"${usd:.2f}" in badge
+    page.screenshot(path=artifact("drawer.png"), full_page=True)
+    page.locator("#ngc_badge").screenshot(path=artifact("badge.png"))
+    # Toggling the badge off removes it and persists the choice in ST's extension settings.
+    page.uncheck("#ngc_show_badge")
+    assert page.query_selector("#ngc_badge") is None
+    assert js(page, "SillyTavern.getContext().extensionSettings.nanogpt_companion.show_badge") is False
+    assert harness.console_errors() == []
+
+
+def test_history_sparkline_hover_shows_value(page: Any, harness: Harness) -> None:
+    """The sparkline renders real points; hover/focus shows the value (rendered from the service's points)."""
+    wait_connected(page)
+    open_drawer(page)
+    points = [{"t": 1_790_000_000 + i * 86400, "usd": v} for i, v in enumerate([140.0, 135.5, 129.47])]
+    js(page, "(p) => window.__ngcRenderHistory && window.__ngcRenderHistory(p)", points)
+    # Drive the view through its module, as the app does after an account event.
+    js(page, """async (p) => {
+        const m = await import('/scripts/extensions/third-party/nanogpt-companion/src/account-view.js');
+        const root = document.getElementById('ngc_drawer_root');
+        const adapter = { t: (s) => s, missing: [], mountBadge: () => false, toast: () => {} };
+        new m.AccountView({ root, adapter }).renderHistory(p);
+    }""", points)
+    circles = page.query_selector_all("#ngc_history circle")
+    assert len(circles) == 3
+    circles[1].focus()
+    assert page.text_content("#ngc_history_value").startswith("$135.50")
+
+
+def test_service_not_running_is_quiet(browser: Any, harness: Harness) -> None:
+    harness.reset_settings()
+    harness.standin.bootstrap_override = bootstrap(f"http://127.0.0.1:{free_port()}", "x" * 43)
+    page = open_page(browser, harness)
+    try:
+        page.wait_for_selector('#ngc_status_pill[data-status="not_running"]', timeout=15000)
+        open_drawer(page)
+        msg = page.text_content("#ngc_status_message")
+        assert "nanogpt-companion serve --sillytavern <path to SillyTavern>" in msg
+        page.wait_for_timeout(1500)
+        # No toasts, no script errors; only the browser's own line for the refused connection attempts,
+        # and those are spaced out by the backoff (not a storm).
+        assert page.query_selector_all("#toast-container .toast") == []
+        errors = harness.console_errors()
+        assert [e for e in errors if not NETWORK_NOISE.match(e)] == []
+        assert len(errors) <= 3
+        assert page.text_content("#ngc_badge").strip().endswith("service not running")
+        page.screenshot(path=artifact("drawer-service-down.png"), full_page=True)
+    finally:
+        page.context.close()
+        harness.standin.bootstrap_override = None
+
+
+def test_no_token_file_means_not_running(browser: Any, harness: Harness) -> None:
+    harness.reset_settings()
+    harness.standin.bootstrap_override = b"{}"
+    page = open_page(browser, harness)
+    try:
+        page.wait_for_selector('#ngc_status_pill[data-status="not_running"]', timeout=15000)
+        assert harness.page_errors == []
+    finally:
+        page.context.close()
+        harness.standin.bootstrap_override = None
+
+
+def test_bad_token_is_reported(browser: Any, harness: Harness) -> None:
+    harness.reset_settings()
+    harness.standin.bootstrap_override = bootstrap(harness.service.url, "not-the-token-" + "x" * 29)
+    page = open_page(browser, harness)
+    try:
+        page.wait_for_selector('#ngc_status_pill[data-status="token_rejected"]', timeout=15000)
+        open_drawer(page)
+        assert "rejected" in page.text_content("#ngc_status_message")
+        assert harness.page_errors == []
+    finally:
+        page.context.close()
+        harness.standin.bootstrap_override = None
+
+
+def test_old_service_is_reported(browser: Any, harness: Harness) -> None:
+    """A service that speaks an older api_version than the extension needs."""
+
+    async def health(_: web.Request) -> web.Response:
+        resp = web.json_response({"status": "ok", "version": "0.0.1", "api_version": 0, "upstream": {}})
+        resp.headers["Access-Control-Allow-Origin"] = harness.service.st_origin
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    url = harness.loop.serve(app, free_port())
+    harness.reset_settings()
+    harness.standin.bootstrap_override = bootstrap(url, "t" * 43)
+    page = open_page(browser, harness)
+    try:
+        page.wait_for_selector('#ngc_status_pill[data-status="too_old"]', timeout=15000)
+        open_drawer(page)
+        assert "0.0.1" in page.text_content("#ngc_status_message")
+    finally:
+        page.context.close()
+        harness.standin.bootstrap_override = None
+
+
+# ----- catalogue -----
+
+
+def test_catalog_filter_and_use_selects_through_st_handler(page: Any, harness: Harness) -> None:
+    wait_connected(page)
+    open_drawer(page)
+    page.click("#ngc_browse")
+    page.wait_for_selector("dialog.popup .ngc-catalog .ngc-model")
+    total = len(page.query_selector_all(".ngc-catalog .ngc-model"))
+    assert total > 300
+    page.select_option('.ngc-catalog [data-f="tier"]', "subscription")
+    rows = page.query_selector_all(".ngc-catalog .ngc-model")
+    assert 0 < len(rows) < total
+    assert all(r.query_selector(".ngc-tag-sub") for r in rows)
+    page.check('.ngc-catalog [data-f="vision"]')
+    vision_rows = page.query_selector_all(".ngc-catalog .ngc-model")
+    assert 0 < len(vision_rows) <= len(rows)
+    page.uncheck('.ngc-catalog [data-f="vision"]')
+    page.select_option('.ngc-catalog [data-f="tier"]', "")
+    page.fill('.ngc-catalog [data-f="q"]', "glm")
+    ids = [r.get_attribute("data-id") for r in page.query_selector_all(".ngc-catalog .ngc-model")]
+    assert ids and all("glm" in i.lower() or "glm" in (page.text_content(f'.ngc-model[data-id="{i}"]') or "").lower() for i in ids)
+    page.select_option('.ngc-catalog [data-f="sort"]', "price")
+    page.screenshot(path=artifact("catalog-popup.png"))
+    target = page.query_selector_all(".ngc-catalog .ngc-model:not(.ngc-variant)")[0].get_attribute("data-id")
+    before = js(page, "window.stStandIn.handlerCalls['#model_nanogpt_select:change'] || 0")
+    page.click(f'.ngc-catalog button[data-act="use"][data-id="{target}"]')
+    # Built-in source with an empty list: the extension pressed Connect, ST filled the list, then the
+    # option was chosen through ST's change handler, which updated oai_settings and emitted the event.
+    page.wait_for_function("(id) => SillyTavern.getContext().chatCompletionSettings.nanogpt_model === id", arg=target)
+    assert js(page, "window.stStandIn.connectClicks.openai") >= 1
+    assert js(page, "window.stStandIn.handlerCalls['#model_nanogpt_select:change']") > before
+    assert page.eval_on_selector("#model_nanogpt_select", "el => el.value") == target
+    events = js(page, "window.stStandIn.events.filter(e => e[0] === 'chatcompletion_model_changed').map(e => e[1])")
+    assert events[-1] == target
+    assert harness.console_errors() == []
+
+
+def test_thinking_variants_fold_under_base(page: Any) -> None:
+    wait_connected(page)
+    open_drawer(page)
+    page.click("#ngc_browse")
+    page.wait_for_selector("dialog.popup .ngc-catalog .ngc-model")
+    toggle = page.query_selector('.ngc-catalog button[data-act="variants"]')
+    assert toggle is not None, "the catalogue has thinking variants; they must be folded under a base"
+    base = toggle.get_attribute("data-id")
+    assert page.query_selector_all(".ngc-catalog .ngc-variant") == []
+    toggle.click()
+    variants = page.query_selector_all(".ngc-catalog .ngc-variant")
+    assert variants
+    assert all(v.get_attribute("data-id").startswith(base.split(":")[0].removesuffix("-thinking")) for v in variants)
+
+
+# ----- ST's own select -----
+
+
+def test_enrichment_of_600_option_select_keeps_values_and_is_idempotent(page: Any) -> None:
+    wait_connected(page)
+    page.wait_for_function("document.querySelector('#ngc_catalog_summary').textContent.length > 0")
+    js(page, "SillyTavern.getContext().chatCompletionSettings.group_models = true")
+    n = connect_nanogpt_list(page)
+    assert n >= 500
+    page.wait_for_function("[...document.querySelectorAll('#model_nanogpt_select option')].some(o => o.text.includes(' per 1M'))")
+    snap = js(page, """() => [...document.querySelectorAll('#model_nanogpt_select option')].map(o => ({
+        v: o.value, t: o.text, g: o.parentElement.tagName === 'OPTGROUP' ? o.parentElement.label : null }))""")
+    models = js(page, "fetch('/standin/models.json').then(r => r.json()).then(d => d.data.map(m => m.id))")
+    assert {o["v"] for o in snap} == set(models), "option values must stay ST's model ids"
+    assert all(o["g"] for o in snap), "ST's vendor optgroups must survive"
+    enriched = [o for o in snap if " per 1M" in o["t"]]
+    assert len(enriched) > len(snap) * 0.9
+    assert any(" · SUB" in o["t"] for o in snap)
+    # ST refills the select on every Connect: labels must not stack suffixes.
+    connect_nanogpt_list(page)
+    page.wait_for_timeout(100)
+    again = js(page, "[...document.querySelectorAll('#model_nanogpt_select option')].map(o => o.text)")
+    assert again == [o["t"] for o in snap]
+    assert all(t.count(" per 1M") <= 1 for t in again)
+    # "Only my subscription" hides the rest but never the selected option; turning it off restores all.
+    open_drawer(page)
+    page.check("#ngc_only_subscription")
+    hidden = js(page, "[...document.querySelectorAll('#model_nanogpt_select option')].filter(o => o.hidden).length")
+    assert 0 < hidden < n
+    assert js(page, "document.querySelector('#model_nanogpt_select').selectedOptions[0].hidden") is False
+    page.uncheck("#ngc_only_subscription")
+    assert js(page, "[...document.querySelectorAll('#model_nanogpt_select option')].filter(o => o.hidden || o.disabled).length") == 0
+    page.uncheck("#ngc_enrich_selects")
+    plain = js(page, "[...document.querySelectorAll('#model_nanogpt_select option')].map(o => o.text)")
+    assert not any(" per 1M" in t for t in plain)
+
+
+# ----- endpoints -----
+
+
+def test_endpoint_switch_custom_builtin_and_text(page: Any, harness: Harness) -> None:
+    wait_connected(page)
+    open_drawer(page)
+    _, eps = harness.service.request("GET", "/api/endpoints")
+    by_id = {e["id"]: e for e in eps["endpoints"]}
+    page.wait_for_selector('#ngc_endpoints button[data-ep="paid"]')
+    assert eps["recommended"] in page.text_content("#ngc_endpoints") or by_id[eps["recommended"]]["title"] in page.text_content("#ngc_endpoints")
+    page.click('#ngc_endpoints button[data-ep="paid"][data-mode="chat"]')
+    st = js(page, "SillyTavern.getContext().chatCompletionSettings")
+    assert st["chat_completion_source"] == "custom"
+    assert st["custom_url"] == by_id["paid"]["url"]
+    assert page.input_value("#custom_api_url_text") == by_id["paid"]["url"]
+    calls = js(page, "window.stStandIn.handlerCalls")
+    assert calls["#chat_completion_source:change"] >= 1 and calls["#custom_api_url_text:input"] >= 1
+    assert js(page, "window.stStandIn.connectClicks.openai") >= 1
+    assert page.get_attribute('#ngc_endpoints button[data-ep="paid"][data-mode="chat"]', "aria-pressed") == "true"
+    page.click('#ngc_endpoints button[data-ep="builtin"]')
+    assert js(page, "SillyTavern.getContext().chatCompletionSettings.chat_completion_source") == "nanogpt"
+    text_ep = next(e for e in eps["endpoints"] if e.get("text_completion"))
+    page.click(f'#ngc_endpoints button[data-ep="{text_ep["id"]}"][data-mode="text"]')
+    assert page.input_value("#main_api") == "textgenerationwebui"
+    tc = js(page, "SillyTavern.getContext().textCompletionSettings")
+    assert tc["type"] == "generic" and tc["server_urls"]["generic"] == text_ep["url"]
+
+
+# ----- doctor -----
+
+
+def test_live_fix_over_sse_changes_ppp_then_undo(page: Any, harness: Harness) -> None:
+    wait_connected(page)
+    open_drawer(page)
+    # The user picks "None": ST's handler saves settings.json; the service's watcher sees it, its doctor
+    # finds PPP unset for NanoGPT (an auto fix) and, because this tab holds the event stream, sends a
+    # `fix` event instead of writing the file. The extension applies it through ST's select handler.
+    page.select_option("#custom_prompt_post_processing", "")
+    page.wait_for_function(
+        "document.querySelector('#custom_prompt_post_processing').value !== ''", timeout=15000
+    )
+    fixed = page.input_value("#custom_prompt_post_processing")
+    assert js(page, "SillyTavern.getContext().chatCompletionSettings.custom_prompt_post_processing") == fixed
+    assert js(page, "window.stStandIn.handlerCalls['#custom_prompt_post_processing:change']") >= 2
+    # ST persisted the live fix (its save writes settings.json).
+    page.wait_for_function("(v) => window.stStandIn.saves > 0", arg=fixed)
+    harness.loop.call(lambda: None)
+    assert not page.is_disabled("#ngc_undo")
+    page.click("#ngc_undo")
+    page.wait_for_function("document.querySelector('#custom_prompt_post_processing').value === ''")
+    assert js(page, "SillyTavern.getContext().chatCompletionSettings.custom_prompt_post_processing") == ""
+    assert harness.page_errors == []
+
+
+def test_formatting_error_surfaces_matching_fix(page: Any) -> None:
+    wait_connected(page)
+    open_drawer(page)
+    page.evaluate("toastr.error('Conversation roles must alternate user/assistant/user/assistant/...', 'Chat Completion API')")
+    page.wait_for_selector('.ngc-suggestion button[data-fix="__suggestion__"]')
+    assert "semi" in page.text_content(".ngc-suggestion")
+    page.click('.ngc-suggestion button[data-fix="__suggestion__"]')
+    assert page.input_value("#custom_prompt_post_processing") == "semi"
+
+
+# ----- slash commands -----
+
+
+def test_slash_commands_return_pipeable_values(page: Any, harness: Harness) -> None:
+    wait_connected(page)
+    page.wait_for_function("document.querySelector('#ngc_catalog_summary').textContent.length > 0")
+    names = js(page, "Object.keys(SillyTavern.getContext().SlashCommandParser.commands)")
+    for n in ["nano-balance", "nano-models", "nano-sync", "nano-fix", "nano-endpoint", "nano-thinking"]:
+        assert n in names
+        assert js(page, "(n) => SillyTavern.getContext().SlashCommandParser.commands[n].helpString.length", n) > 20
+    _, account = harness.service.request("GET", "/api/account")
+    assert f"${account['balance']['usd']:.2f}" in slash(page, "/nano-balance")
+    ids = slash(page, "/nano-models glm").splitlines()
+    assert ids and all("glm" in i.lower() for i in ids)
+    assert slash(page, "/nano-sync").startswith("Catalogue synced")
+    _, eps = harness.service.request("GET", "/api/endpoints")
+    paid = next(e["url"] for e in eps["endpoints"] if e["id"] == "paid")
+    assert slash(page, "/nano-endpoint paid") == paid
+    assert js(page, "SillyTavern.getContext().chatCompletionSettings.custom_url") == paid
+    # Thinking on/off on the Custom source: pick a base model that has a variant.
+    base = js(page, """async () => {
+        const r = await fetch('/standin/models.json').then(r => r.json());
+        const ids = new Set(r.data.map(m => m.id));
+        return r.data.map(m => m.id).find(id => ids.has(id + ':thinking'));
+    }""")
+    if base:
+        js(page, "(id) => { const $ = jQuery; $('#custom_model_id').val(id).trigger('input'); }", base)
+        assert slash(page, "/nano-thinking on") == f"{base}:thinking"
+        assert slash(page, "/nano-thinking off") == base
+    # Piping: the model list feeds the next command's argument.
+    assert slash(page, "/nano-models glm | /ppp") != ""
+    assert harness.page_errors == []
+
+
+# ----- people -----
+
+
+def test_phone_width_has_no_horizontal_overflow(browser: Any, harness: Harness) -> None:
+    harness.reset_settings()
+    page = open_page(browser, harness, width=400, height=800)
+    try:
+        wait_connected(page)
+        open_drawer(page)
+        page.wait_for_function("document.querySelector('#ngc_usd').textContent !== '—'")
+        drawer_w = js(page, "document.getElementById('ngc_drawer_root').scrollWidth")
+        host_w = js(page, "document.getElementById('extensions_settings').clientWidth")
+        assert drawer_w <= host_w
+        page.screenshot(path=artifact("drawer-400px.png"), full_page=True)
+        page.click("#ngc_browse")
+        page.wait_for_selector("dialog.popup .ngc-catalog .ngc-model")
+        overflow = js(page, "(() => { const l = document.querySelector('.ngc-catalog-list'); return l.scrollWidth - l.clientWidth; })()")
+        assert overflow <= 1
+        page.screenshot(path=artifact("catalog-400px.png"))
+        # Keyboard: the drawer header is focusable and toggles with Enter.
+        assert harness.console_errors() == []
+    finally:
+        page.context.close()
+
+
+@pytest.mark.parametrize("key", ["Enter", " "])
+def test_drawer_header_is_keyboard_operable(page: Any, key: str) -> None:
+    header = page.locator(".ngc-drawer .inline-drawer-header")
+    header.focus()
+    page.keyboard.press("Space" if key == " " else key)
+    page.wait_for_selector("#ngc_drawer_content", state="visible")
