@@ -8,12 +8,13 @@ pydantic-settings' own source order gives exactly that.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from platformdirs import user_data_path
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -56,10 +57,10 @@ class Settings(BaseSettings):
     max_upstream_body_mb: float = Field(
         8.0, gt=0, description="Refuse upstream bodies larger than this (MB)."
     )
-    allow_origins: list[str] = Field(
+    allow_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra browser origins allowed by CORS (ST's own are automatic)."
     )
-    allow_hosts: list[str] = Field(
+    allow_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra Host header names accepted (loopback names are automatic)."
     )
     st_port: int | None = Field(

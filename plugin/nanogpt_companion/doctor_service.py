@@ -143,7 +143,10 @@ class DoctorService:
     def _on_tab_change(self, handle: str, is_open: bool) -> None:
         state = self._state.get(handle)
         if state is not None and not is_open:
-            # Live fixes that never came back belong to the file path now.
+            # Live fixes that never came back belong to the file path now. They were never applied, so
+            # seeing their findings again on the next scan is not the user reverting them.
+            for pending in state.pending.values():
+                state.auto_fixed.discard(pending.finding.id)
             state.pending.clear()
         if handle in self._users.handles():
             self._spawn(self.check_user(handle, force=True))
@@ -264,8 +267,11 @@ class DoctorService:
         )
         findings = diagnose(ctx)
         # A finding we fixed automatically is back: the user put the value back. Respect that.
+        awaiting_tab = {p.finding.id for p in state.pending.values()}
         for finding in findings:
-            if finding.id in state.auto_fixed:
+            # A live fix the tab has not applied yet is still expected to be seen (ST may save other
+            # changes first); only a finding back after the fix took effect is the user's choice.
+            if finding.id in state.auto_fixed and finding.id not in awaiting_tab:
                 state.auto_fixed.discard(finding.id)
                 await self._store.decline(handle, finding.id, state.situation)
                 log.info("user %s reverted the %s fix; keeping it as a suggestion", handle, finding.rule)
@@ -524,7 +530,7 @@ def _value_at(data: Any, path: Sequence[str | int]) -> Any:
     for part in path:
         if isinstance(node, dict) and isinstance(part, str) and part in node:
             node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):  # noqa: SIM114
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
         else:
             return _MISSING

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
+from typing import Any
 
 from watchfiles import Change, awatch
 
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 PRESETS_DIR = "OpenAI Settings"
 RESTART_CHECK = 2.0  # how often the watch set is compared with the known users
+# A new user folder appears before ST copies settings.json into it: look again for a few seconds.
+NEW_USER_RETRIES = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+DATA_ROOT = ""  # the handle slot for the data root itself in the watch set
 
 
 class SettingsWatcher:
@@ -33,10 +37,20 @@ class SettingsWatcher:
         self._users = users
         self._doctor = doctor
         self._debounce_ms = debounce_ms
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _watch_set(self) -> dict[Path, str]:
         """Directory -> user handle, for every directory that currently exists."""
         result: dict[Path, str] = {}
+        root = self._users.data_root
+        if root is not None and root.is_dir():
+            # Non-recursive, so only folders and files directly in the data root wake us: a new user.
+            result[root.resolve()] = DATA_ROOT
         for handle in self._users.handles():
             user = self._users.get(handle)
             if user is None or user.paths is None:
@@ -64,12 +78,44 @@ class SettingsWatcher:
             handle = watched.get(path.parent.resolve()) if path.parent.exists() else None
             if handle is None:
                 handle = watched.get(path.parent)
-            if handle is not None:
+            if handle:
                 handles.add(handle)
         return handles
 
+    @staticmethod
+    def root_changed(changes: Iterable[tuple[Change, str]], watched: dict[Path, str]) -> bool:
+        """Did something appear directly in the data root (a possible new user folder)?"""
+        roots = {path for path, handle in watched.items() if handle == DATA_ROOT}
+        return any(
+            change == Change.added and Path(raw).parent in roots and not is_companion_temp(Path(raw).name)
+            for change, raw in changes
+        )
+
+    async def _pick_up_new_users(self, stop: asyncio.Event) -> None:
+        """Register users whose folder just appeared, then re-arm the watch to include them."""
+        for delay in NEW_USER_RETRIES:
+            await asyncio.sleep(delay)
+            try:
+                added, _ = self._users.refresh()
+            except OSError as exc:
+                log.info("could not rescan the SillyTavern data root: %s", exc.strerror or exc)
+                continue
+            if added:
+                stop.set()
+                for handle in added:
+                    await self._doctor.check_user(handle)
+                return
+
     async def run(self) -> None:
         """Watch until cancelled; re-arm when users or their preset folders appear or vanish."""
+        try:
+            await self._watch_forever()
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _watch_forever(self) -> None:
         while True:
             watched = self._watch_set()
             if not watched:
@@ -86,6 +132,8 @@ class SettingsWatcher:
                     stop_event=stop,
                     ignore_permission_denied=True,
                 ):
+                    if self.root_changed(changes, watched):
+                        self._spawn(self._pick_up_new_users(stop))
                     for handle in sorted(self.handles_for(changes, watched)):
                         await self._doctor.check_user(handle)
             except FileNotFoundError:

@@ -199,7 +199,10 @@ def test_catalog_filter_and_use_selects_through_st_handler(page: Any, harness: H
     assert ids and all("glm" in i.lower() or "glm" in (page.text_content(f'.ngc-model[data-id="{i}"]') or "").lower() for i in ids)
     page.select_option('.ngc-catalog [data-f="sort"]', "price")
     page.screenshot(path=artifact("catalog-popup.png"))
-    target = page.query_selector_all(".ngc-catalog .ngc-model:not(.ngc-variant)")[0].get_attribute("data-id")
+    # A model ST's own list (NanoGPT's v1 list) has; the merged catalogue also holds tier-only models.
+    st_ids = set(js(page, "fetch('/standin/models.json').then(r => r.json()).then(d => d.data.map(m => m.id))"))
+    shown = [r.get_attribute("data-id") for r in page.query_selector_all(".ngc-catalog .ngc-model:not(.ngc-variant)")]
+    target = next(i for i in shown if i in st_ids)
     before = js(page, "window.stStandIn.handlerCalls['#model_nanogpt_select:change'] || 0")
     page.click(f'.ngc-catalog button[data-act="use"][data-id="{target}"]')
     # Built-in source with an empty list: the extension pressed Connect, ST filled the list, then the

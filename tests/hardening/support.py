@@ -1,0 +1,123 @@
+"""Shared helpers of the hardening suites: a fake upstream that records what it answered, RSS sampling,
+and the list of fake keys every suite scans its output for.
+
+Why a recording subclass: the fake's own log keeps what was *asked*; the Retry-After and rejected-key
+rules are about what happened *after an answer*, so the suites need the status and time of each answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.nanogpt_upstream import (
+    DEGRADED_KEY,
+    INVALID_KEY,
+    LEGACY_PLAN_KEY,
+    PAYG_KEY,
+    SUBSCRIBER_KEY,
+    FakeNanoGPT,
+    key_id,
+)
+from tests.fakes.service_fixtures import UpstreamThread
+
+FAKE_KEYS: tuple[str, ...] = (SUBSCRIBER_KEY, PAYG_KEY, LEGACY_PLAN_KEY, DEGRADED_KEY, INVALID_KEY)
+# The key-bearing part too: a leak that cut the "sk-nano-" prefix off must still be caught.
+KEY_NEEDLES: tuple[bytes, ...] = tuple(k.encode() for k in FAKE_KEYS) + tuple(
+    k.removeprefix("sk-nano-").encode() for k in FAKE_KEYS
+)
+
+ACCOUNT_PATHS = frozenset({"/api/check-balance", "/api/subscription/v1/usage"})
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer of the fake: when it was sent (monotonic), to whom (key id), and what it said."""
+
+    at: float
+    arrived: float
+    path: str
+    key_id: str | None
+    status: int
+    retry_after: float | None
+
+
+class RecordingFake(FakeNanoGPT):
+    """The fake upstream, plus a list of every answer it gave (status and time)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.answers: list[Answer] = []
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        arrived = time.monotonic()
+        header = request.headers.get("Authorization", "")
+        key = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
+        status = 599  # what a reset/aborted answer is recorded as
+        retry_after: float | None = None
+        try:
+            response = await super()._middleware(request, handler)
+            status = response.status
+            if response.headers.get("Retry-After"):
+                retry_after = float(response.headers["Retry-After"])
+            return response
+        finally:
+            self.answers.append(
+                Answer(time.monotonic(), arrived, request.path, key_id(key), status, retry_after)
+            )
+
+
+def start_upstream(factory: Callable[[], FakeNanoGPT]) -> UpstreamThread:
+    """Like ``start_fake_upstream`` but with any fake (built on the serving thread's loop)."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+
+        async def boot() -> None:
+            fake = factory()
+            runner = web.AppRunner(fake.app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            server = site._server
+            assert server is not None
+            sockets = getattr(server, "sockets", None) or []
+            box.update(fake=fake, runner=runner, port=sockets[0].getsockname()[1])
+
+        loop.run_until_complete(boot())
+        ready.set()
+        loop.run_forever()
+        loop.close()
+
+    thread = threading.Thread(target=serve, name="fake-nanogpt-recording", daemon=True)
+    thread.start()
+    if not ready.wait(30):
+        raise RuntimeError("the fake NanoGPT upstream did not start")
+    return UpstreamThread(box["fake"], box["port"], loop, thread, box["runner"])
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process from /proc (Linux); no psutil needed."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def find_keys(blob: bytes | str) -> list[str]:
+    """Which fake keys (or their secret part) occur in ``blob``."""
+    data = blob.encode() if isinstance(blob, str) else blob
+    return [needle.decode() for needle in KEY_NEEDLES if needle in data]
