@@ -385,6 +385,14 @@ class CatalogService:
             )
         return await self._refresh_shared(slot)
 
+    async def stored(self, key: ResolvedKey) -> CatalogSnapshot | None:
+        """The last catalogue known for this key (memory, else the store), without asking NanoGPT."""
+        slot = self._slot(key)
+        if slot.snapshot is None and not slot.loaded_from_store:
+            slot.loaded_from_store = True
+            await self._load_from_store(slot)
+        return slot.snapshot
+
     def upstream_state(self) -> tuple[bool | None, float | None]:
         """Whether the last upstream round reached NanoGPT at all (an auth error still counts as reached)."""
         if self._upstream is None:

@@ -183,7 +183,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 @asynccontextmanager
-async def _offline_services(settings: Settings) -> AsyncIterator[dict[str, Any]]:
+async def _offline_services(settings: Settings, *, offline: bool = False) -> AsyncIterator[dict[str, Any]]:
     from nanogpt_companion.account import AccountService  # noqa: PLC0415
     from nanogpt_companion.catalog import CatalogService  # noqa: PLC0415
     from nanogpt_companion.doctor_service import DoctorService  # noqa: PLC0415
@@ -218,7 +218,13 @@ async def _offline_services(settings: Settings) -> AsyncIterator[dict[str, Any]]
             account = AccountService(client, store, bus, key_for=key_for)
             doctor = (
                 DoctorService(
-                    users=users, store=store, bus=bus, catalog=catalog, account=account, settings=settings
+                    users=users,
+                    store=store,
+                    bus=bus,
+                    catalog=catalog,
+                    account=account,
+                    settings=settings,
+                    offline=offline,
                 )
                 if data_root is not None
                 else None
@@ -248,10 +254,8 @@ async def _doctor(args: argparse.Namespace) -> int:
     if settings.sillytavern is None and settings.data_root is None:
         print("error: give --sillytavern DIR (or --data-root DIR)", file=sys.stderr)
         return 2
-    if args.offline:
-        settings = settings.model_copy(update={"upstream": "http://127.0.0.1:9"})  # nothing listens there
     running = args.fix and await _service_running(settings)
-    async with _offline_services(settings) as services:
+    async with _offline_services(settings, offline=args.offline) as services:
         users, doctor = services["users"], services["doctor"]
         handles = [args.user] if args.user else users.handles()
         if args.user and args.user not in users.handles():

@@ -110,7 +110,9 @@ class DoctorService:
         catalog: CatalogService,
         account: AccountService,
         settings: Settings,
+        offline: bool = False,
     ) -> None:
+        self._offline = offline  # CLI --offline: diagnose with what is cached, never contact NanoGPT
         self._users = users
         self._store = store
         self._bus = bus
@@ -293,6 +295,9 @@ class DoctorService:
         self, handle: str
     ) -> tuple[dict[str, CatalogEntry] | None, AccountSnapshot | None]:
         key = self._users.key_for(handle)
+        if self._offline:
+            stored = await self._catalog.stored(key)
+            return (stored.by_id if stored is not None else None), None
         snapshot = self._catalog.cached(key)
         if snapshot is None:
             with contextlib.suppress(CatalogUnavailable, TimeoutError):
