@@ -33,6 +33,7 @@ from nanogpt_companion.domain import (
 from nanogpt_companion.keys import ResolvedKey
 from nanogpt_companion.nanogpt.client import ModelListResult, NanoGPTClient
 from nanogpt_companion.nanogpt.errors import (
+    KeyRejectedError,
     MalformedResponseError,
     NanoGPTError,
     RateLimitedError,
@@ -305,6 +306,9 @@ class _Slot:
     not_before: float = 0.0
     last_used: float = 0.0
     loaded_from_store: bool = False
+    # NanoGPT rejected this key: until it changes (a new slot) or the user refreshes, lists are fetched
+    # without it. NanoGPT counts authentication failures toward abuse limits, so never resend it blindly.
+    key_rejected: bool = False
 
 
 class CatalogUnavailable(Exception):
@@ -383,6 +387,7 @@ class CatalogService:
             raise RateLimitedError(
                 "NanoGPT asked us to slow down; try again shortly.", retry_after=slot.not_before - now
             )
+        slot.key_rejected = False  # the user asked: give the key one more chance
         return await self._refresh_shared(slot)
 
     async def stored(self, key: ResolvedKey) -> CatalogSnapshot | None:
@@ -446,7 +451,7 @@ class CatalogService:
         return await self._client.models(tier, api_key=key.reveal())
 
     async def _do_refresh(self, slot: _Slot) -> tuple[CatalogSnapshot, CatalogDiff]:
-        key = slot.key
+        key = ResolvedKey.none() if slot.key_rejected else slot.key
         tiers = [Tier.V1, Tier.SUBSCRIPTION, Tier.PAID] + ([Tier.PERSONALIZED] if key.present else [])
         results = await asyncio.gather(*(self._fetch_tier(t, key) for t in tiers), return_exceptions=True)
         lists: dict[Tier, Sequence[UpstreamModel]] = {}
@@ -471,6 +476,9 @@ class CatalogService:
             not isinstance(e, UpstreamUnavailableError | MalformedResponseError) for e in errors
         )
         self._upstream = (reached, self._clock())
+        if any(isinstance(e, KeyRejectedError) for e in errors):
+            slot.key_rejected = True
+            log.warning("NanoGPT rejected the key; model lists are fetched without it until it changes")
         for error in errors:
             if isinstance(error, RateLimitedError):
                 wait = error.retry_after if error.retry_after is not None else 60.0
@@ -493,11 +501,11 @@ class CatalogService:
         slot.last_error = ErrorInfo(code=errors[0].code, message=str(errors[0])) if errors else None
         if self._store is not None:
             try:
-                await self._store.save_catalog_snapshot(key.fingerprint, now, snapshot.to_store())
+                await self._store.save_catalog_snapshot(slot.key.fingerprint, now, snapshot.to_store())
             except Exception:
                 log.exception("could not save the catalogue snapshot")
         if self._on_refresh is not None and (previous is None or not diff.empty):
-            self._on_refresh(key.fingerprint, snapshot, diff)
+            self._on_refresh(slot.key.fingerprint, snapshot, diff)
         log.info(
             "catalogue refreshed: %d models (%s)",
             len(entries),

@@ -177,6 +177,8 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=None,
         shutdown_timeout=5.0,
         handle_signals=True,
+        # aiohttp has no separate header-read timeout; a short keep-alive bounds idle and dribbling sockets.
+        keepalive_timeout=15.0,
     )
     log.info("stopped")
     return 0
@@ -254,6 +256,11 @@ async def _doctor(args: argparse.Namespace) -> int:
     if settings.sillytavern is None and settings.data_root is None:
         print("error: give --sillytavern DIR (or --data-root DIR)", file=sys.stderr)
         return 2
+    # A mistyped path must not read as "no users, no problems" (exit 0): say so, as `serve` does.
+    if settings.sillytavern is not None and not settings.sillytavern.is_dir():
+        raise ValueError(f"SillyTavern directory not found: {settings.sillytavern}")
+    if settings.data_root is not None and not settings.data_root.is_dir():
+        raise ValueError(f"SillyTavern data root not found: {settings.data_root}")
     running = args.fix and await _service_running(settings)
     async with _offline_services(settings, offline=args.offline) as services:
         users, doctor = services["users"], services["doctor"]

@@ -52,6 +52,9 @@ class UserRegistry:
         self._config_key = config_key
         self._on_change = on_change
         self._users: dict[str, User] = {}
+        # handle -> (secrets.json stat signature, key): every API request needs the caller's key, and
+        # re-reading secrets.json each time would dominate a cached catalogue request.
+        self._keys: dict[str, tuple[tuple[int, int, int], ResolvedKey]] = {}
 
     @property
     def data_root(self) -> Path | None:
@@ -112,7 +115,16 @@ class UserRegistry:
         user = self._users.get(handle)
         if user is None or user.paths is None:
             return ResolvedKey.none()
-        key = read_nanogpt_key(user.paths)
-        if key is None:
+        try:
+            st = user.paths.secrets.stat()
+        except OSError:
+            self._keys.pop(handle, None)
             return ResolvedKey.none()
-        return ResolvedKey(key.reveal(), "sillytavern")
+        signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = self._keys.get(handle)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        key = read_nanogpt_key(user.paths)
+        resolved = ResolvedKey.none() if key is None else ResolvedKey(key.reveal(), "sillytavern")
+        self._keys[handle] = (signature, resolved)
+        return resolved

@@ -52,7 +52,10 @@ export class AccountView {
         }
         msg.innerHTML = html;
         msg.hidden = !html;
+        if (status === STATUS.CONNECTED) this.everConnected = true;
         this.root.classList.toggle('ngc-offline', status !== STATUS.CONNECTED);
+        // Until the service has answered once, its panels would only show dashes: hide them.
+        this.root.classList.toggle('ngc-never-connected', !this.everConnected);
         this.renderBadge();
     }
 

@@ -118,6 +118,10 @@ export class CatalogView {
         else if (tgt.type === 'checkbox') this.filters[f] = tgt.checked;
         else if (f === 'maxPrice' || f === 'minContext') this.filters[f] = tgt.value === '' ? null : Number(tgt.value);
         else this.filters[f] = tgt.value;
+        // A text field fires `change` again on blur (e.g. when the user clicks "Use"); re-rendering then
+        // would replace the button under the pointer and swallow the click.
+        const key = JSON.stringify([this.filters, this.showVariants]);
+        if (key === this.renderedKey) return;
         this.render();
     }
 
@@ -143,6 +147,7 @@ export class CatalogView {
 
     render() {
         if (!this.el) return;
+        this.renderedKey = JSON.stringify([this.filters, this.showVariants]);
         const list = this.visible();
         const rows = foldThinking(list);
         const html = [];

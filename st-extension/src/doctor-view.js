@@ -73,7 +73,7 @@ export class DoctorView {
         const results = data.results ?? [];
         for (const r of results) {
             if (r.status === 'applied' && r.journal_id !== null && r.journal_id !== undefined) {
-                this.undoStack.push({ kind: 'journal', journal_id: r.journal_id, title: r.message });
+                this.undoStack.push({ kind: 'journal', journal_ids: [r.journal_id], title: r.message });
             } else if (r.status === 'conflict' || r.status === 'failed') {
                 this.adapter.toast('warning', r.message || `${this.t('Fix not applied')}: ${r.id}`);
             }
@@ -104,12 +104,17 @@ export class DoctorView {
             if (failure) for (const op of done.reverse()) this.adapter.applyPatchOp({ path: op.path, value: op.old, old: op.value });
         }
         const status = failure ? 'failed' : 'applied';
+        const entry = { kind: 'live', ops: fix.patch ?? [], title: fix.title };
         if (!failure) {
-            this.undoStack.push({ kind: 'live', ops: fix.patch ?? [], title: fix.title });
+            this.undoStack.push(entry);
             this.adapter.toast('info', `${this.t('Fixed')}: ${fix.title}`);
         }
         try {
-            await this.client.call('/api/doctor/ack', { method: 'POST', body: { fix_id: fix.fix_id, status, message: failure ?? 'applied through SillyTavern\'s controls' } });
+            const r = await this.client.call('/api/doctor/ack', { method: 'POST', body: { fix_id: fix.fix_id, status, message: failure ?? 'applied through SillyTavern\'s controls' } });
+            // When the service journals the live fix and says where, undo goes through it, so it also
+            // learns the user declined this fix and will not re-apply it.
+            const ids = r?.journal_ids ?? (r?.journal_id !== undefined && r?.journal_id !== null ? [r.journal_id] : []);
+            if (!failure && ids.length) Object.assign(entry, { kind: 'journal', journal_ids: ids });
         } catch (err) {
             console.debug('[NanoGPT Companion] ack failed', err?.code);
         }
@@ -130,8 +135,11 @@ export class DoctorView {
             msg = `${this.t('Undone')}: ${last.title}`;
         } else {
             try {
-                const r = await this.client.call('/api/doctor/undo', { method: 'POST', body: { journal_id: last.journal_id } });
-                msg = r.message || r.status;
+                let r = null;
+                for (const id of last.journal_ids ?? [last.journal_id]) {
+                    r = await this.client.call('/api/doctor/undo', { method: 'POST', body: { journal_id: id } });
+                }
+                msg = r?.message || r?.status;
             } catch (err) {
                 this.undoStack.push(last);
                 msg = `${this.t('Undo failed')}: ${err.message}`;

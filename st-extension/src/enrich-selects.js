@@ -87,8 +87,11 @@ export class SelectEnricher {
         for (const { mo } of this.observers) mo.disconnect();
         try {
             const opts = { enabled: !!s.enrich_selects && this.store.loaded, onlySubscription: !!s.only_subscription };
-            changed += enrichSelect(nanogpt, this.store.byId, opts);
-            changed += enrichSelect(custom, this.store.byId, { ...opts, enabled: opts.enabled && customIsNano });
+            for (const [sel, o] of [[nanogpt, opts], [custom, { ...opts, enabled: opts.enabled && customIsNano }]]) {
+                const n = enrichSelect(sel, this.store.byId, o);
+                if (n) this.adapter.refreshSelectDisplay(sel);
+                changed += n;
+            }
         } finally {
             for (const { mo, sel } of this.observers) mo.observe(sel, { childList: true, subtree: true });
         }

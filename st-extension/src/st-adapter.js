@@ -217,6 +217,16 @@ export class StAdapter {
         };
     }
 
+    /**
+     * ST wraps its model selects in select2, which caches the selected label. The namespaced trigger
+     * refreshes only select2's display; ST's own (un-namespaced) change handler does not run.
+     */
+    refreshSelectDisplay(select) {
+        if (!select || !this.$) return;
+        const $el = this.$(select);
+        if ($el.data('select2')) $el.trigger('change.select2');
+    }
+
     observe(el, callback) {
         const MO = this.win.MutationObserver;
         if (!el || !MO) return null;

@@ -18,10 +18,13 @@ from tests.fakes.nanogpt_fixtures import SUBSCRIBER_KEY, FakeNanoGPTServer
 
 
 @pytest.fixture
-async def client(fake_nanogpt: FakeNanoGPTServer) -> AsyncIterator[NanoGPTClient]:
+async def client(fake_nanogpt: FakeNanoGPTServer, clock: Clock) -> AsyncIterator[NanoGPTClient]:
     async with aiohttp.ClientSession() as session:
         # One retry with a near-zero backoff: 5xx paths stay fast while still exercising the retry.
-        yield NanoGPTClient(session, fake_nanogpt.base_url, retries=1, backoff_base=0.001, backoff_cap=0.001)
+        # The client's own Retry-After hold follows the test's clock, like the service's.
+        yield NanoGPTClient(
+            session, fake_nanogpt.base_url, retries=1, backoff_base=0.001, backoff_cap=0.001, clock=clock
+        )
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nanogpt_companion.sillytavern.stjson import dumps_st
-from tests.fakes.st_fixtures import FIXTURES, DEFAULT_SETTINGS
+from tests.fakes.st_fixtures import DEFAULT_SETTINGS, FIXTURES
 from tests.web.conftest import Companion, StartCompanion, start_companion
 
 __all__ = ["Companion", "StartCompanion", "start_companion"]
@@ -27,7 +27,7 @@ _BASE = json.loads((FIXTURES / DEFAULT_SETTINGS).read_text(encoding="utf-8"))
 
 def nanogpt_settings(ppp: str = "", **oai: Any) -> dict[str, Any]:
     """ST 1.18.0's settings.json with the NanoGPT source selected and PPP set to ``ppp``."""
-    data = copy.deepcopy(_BASE)
+    data: dict[str, Any] = copy.deepcopy(_BASE)
     data["oai_settings"]["custom_prompt_post_processing"] = ppp
     data["oai_settings"].update(oai)
     return data
@@ -50,15 +50,15 @@ def ppp_of(path: Path) -> Any:
     return data["oai_settings"].get("custom_prompt_post_processing")
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> Any:
+async def wait_until(predicate: Callable[[], Any], within: float = 10.0, step: float = 0.02) -> Any:
     """Poll until ``predicate()`` is truthy; fail the test with a clear message if it never is."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout} s")
+            raise AssertionError(f"condition not reached within {within} s")
         await asyncio.sleep(step)
 
 
@@ -98,9 +98,7 @@ class SSEReader:
 
 async def open_tab(companion: Companion, handle: str = "default-user") -> SSEReader:
     """An open ST tab, as the service sees it: an SSE stream with ``client=extension``."""
-    resp = await companion.client.get(
-        "/api/events?client=extension", headers=companion.auth(handle)
-    )
+    resp = await companion.client.get("/api/events?client=extension", headers=companion.auth(handle))
     assert resp.status == 200
     reader = SSEReader(resp)
     await wait_until(lambda: reader.named("hello"), 5)

@@ -26,7 +26,8 @@ def one_user(make_st_install: MakeSTInstall, settings: dict[str, Any] | None = N
 
 
 async def journal(companion: Companion, handle: str = "default-user") -> list[JournalEntry]:
-    return await companion.client.app[keys.STORE].journal_list(handle)
+    entries: list[JournalEntry] = await companion.client.app[keys.STORE].journal_list(handle)
+    return entries
 
 
 async def findings(companion: Companion, handle: str = "default-user") -> list[dict[str, Any]]:

@@ -20,8 +20,14 @@ from tests.extension.standin_server import FIXTURES, HANDLE, LoopThread, StandIn
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 SETTINGS_FIXTURE = FIXTURES / "sillytavern/settings.nanogpt-source-selected.json"
@@ -62,7 +68,7 @@ class Harness:
 
     def reset_settings(self, **oai: Any) -> dict[str, Any]:
         """A fresh settings.json (as ST last saved it), optionally with some oai_settings changed."""
-        settings = json.loads(SETTINGS_FIXTURE.read_text())
+        settings: dict[str, Any] = json.loads(SETTINGS_FIXTURE.read_text())
         settings["oai_settings"].update(oai)
         self.standin.write_settings(settings)
         return settings
@@ -90,7 +96,8 @@ def open_page(browser: Any, h: Harness, *, width: int = 1280, height: int = 900)
     h.page_errors.clear()
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
-    page.on("console", lambda msg: h.console.append(msg))
+    # A lambda, not the bound method: Playwright tags handlers with an attribute builtins cannot take.
+    page.on("console", lambda msg: h.console.append(msg))  # noqa: PLW0108
     page.on("pageerror", lambda exc: h.page_errors.append(str(exc)))
     page.goto(h.st_url + "/")
     page.wait_for_selector("#ngc_status_pill")

@@ -94,7 +94,7 @@ class StandIn:
         settings = json.loads((self.data_root / HANDLE / "settings.json").read_text())
         settings.setdefault("extension_settings", {})
         for key, value in self.settings_patch.items():
-            root, _, leaf = key.partition(".")
+            root, _sep, leaf = key.partition(".")
             settings[root][leaf] = value
         html = (STANDIN_DIR / "index.html").read_text()
         # "</" is escaped so a settings value can never close the inline script.

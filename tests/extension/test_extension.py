@@ -32,7 +32,9 @@ def js(page: Any, expr: str, arg: Any = None) -> Any:
 
 
 def slash(page: Any, command: str) -> str:
-    result = js(page, "async (c) => (await SillyTavern.getContext().executeSlashCommandsWithOptions(c)).pipe", command)
+    result = js(
+        page, "async (c) => (await SillyTavern.getContext().executeSlashCommandsWithOptions(c)).pipe", command
+    )
     return str(result)
 
 
@@ -58,7 +60,9 @@ def test_connected_drawer_shows_balance_quota_history_and_badge(page: Any, harne
     open_drawer(page)
     page.wait_for_function(f"document.querySelector('#ngc_usd').textContent === '${usd:.2f}'")
     assert page.text_content("#ngc_xno") == f"{account['balance']['xno']:.2f} XNO"
-    assert page.text_content("#ngc_sub_state") == ("active" if account["subscription"]["active"] else "inactive")
+    assert page.text_content("#ngc_sub_state") == (
+        "active" if account["subscription"]["active"] else "inactive"
+    )
     # One bar per configured quota window, with the service's fraction as aria-valuenow.
     buckets = account["subscription"]["buckets"]
     bars = page.query_selector_all(".ngc-quota-row")
@@ -85,18 +89,22 @@ def test_connected_drawer_shows_balance_quota_history_and_badge(page: Any, harne
 
 
 def test_history_sparkline_hover_shows_value(page: Any, harness: Harness) -> None:
-    """The sparkline renders real points; hover/focus shows the value (rendered from the service's points)."""
+    """The sparkline draws one hover/focus target per point and shows its value (the stack's history may
+    hold a single point, so the view is driven directly through its module here)."""
     wait_connected(page)
     open_drawer(page)
     points = [{"t": 1_790_000_000 + i * 86400, "usd": v} for i, v in enumerate([140.0, 135.5, 129.47])]
-    js(page, "(p) => window.__ngcRenderHistory && window.__ngcRenderHistory(p)", points)
     # Drive the view through its module, as the app does after an account event.
-    js(page, """async (p) => {
+    js(
+        page,
+        """async (p) => {
         const m = await import('/scripts/extensions/third-party/nanogpt-companion/src/account-view.js');
         const root = document.getElementById('ngc_drawer_root');
         const adapter = { t: (s) => s, missing: [], mountBadge: () => false, toast: () => {} };
         new m.AccountView({ root, adapter }).renderHistory(p);
-    }""", points)
+    }""",
+        points,
+    )
     circles = page.query_selector_all("#ngc_history circle")
     assert len(circles) == 3
     circles[1].focus()
@@ -121,6 +129,11 @@ def test_service_not_running_is_quiet(browser: Any, harness: Harness) -> None:
         assert len(errors) <= 3
         assert page.text_content("#ngc_badge").strip().endswith("service not running")
         page.screenshot(path=artifact("drawer-service-down.png"), full_page=True)
+        # The service comes up (its token file now points at it): the extension reconnects on its own.
+        harness.standin.bootstrap_override = harness.service.token_file("default-user").read_bytes()
+        page.wait_for_selector(CONNECTED, timeout=15000)
+        page.wait_for_function("document.querySelector('#ngc_usd').textContent.startsWith('$')")
+        assert page.is_visible("#ngc_account")
     finally:
         page.context.close()
         harness.standin.bootstrap_override = None
@@ -196,22 +209,34 @@ def test_catalog_filter_and_use_selects_through_st_handler(page: Any, harness: H
     page.select_option('.ngc-catalog [data-f="tier"]', "")
     page.fill('.ngc-catalog [data-f="q"]', "glm")
     ids = [r.get_attribute("data-id") for r in page.query_selector_all(".ngc-catalog .ngc-model")]
-    assert ids and all("glm" in i.lower() or "glm" in (page.text_content(f'.ngc-model[data-id="{i}"]') or "").lower() for i in ids)
+    assert ids and all(
+        "glm" in i.lower() or "glm" in (page.text_content(f'.ngc-model[data-id="{i}"]') or "").lower()
+        for i in ids
+    )
     page.select_option('.ngc-catalog [data-f="sort"]', "price")
     page.screenshot(path=artifact("catalog-popup.png"))
     # A model ST's own list (NanoGPT's v1 list) has; the merged catalogue also holds tier-only models.
-    st_ids = set(js(page, "fetch('/standin/models.json').then(r => r.json()).then(d => d.data.map(m => m.id))"))
-    shown = [r.get_attribute("data-id") for r in page.query_selector_all(".ngc-catalog .ngc-model:not(.ngc-variant)")]
+    st_ids = set(
+        js(page, "fetch('/standin/models.json').then(r => r.json()).then(d => d.data.map(m => m.id))")
+    )
+    shown = [
+        r.get_attribute("data-id")
+        for r in page.query_selector_all(".ngc-catalog .ngc-model:not(.ngc-variant)")
+    ]
     target = next(i for i in shown if i in st_ids)
     before = js(page, "window.stStandIn.handlerCalls['#model_nanogpt_select:change'] || 0")
     page.click(f'.ngc-catalog button[data-act="use"][data-id="{target}"]')
     # Built-in source with an empty list: the extension pressed Connect, ST filled the list, then the
     # option was chosen through ST's change handler, which updated oai_settings and emitted the event.
-    page.wait_for_function("(id) => SillyTavern.getContext().chatCompletionSettings.nanogpt_model === id", arg=target)
+    page.wait_for_function(
+        "(id) => SillyTavern.getContext().chatCompletionSettings.nanogpt_model === id", arg=target
+    )
     assert js(page, "window.stStandIn.connectClicks.openai") >= 1
     assert js(page, "window.stStandIn.handlerCalls['#model_nanogpt_select:change']") > before
     assert page.eval_on_selector("#model_nanogpt_select", "el => el.value") == target
-    events = js(page, "window.stStandIn.events.filter(e => e[0] === 'chatcompletion_model_changed').map(e => e[1])")
+    events = js(
+        page, "window.stStandIn.events.filter(e => e[0] === 'chatcompletion_model_changed').map(e => e[1])"
+    )
     assert events[-1] == target
     assert harness.console_errors() == []
 
@@ -228,7 +253,9 @@ def test_thinking_variants_fold_under_base(page: Any) -> None:
     toggle.click()
     variants = page.query_selector_all(".ngc-catalog .ngc-variant")
     assert variants
-    assert all(v.get_attribute("data-id").startswith(base.split(":")[0].removesuffix("-thinking")) for v in variants)
+    assert all(
+        v.get_attribute("data-id").startswith(base.split(":")[0].removesuffix("-thinking")) for v in variants
+    )
 
 
 # ----- ST's own select -----
@@ -240,9 +267,15 @@ def test_enrichment_of_600_option_select_keeps_values_and_is_idempotent(page: An
     js(page, "SillyTavern.getContext().chatCompletionSettings.group_models = true")
     n = connect_nanogpt_list(page)
     assert n >= 500
-    page.wait_for_function("[...document.querySelectorAll('#model_nanogpt_select option')].some(o => o.text.includes(' per 1M'))")
-    snap = js(page, """() => [...document.querySelectorAll('#model_nanogpt_select option')].map(o => ({
-        v: o.value, t: o.text, g: o.parentElement.tagName === 'OPTGROUP' ? o.parentElement.label : null }))""")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#model_nanogpt_select option')].some(o => o.text.includes(' per 1M'))"
+    )
+    snap = js(
+        page,
+        """() => [...document.querySelectorAll('#model_nanogpt_select option')].map(o => ({
+        v: o.value, t: o.text,
+        g: o.parentElement.tagName === 'OPTGROUP' ? o.parentElement.label : null }))""",
+    )
     models = js(page, "fetch('/standin/models.json').then(r => r.json()).then(d => d.data.map(m => m.id))")
     assert {o["v"] for o in snap} == set(models), "option values must stay ST's model ids"
     assert all(o["g"] for o in snap), "ST's vendor optgroups must survive"
@@ -258,11 +291,20 @@ def test_enrichment_of_600_option_select_keeps_values_and_is_idempotent(page: An
     # "Only my subscription" hides the rest but never the selected option; turning it off restores all.
     open_drawer(page)
     page.check("#ngc_only_subscription")
-    hidden = js(page, "[...document.querySelectorAll('#model_nanogpt_select option')].filter(o => o.hidden).length")
+    hidden = js(
+        page, "[...document.querySelectorAll('#model_nanogpt_select option')].filter(o => o.hidden).length"
+    )
     assert 0 < hidden < n
     assert js(page, "document.querySelector('#model_nanogpt_select').selectedOptions[0].hidden") is False
     page.uncheck("#ngc_only_subscription")
-    assert js(page, "[...document.querySelectorAll('#model_nanogpt_select option')].filter(o => o.hidden || o.disabled).length") == 0
+    assert (
+        js(
+            page,
+            "[...document.querySelectorAll('#model_nanogpt_select option')]"
+            ".filter(o => o.hidden || o.disabled).length",
+        )
+        == 0
+    )
     page.uncheck("#ngc_enrich_selects")
     plain = js(page, "[...document.querySelectorAll('#model_nanogpt_select option')].map(o => o.text)")
     assert not any(" per 1M" in t for t in plain)
@@ -277,7 +319,9 @@ def test_endpoint_switch_custom_builtin_and_text(page: Any, harness: Harness) ->
     _, eps = harness.service.request("GET", "/api/endpoints")
     by_id = {e["id"]: e for e in eps["endpoints"]}
     page.wait_for_selector('#ngc_endpoints button[data-ep="paid"]')
-    assert eps["recommended"] in page.text_content("#ngc_endpoints") or by_id[eps["recommended"]]["title"] in page.text_content("#ngc_endpoints")
+    assert eps["recommended"] in page.text_content("#ngc_endpoints") or by_id[eps["recommended"]][
+        "title"
+    ] in page.text_content("#ngc_endpoints")
     page.click('#ngc_endpoints button[data-ep="paid"][data-mode="chat"]')
     st = js(page, "SillyTavern.getContext().chatCompletionSettings")
     assert st["chat_completion_source"] == "custom"
@@ -286,7 +330,10 @@ def test_endpoint_switch_custom_builtin_and_text(page: Any, harness: Harness) ->
     calls = js(page, "window.stStandIn.handlerCalls")
     assert calls["#chat_completion_source:change"] >= 1 and calls["#custom_api_url_text:input"] >= 1
     assert js(page, "window.stStandIn.connectClicks.openai") >= 1
-    assert page.get_attribute('#ngc_endpoints button[data-ep="paid"][data-mode="chat"]', "aria-pressed") == "true"
+    assert (
+        page.get_attribute('#ngc_endpoints button[data-ep="paid"][data-mode="chat"]', "aria-pressed")
+        == "true"
+    )
     page.click('#ngc_endpoints button[data-ep="builtin"]')
     assert js(page, "SillyTavern.getContext().chatCompletionSettings.chat_completion_source") == "nanogpt"
     text_ep = next(e for e in eps["endpoints"] if e.get("text_completion"))
@@ -325,7 +372,10 @@ def test_live_fix_over_sse_changes_ppp_then_undo(page: Any, harness: Harness) ->
 def test_formatting_error_surfaces_matching_fix(page: Any) -> None:
     wait_connected(page)
     open_drawer(page)
-    page.evaluate("toastr.error('Conversation roles must alternate user/assistant/user/assistant/...', 'Chat Completion API')")
+    page.evaluate(
+        "toastr.error('Conversation roles must alternate user/assistant/user/assistant/...',"
+        " 'Chat Completion API')"
+    )
     page.wait_for_selector('.ngc-suggestion button[data-fix="__suggestion__"]')
     assert "semi" in page.text_content(".ngc-suggestion")
     page.click('.ngc-suggestion button[data-fix="__suggestion__"]')
@@ -341,7 +391,10 @@ def test_slash_commands_return_pipeable_values(page: Any, harness: Harness) -> N
     names = js(page, "Object.keys(SillyTavern.getContext().SlashCommandParser.commands)")
     for n in ["nano-balance", "nano-models", "nano-sync", "nano-fix", "nano-endpoint", "nano-thinking"]:
         assert n in names
-        assert js(page, "(n) => SillyTavern.getContext().SlashCommandParser.commands[n].helpString.length", n) > 20
+        assert (
+            js(page, "(n) => SillyTavern.getContext().SlashCommandParser.commands[n].helpString.length", n)
+            > 20
+        )
     _, account = harness.service.request("GET", "/api/account")
     assert f"${account['balance']['usd']:.2f}" in slash(page, "/nano-balance")
     ids = slash(page, "/nano-models glm").splitlines()
@@ -352,11 +405,14 @@ def test_slash_commands_return_pipeable_values(page: Any, harness: Harness) -> N
     assert slash(page, "/nano-endpoint paid") == paid
     assert js(page, "SillyTavern.getContext().chatCompletionSettings.custom_url") == paid
     # Thinking on/off on the Custom source: pick a base model that has a variant.
-    base = js(page, """async () => {
+    base = js(
+        page,
+        """async () => {
         const r = await fetch('/standin/models.json').then(r => r.json());
         const ids = new Set(r.data.map(m => m.id));
         return r.data.map(m => m.id).find(id => ids.has(id + ':thinking'));
-    }""")
+    }""",
+    )
     if base:
         js(page, "(id) => { const $ = jQuery; $('#custom_model_id').val(id).trigger('input'); }", base)
         assert slash(page, "/nano-thinking on") == f"{base}:thinking"
@@ -382,7 +438,11 @@ def test_phone_width_has_no_horizontal_overflow(browser: Any, harness: Harness) 
         page.screenshot(path=artifact("drawer-400px.png"), full_page=True)
         page.click("#ngc_browse")
         page.wait_for_selector("dialog.popup .ngc-catalog .ngc-model")
-        overflow = js(page, "(() => { const l = document.querySelector('.ngc-catalog-list'); return l.scrollWidth - l.clientWidth; })()")
+        overflow = js(
+            page,
+            "(() => { const l = document.querySelector('.ngc-catalog-list');"
+            " return l.scrollWidth - l.clientWidth; })()",
+        )
         assert overflow <= 1
         page.screenshot(path=artifact("catalog-400px.png"))
         # Keyboard: the drawer header is focusable and toggles with Enter.
@@ -397,3 +457,147 @@ def test_drawer_header_is_keyboard_operable(page: Any, key: str) -> None:
     header.focus()
     page.keyboard.press("Space" if key == " " else key)
     page.wait_for_selector("#ngc_drawer_content", state="visible")
+
+
+# ----- modules in the page: pure helpers and the alert de-duplication -----
+
+EXT = "/scripts/extensions/third-party/nanogpt-companion/src/"
+
+
+def test_pure_helpers(page: Any) -> None:
+    r = js(
+        page,
+        """async (base) => {
+        const f = await import(base + 'format.js');
+        const m = (o) => Object.assign({ id: 'x/a', name: 'A', vendor: 'x', capabilities: {}, tiers: ['v1'],
+            pricing: {}, subscription: {} }, o);
+        const models = [
+            m({ id: 'x/cheap', pricing: { prompt: 0.1 }, capabilities: { vision: true },
+                subscription: { included: true, input_multiplier: 2 }, context_length: 8000 }),
+            m({ id: 'x/unknown', pricing: {}, context_length: null }),
+            m({ id: 'x/dear', pricing: { prompt: 5 }, capabilities: { vision: false }, context_length: 200000,
+                created: 5 }),
+            m({ id: 'auto-model', is_router: true }),
+        ];
+        return {
+            price: f.formatPrice(0.42000000000000004),
+            tokens: [f.formatTokens(60000000), f.formatTokens(631288), f.formatTokens(1200000)],
+            countdown: [f.formatCountdown(1000 + 3 * 86400e3 + 4 * 3600e3, 1000),
+                        f.formatCountdown(5000, 9000)],
+            vision: f.filterCatalog(models, { vision: true }).map(x => x.id),
+            maxPrice: f.filterCatalog(models, { maxPrice: 1 }).map(x => x.id),
+            minCtx: f.filterCatalog(models, { minContext: 100000 }).map(x => x.id),
+            routers: f.filterCatalog(models, {}).length,
+            byPrice: f.sortCatalog(f.filterCatalog(models, {}), 'price').map(x => x.id),
+            byContext: f.sortCatalog(f.filterCatalog(models, {}), 'context').map(x => x.id),
+            suffix: f.enrichmentSuffix(models[0]),
+            fold: f.foldThinking([m({ id: 'b' }), m({ id: 'b:thinking', thinking_base: 'b' }),
+                                  m({ id: 'o:thinking', thinking_base: 'o' })])
+                .map(r => [r.entry.id, r.variants.map(v => v.id)]),
+            errs: ['Conversation roles must alternate user/assistant',
+                   'System message must be at the beginning.',
+                   'The first message must use the user role', 'rate limited']
+                .map(e => f.matchFormattingError(e)?.ppp ?? null),
+            tools: f.pppWithTools('semi', true),
+            nano: [f.isNanoGptUrl('https://nano-gpt.com/api/v1'), f.isNanoGptUrl('https://evil.com/nano-gpt.com')],
+            spark: f.sparkline([1, null, 3], 100, 20, 0).points.map(p => [p.x, p.y]),
+            backoff: [f.backoffDelay(0, 1000, 60000, () => 0.5), f.backoffDelay(30, 1000, 60000, () => 0.5)],
+        };
+    }""",
+        EXT,
+    )
+    assert r["price"] == "$0.42"
+    assert r["tokens"] == ["60M", "631k", "1.2M"]
+    assert r["countdown"] == ["3d 4h", "now"]
+    assert r["vision"] == ["x/cheap"]  # unknown flags never match
+    assert r["maxPrice"] == ["x/cheap"]  # unknown prices never pass a price cap
+    assert r["minCtx"] == ["x/dear"]
+    assert r["routers"] == 3
+    assert r["byPrice"] == ["x/cheap", "x/dear", "x/unknown"]  # unknown last
+    assert r["byContext"] == ["x/dear", "x/cheap", "x/unknown"]
+    assert r["suffix"] == " · $0.1/? per 1M · SUB x2"
+    assert r["fold"] == [["b", ["b:thinking"]], ["o:thinking", []]]
+    assert r["errs"] == ["semi", "semi", "strict", None]
+    assert r["tools"] == "semi_tools"
+    assert r["nano"] == [True, False]
+    assert r["spark"] == [[0, 20], [100, 0]]
+    assert r["backoff"] == [1000, 60000]
+
+
+def test_alerts_toast_once_each(page: Any) -> None:
+    shown = js(
+        page,
+        """async (base) => {
+        const { AccountView } = await import(base + 'account-view.js');
+        const toasts = [];
+        const adapter = { t: (s) => s, missing: [], mountBadge: () => false,
+                          toast: (l, m) => toasts.push([l, m]) };
+        const v = new AccountView({ root: document.getElementById('ngc_drawer_root'), adapter });
+        const a = { id: 'low_balance:5', kind: 'low_balance', level: 'warning', message: 'Balance below $5' };
+        const b = { id: 'quota_80:weekly', kind: 'quota_80', level: 'info',
+                    message: 'Weekly quota 80% used' };
+        [a, a, b, a, b].forEach((x) => v.showAlert(x));
+        return toasts;
+    }""",
+        EXT,
+    )
+    assert shown == [["warning", "Balance below $5"], ["info", "Weekly quota 80% used"]]
+
+
+def test_fix_button_asks_service_and_applies_live(page: Any, harness: Harness) -> None:
+    """An "ask" finding: function calling on with a no-tools PPP. Fix -> the service sends it live ->
+    ST's select changes to the "with tools" twin."""
+    wait_connected(page)
+    open_drawer(page)
+    page.check("#openai_function_calling")
+    page.select_option("#custom_prompt_post_processing", "merge")
+    fix_btn = page.wait_for_selector('#ngc_findings li[data-id^="ppp.tools"] button[data-fix]', timeout=15000)
+    assert "tools" in page.text_content('#ngc_findings li[data-id^="ppp.tools"]').lower()
+    fix_btn.click()
+    page.wait_for_function(
+        "document.querySelector('#custom_prompt_post_processing').value === 'merge_tools'", timeout=15000
+    )
+    assert (
+        js(page, "SillyTavern.getContext().chatCompletionSettings.custom_prompt_post_processing")
+        == "merge_tools"
+    )
+    # The finding goes away once ST saved and the service re-checked.
+    page.wait_for_function(
+        "!document.querySelector('#ngc_findings li[data-id^=\"ppp.tools\"]')", timeout=15000
+    )
+    assert harness.page_errors == []
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        "oai_preset_changed_after",
+        "connection_profile_loaded",
+        "chatcompletion_model_changed",
+        "chatcompletion_source_changed",
+    ],
+)
+def test_st_events_trigger_a_doctor_recheck(page: Any, event: str) -> None:
+    wait_connected(page)
+    page.wait_for_function("document.querySelector('#ngc_catalog_summary').textContent.length > 0")
+    with page.expect_request(lambda r: r.url.endswith("/api/doctor") and r.method == "GET", timeout=10000):
+        js(page, "(e) => window.stStandIn.emit(e, 'nanogpt')", event)
+
+
+def test_custom_model_change_sets_context_from_catalogue(page: Any, harness: Harness) -> None:
+    wait_connected(page)
+    open_drawer(page)
+    page.wait_for_function("document.querySelector('#ngc_catalog_summary').textContent.length > 0")
+    page.check("#ngc_set_context")
+    page.click('#ngc_endpoints button[data-ep="v1"][data-mode="chat"]')
+    _, cat = harness.service.request("GET", "/api/catalog?sort=context")
+    model = next(m for m in cat["models"] if m.get("context_length"))
+    # ST's Custom source: the user types a model id; ST emits the model-changed event.
+    page.fill("#custom_model_id", model["id"])
+    js(page, "(id) => window.stStandIn.emit('chatcompletion_model_changed', id)", model["id"])
+    page.wait_for_function(
+        "(n) => SillyTavern.getContext().chatCompletionSettings.openai_max_context === n",
+        arg=model["context_length"],
+    )
+    assert page.input_value("#openai_max_context") == str(model["context_length"])
+    assert js(page, "window.stStandIn.handlerCalls['#openai_max_context:input']") >= 1

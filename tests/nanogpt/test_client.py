@@ -454,12 +454,13 @@ async def test_no_key_in_any_error_or_log(
     faults = [
         lambda: fake.faults.status(401),
         lambda: fake.faults.status(402),
-        lambda: fake.faults.status(429, retry_after="3"),
         lambda: fake.faults.status(500),
         fake.faults.reset,
         fake.faults.truncated,
         fake.faults.invalid_json,
         lambda: fake.faults.huge_body(declare_length=True),
+        # Last: after a 429 the client holds every call with that key until Retry-After has passed.
+        lambda: fake.faults.status(429, retry_after="3"),
     ]
     errors: list[NanoGPTError] = []
     caplog.set_level(logging.DEBUG)
@@ -489,3 +490,23 @@ async def test_no_key_in_any_error_or_log(
             assert "111111111111" not in text
     assert caplog.records  # the client did log; none of it may carry the key
     assert "111111111111" not in caplog.text
+
+
+async def test_a_429_holds_every_call_with_that_key_until_retry_after(
+    client: NanoGPTClient, fake_nanogpt: FakeNanoGPTServer
+) -> None:
+    fake = fake_nanogpt.fake
+    fake.faults.status(429, "/api/check-balance", retry_after="30", times=1)
+    with pytest.raises(RateLimitedError):
+        await client.check_balance(SUBSCRIBER_KEY)
+    before = len(fake.log)
+    for call in (
+        lambda: client.subscription_usage(SUBSCRIBER_KEY),
+        lambda: client.models(Tier.V1, api_key=SUBSCRIBER_KEY),
+    ):
+        with pytest.raises(RateLimitedError) as held:
+            await call()
+        assert held.value.retry_after is not None and 0 < held.value.retry_after <= 30
+    assert len(fake.log) == before  # nothing reached NanoGPT before Retry-After
+    await client.check_balance(PAYG_KEY)  # another key is not held
+    assert len(fake.log) == before + 1

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import logging
 import math
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,14 @@ def _error_message(body: bytes, secret: str | None) -> str | None:
     return None
 
 
+_DEFAULT_RATE_LIMIT_PAUSE = 60.0  # a 429 without Retry-After
+
+
+def _key_slot(secret: str | None) -> str:
+    """Rate-limit bookkeeping per key without keeping the key itself as a dict key."""
+    return "anonymous" if not secret else hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
 class NanoGPTClient:
     """Async access to NanoGPT's model lists, balance and subscription usage."""
 
@@ -146,6 +155,7 @@ class NanoGPTClient:
         retries: int = 2,
         backoff_base: float = 0.5,
         backoff_cap: float = 8.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
@@ -155,6 +165,10 @@ class NanoGPTClient:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._rng = random.Random()  # jitter only; not security-relevant  # noqa: S311
+        # Per key: no request before this monotonic time. A 429 on one call must also stop the retries
+        # of other calls already under way with the same key, or they would hit NanoGPT before Retry-After.
+        self._not_before: dict[str, float] = {}
+        self._clock = clock
 
     @property
     def base_url(self) -> str:
@@ -246,11 +260,18 @@ class NanoGPTClient:
         last_problem = ""
         last_status: int | None = None
         attempts = self._retries + 1
+        slot = _key_slot(secret)
         for attempt in range(attempts):
             if attempt:
                 delay = self._backoff(attempt - 1)
                 logger.debug("retrying %s %s in %.2fs (%s)", method, path, delay, last_problem)
                 await asyncio.sleep(delay)
+            wait = self._not_before.get(slot, 0.0) - self._clock()
+            if wait > 0:
+                raise RateLimitedError(
+                    f"NanoGPT asked us to slow down; the {what} request waits {wait:.0f} s more.",
+                    retry_after=wait,
+                )
             try:
                 response = await self._attempt(method, url, path, headers, params)
             except TimeoutError:
@@ -271,7 +292,11 @@ class NanoGPTClient:
             if response.status == 408 or response.status >= 500:
                 last_problem, last_status = f"HTTP {response.status}", response.status
                 continue
-            raise self._status_error(response, path, secret, what)
+            error = self._status_error(response, path, secret, what)
+            if isinstance(error, RateLimitedError):
+                pause = error.retry_after if error.retry_after is not None else _DEFAULT_RATE_LIMIT_PAUSE
+                self._not_before[slot] = max(self._not_before.get(slot, 0.0), self._clock() + pause)
+            raise error
         logger.warning(
             "NanoGPT %s unavailable after %d attempt%s: %s",
             what,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConcurrentModification, DocumentMissing, DocumentTooLarge, DocumentUnreadable, WriteFailed
-from .stjson import loads_st
+from .stjson import loads_fast
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def parse_document_bytes(path: Path, raw: bytes) -> Any:
             path, f"{path.name} is not valid UTF-8 text (byte {exc.start} of {len(raw)})"
         ) from None
     try:
-        return loads_st(text)
+        return loads_fast(raw)
     except json.JSONDecodeError as exc:
         unterminated = exc.msg.startswith("Unterminated string")
         msg = "Unterminated string starting here" if unterminated else exc.msg

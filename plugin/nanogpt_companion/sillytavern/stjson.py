@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 INDENT = "    "
 
 # JavaScript numbers are IEEE doubles: integers beyond 2**53 are not exact there, so they are printed
@@ -188,6 +190,20 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 def loads_st(text: str) -> Any:
     """Parse like ``JSON.parse``: strict JSON, last duplicate key wins (at its first position)."""
     return _DECODER.decode(text)
+
+
+def loads_fast(data: str | bytes) -> Any:
+    """``loads_st`` at C speed for the common case (orjson is several times faster on multi-MB files).
+
+    orjson agrees with ``JSON.parse`` on what it accepts (duplicate keys: last wins at the first
+    position; integers past 64 bits become doubles, as in JavaScript). Anything it refuses (a lone
+    surrogate escape, invalid JSON) goes through ``loads_st``, which either accepts it the way
+    ``JSON.parse`` would or raises the detailed error callers show to users.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return loads_st(data.decode("utf-8") if isinstance(data, bytes) else data)
 
 
 def decoder() -> json.JSONDecoder:

@@ -128,18 +128,17 @@ def build_openapi() -> bytes:
         "properties": {"error": _ref("ErrorInfo")},
         "required": ["error"],
     }
+    # Finding forbids extra keys (additionalProperties: false), so an allOf with the policy fields could
+    # never validate: extend a copy of its schema instead.
+    finding = schemas["Finding"]
     finding_with_policy = {
-        "allOf": [
-            _ref("Finding"),
-            {
-                "type": "object",
-                "properties": {
-                    "policy": {"type": "string", "enum": ["auto", "ask", "off"]},
-                    "fixable": {"type": "boolean"},
-                    "declined": {"type": "boolean"},
-                },
-            },
-        ]
+        **finding,
+        "properties": {
+            **finding.get("properties", {}),
+            "policy": {"type": "string", "enum": ["auto", "ask", "off"]},
+            "fixable": {"type": "boolean"},
+            "declined": {"type": "boolean"},
+        },
     }
     catalog_response = {
         "type": "object",

@@ -1,0 +1,348 @@
+"""Shared pieces of the benchmarks: the stack under test, a bounded load generator, figures, BENCH_JSON.
+
+Every benchmark prints human-readable lines and ends with one ``BENCH_JSON {...}`` line that
+``python -m bench`` collects into bench/RESULTS.md. The JSON is ``{"bench": name, "figures": [Figure]}``;
+a figure carries its baseline measured in the same run, so the report never compares against numbers
+from another machine or another day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from tests.fakes.service_fixtures import (
+    RunningService,
+    UpstreamThread,
+    build_stack_install,
+    free_port,
+    start_fake_upstream,
+    start_service,
+)
+
+log = logging.getLogger(__name__)
+
+BENCH_MARK = "BENCH_JSON "
+
+
+@dataclass
+class Figure:
+    """One measured figure. ``ratio`` is baseline/value for "lower is better", value/baseline otherwise."""
+
+    name: str
+    value: float
+    unit: str
+    target: str = ""
+    met: bool | None = None
+    baseline: float | None = None
+    baseline_name: str = ""
+    ratio: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Report:
+    bench: str
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, figure: Figure) -> Figure:
+        self.figures.append(figure)
+        base = (
+            f" (baseline {figure.baseline_name}: {figure.baseline:.4g})"
+            if figure.baseline is not None
+            else ""
+        )
+        ratio = f" ratio {figure.ratio:.1f}x" if figure.ratio is not None else ""
+        verdict = "" if figure.met is None else (" [target met]" if figure.met else " [TARGET MISSED]")
+        target = f" target {figure.target}" if figure.target else ""
+        print(f"{figure.name}: {figure.value:.4g} {figure.unit}{base}{ratio}{target}{verdict}", flush=True)
+        return figure
+
+    def emit(self) -> None:
+        payload = {"bench": self.bench, "figures": [asdict(f) for f in self.figures], "notes": self.notes}
+        print(BENCH_MARK + json.dumps(payload), flush=True)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (no interpolation: a p99 is a latency some request really had)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    ram_gb: float | None = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gb": ram_gb,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        # Benchmarks on a shared box are only as good as its quiet: record how busy it was.
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+# ---- the stack under test ------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    service: RunningService
+    upstream: UpstreamThread
+
+    def token(self, handle: str = "default-user") -> str:
+        return self.service.token_for(handle)
+
+
+@contextlib.contextmanager
+def stack(
+    *,
+    latency: float = 0.0,
+    n_models: int = 600,
+    pin_cpu: int | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    """Fake upstream (background thread) + the real service as a subprocess over a temp ST install.
+
+    ``pin_cpu`` runs the service under ``taskset -c N`` when taskset exists, so a one-core figure is one
+    core and the load generator (this process) does not steal from it.
+    """
+    base = Path(tempfile.mkdtemp(prefix="nanogpt-bench-"))
+    upstream = start_fake_upstream(latency=latency, n_models=n_models)
+    service: RunningService | None = None
+    try:
+        st_port = free_port()
+        st = build_stack_install(base, st_port)
+        service = start_service(
+            st, upstream, base / "state", st_port=st_port, env=env, extra_args=["--no-watch"]
+        )
+        if pin_cpu is not None and shutil.which("taskset"):
+            subprocess.run(
+                ["taskset", "-pc", str(pin_cpu), str(service.process.pid)], check=True, capture_output=True
+            )
+        yield Stack(service, upstream)
+    finally:
+        if service is not None:
+            service.stop()
+        upstream.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def pin_self(cpus: set[int]) -> None:
+    """Keep the load generator off the service's core (best effort)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(0, cpus)
+
+
+# ---- a bounded load generator ----------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    requests: int = 0
+    errors: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # seconds
+    elapsed: float = 0.0
+    events_published: list[float] = field(default_factory=list)  # fetched_at of each catalogue refresh
+    events_received: list[list[float]] = field(default_factory=list)  # per SSE client
+    sse_errors: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.elapsed if self.elapsed else 0.0
+
+    def missing_events(self) -> int:
+        wanted = set(self.events_published)
+        return sum(len(wanted - set(got)) for got in self.events_received)
+
+
+async def _sse_client(
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    got: list[float],
+    errors: list[str],
+    ready: asyncio.Event,
+) -> None:
+    try:
+        async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=None)) as resp:
+            if resp.status != 200:
+                errors.append(f"SSE status {resp.status}")
+                return
+            event = ""
+            async for raw in resp.content:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event == "catalog":
+                    got.append(float(json.loads(line[6:])["fetched_at"]))
+                elif line.startswith("data: ") and event == "hello":
+                    ready.set()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        errors.append(f"SSE {type(exc).__name__}: {exc}")
+
+
+async def run_load(
+    base_url: str,
+    *,
+    tokens: list[str],
+    paths: list[str],
+    duration: float,
+    rate: float = 2000.0,
+    sse_clients: int = 200,
+    concurrency: int = 64,
+    publish_every: float = 1.0,
+    publish: Callable[[], Awaitable[float | None]] | None = None,
+) -> LoadResult:
+    """Hold ``sse_clients`` event streams (for ``tokens[0]``) open while sending up to ``rate`` requests/s.
+
+    Requests are scheduled open-loop (a request is due every 1/rate s, at most ``concurrency`` in flight)
+    so a slow service shows up as latency and a lower achieved rate, not as a silently gentler load.
+    ``publish`` (called every ``publish_every`` s) makes the service emit one ``catalog`` event and returns
+    its ``fetched_at``; every stream must receive every one of them.
+    """
+    result = LoadResult()
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(base_url, connector=connector, timeout=timeout) as session:
+        sse_headers = {"Authorization": f"Bearer {tokens[0]}"}
+        readies = [asyncio.Event() for _ in range(sse_clients)]
+        result.events_received = [[] for _ in range(sse_clients)]
+        streams = [
+            asyncio.create_task(
+                _sse_client(
+                    session,
+                    "/api/events",
+                    sse_headers,
+                    result.events_received[i],
+                    result.sse_errors,
+                    readies[i],
+                )
+            )
+            for i in range(sse_clients)
+        ]
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30)
+        headers = [{"Authorization": f"Bearer {t}"} for t in tokens]
+        slots = asyncio.Semaphore(concurrency)
+        inflight: set[asyncio.Task[None]] = set()
+
+        async def one(i: int) -> None:
+            path = paths[i % len(paths)]
+            t0 = time.perf_counter()
+            try:
+                async with session.get(path, headers=headers[i % len(headers)]) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        result.errors.append(f"{path}: {resp.status}")
+            except Exception as exc:
+                result.errors.append(f"{path}: {type(exc).__name__}")
+            finally:
+                result.latencies.append(time.perf_counter() - t0)
+                result.requests += 1
+                slots.release()
+
+        async def publisher(deadline: float) -> None:
+            assert publish is not None
+            while time.monotonic() + publish_every < deadline:
+                await asyncio.sleep(publish_every)
+                fetched_at = await publish()
+                if fetched_at is not None:
+                    result.events_published.append(fetched_at)
+
+        start = time.monotonic()
+        deadline = start + duration
+        pub = asyncio.create_task(publisher(deadline)) if publish is not None else None
+        i = 0
+        while (now := time.monotonic()) < deadline:
+            due = int((now - start) * rate)
+            if i >= due:
+                await asyncio.sleep(max(0.0, (i + 1) / rate - (now - start)))
+                continue
+            await slots.acquire()
+            task = asyncio.create_task(one(i))
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+            i += 1
+        if inflight:
+            await asyncio.gather(*inflight)
+        result.elapsed = time.monotonic() - start
+        if pub is not None:
+            await pub
+        await asyncio.sleep(1.0)  # the last event's delivery
+        for task in streams:
+            task.cancel()
+        await asyncio.gather(*streams, return_exceptions=True)
+    return result
+
+
+def make_publisher(st: Stack, token: str) -> Callable[[], Awaitable[float | None]]:
+    """Change a price upstream, then ask the service to refresh: exactly one ``catalog`` event per call."""
+    fake = st.upstream.fake
+    model_id = fake.models[-1]["id"]
+    counter = iter(range(1, 1_000_000))
+
+    async def publish() -> float | None:
+        price = 1.0 + next(counter) / 100
+        st.upstream.call(lambda: fake.set_price(model_id, prompt=price))
+        async with (
+            aiohttp.ClientSession(st.service.url) as session,
+            session.post("/api/catalog/refresh", headers={"Authorization": f"Bearer {token}"}) as resp,
+        ):
+            if resp.status != 200:
+                return None
+            data = await resp.json()
+            return float(data["fetched_at"]) if data["diff"]["changed"] else None
+
+    return publish
+
+
+def python_start_seconds(runs: int = 5) -> float:
+    """Median wall time of ``python -c pass``: the floor any Python service start-up sits on."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append(time.perf_counter() - t0)
+    return median(times)
