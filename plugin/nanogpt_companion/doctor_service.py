@@ -452,21 +452,25 @@ class DoctorService:
             finding.id, "applied", f"Fixed in {target.name}.", journal_ids[0] if journal_ids else None
         )
 
-    async def acknowledge(self, handle: str, fix_id: str, status: str, message: str) -> bool:
-        """The tab reports a live fix back. Journal it so it can be undone like a file fix."""
+    async def acknowledge(self, handle: str, fix_id: str, status: str, message: str) -> list[int] | None:
+        """The tab reports a live fix back. Journal it so it can be undone like a file fix.
+
+        Returns the journal ids written (empty for a failure or an undo), or None for an unknown fix.
+        """
         state = self._user_state(handle)
         pending = state.pending.pop(fix_id, None)
         if pending is None:
-            return False
+            return None
         if status != "applied":
             state.auto_fixed.discard(pending.finding.id)
             log.warning("live fix %s failed in the tab: %s", pending.finding.rule, message[:200])
-            return True
+            return []
         if pending.undo_of is not None:
             await self._store.journal_mark_undone(pending.undo_of, time.time())
-            return True
+            return []
+        journal_ids: list[int] = []
         for op in pending.finding.patch:
-            await self._store.journal_add(
+            journal_id = await self._store.journal_add(
                 JournalEntry(
                     user=handle,
                     file="settings",
@@ -480,7 +484,27 @@ class DoctorService:
                     mode="live",
                 )
             )
-        return True
+            journal_ids.append(journal_id)
+        return journal_ids
+
+    async def journal(self, handle: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Recent fixes for this user, newest first, with what undo would put back."""
+        return [
+            {
+                "journal_id": e.id,
+                "rule": e.rule,
+                "finding_id": e.finding_id,
+                "file": e.file,
+                "path": list(e.key_path),
+                "old_value": e.old_value,
+                "new_value": e.new_value,
+                "existed": e.existed,
+                "mode": e.mode,
+                "created_at": e.created_at,
+                "undone_at": e.undone_at,
+            }
+            for e in await self._store.journal_list(handle, limit)
+        ]
 
     async def undo(self, handle: str, journal_id: int) -> FixResult:
         entry = await self._store.journal_get(journal_id)

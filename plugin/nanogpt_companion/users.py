@@ -44,8 +44,10 @@ class UserRegistry:
         state_dir: Path,
         public_url: str,
         config_key: str | None,
+        st_dir: Path | None = None,
         on_change: Callable[[list[str], list[str]], None] | None = None,
     ) -> None:
+        self._st_dir = st_dir
         self._data_root = data_root
         self._state_dir = state_dir
         self._public_url = public_url
@@ -67,10 +69,11 @@ class UserRegistry:
         else:
             found = discover_users(self._data_root)
         current: dict[str, User] = {}
+        plugin = self._st_dir is not None and (self._st_dir / "plugins" / "nanogpt-companion").is_dir()
         for paths in found:
             existing = self._users.get(paths.handle)
             try:
-                token = ensure_token_file(paths, self._public_url, __version__, API_VERSION)
+                token = ensure_token_file(paths, self._public_url, __version__, API_VERSION, plugin=plugin)
             except OSError as exc:
                 log.warning("cannot write the token file for user %s: %s", paths.handle, exc.strerror or exc)
                 if existing is None:

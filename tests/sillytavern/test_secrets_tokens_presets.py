@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -98,7 +99,7 @@ def test_token_file_is_created_0600_and_stable(st_install: STInstall) -> None:
     token = ensure_token_file(user, URL, "0.1.0", 1)
     assert len(token) == 43
     content = loads_st(user.token_file.read_text(encoding="utf-8"))
-    assert content == {"url": URL, "token": token, "version": "0.1.0", "api_version": 1}
+    assert content == {"url": URL, "token": token, "version": "0.1.0", "api_version": 1, "plugin": False}
     assert user.token_file.read_text(encoding="utf-8") == dumps_st(content)
     assert stat.S_IMODE(user.token_file.stat().st_mode) == 0o600
     inode = user.token_file.stat().st_ino
@@ -208,3 +209,13 @@ def test_connection_profiles_from_settings(st_install: STInstall) -> None:
 def test_odd_profile_shapes_are_tolerated(settings: object) -> None:
     assert connection_profiles(settings) == []
     assert selected_profile(settings) is None
+
+
+def test_token_file_says_when_the_server_plugin_is_installed(tmp_path: Path) -> None:
+    user = UserPaths("default-user", tmp_path / "default-user")
+    user.root.mkdir()
+    token = ensure_token_file(user, URL, "0.1.0", 1, plugin=True)
+    content = json.loads(user.token_file.read_text(encoding="utf-8"))
+    assert content["plugin"] is True
+    assert ensure_token_file(user, URL, "0.1.0", 1) == token  # same token when the flag flips back
+    assert json.loads(user.token_file.read_text(encoding="utf-8"))["plugin"] is False

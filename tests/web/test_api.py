@@ -424,3 +424,39 @@ async def test_keys_never_leak_into_responses_logs_or_events(
         assert key.encode() not in everything
         assert key[8:].encode() not in everything  # not even without the sk-nano- prefix
     assert orjson.loads(seen[0])["count"] > 0  # the scan looked at real data
+
+
+async def test_journal_lists_automatic_fixes_and_undo_goes_through_it(
+    start_companion: StartCompanion, make_st_install
+) -> None:
+    from tests.fakes.st_fixtures import UserSpec
+    from tests.fakes.st_fixtures import fixture_path
+
+    settings = json.loads(fixture_path("settings.nanogpt-source-selected.json").read_text())
+    settings["oai_settings"]["custom_prompt_post_processing"] = ""
+    st = make_st_install(users={"default-user": UserSpec(settings=settings)})
+    original = st.user().settings.read_bytes()
+    companion = await start_companion(st)
+    entries: list[dict] = []
+    async with asyncio.timeout(15):
+        while not entries:  # the start-up scan fixes PPP on disk by itself (no tab is open)
+            entries = (await json_of(await companion.get("/api/doctor/journal")))["entries"]
+            await asyncio.sleep(0.05)
+    entry = entries[0]
+    assert entry["rule"] == "ppp.nanogpt"
+    assert entry["path"] == ["oai_settings", "custom_prompt_post_processing"]
+    assert entry["old_value"] == "" and entry["mode"] == "file" and entry["undone_at"] is None
+    assert json.loads(st.user().settings.read_text())["oai_settings"]["custom_prompt_post_processing"] == (
+        entry["new_value"]
+    )
+    undo = await json_of(await companion.post("/api/doctor/undo", json={"journal_id": entry["journal_id"]}))
+    assert undo["status"] == "reverted"
+    assert st.user().settings.read_bytes() == original
+    after = (await json_of(await companion.get("/api/doctor/journal")))["entries"][0]
+    assert after["undone_at"] is not None
+    assert (await companion.get("/api/doctor/journal?limit=0")).status == 400
+    # Undone means declined: the doctor offers it again but does not re-apply it by itself.
+    report = await json_of(await companion.get("/api/doctor"))
+    ppp = [f for f in report["findings"] if f["rule"] == "ppp.nanogpt"]
+    assert ppp and ppp[0]["declined"] is True and ppp[0]["policy"] == "ask"
+    assert st.user().settings.read_bytes() == original

@@ -71,8 +71,13 @@ def _match_owner(path: os.PathLike[str], like: os.PathLike[str]) -> None:
         logger.warning("could not hand %s to the ST user: %s", path, exc.strerror)
 
 
-def ensure_token_file(user: UserPaths, url: str, version: str, api_version: int) -> str:
+def ensure_token_file(
+    user: UserPaths, url: str, version: str, api_version: int, *, plugin: bool = False
+) -> str:
     """Make sure the token file exists with this content; return the user's token.
+
+    ``plugin`` tells the extension that ST's server plugin is installed, so it tries the same-origin
+    plugin path first (the only path that works when ST is opened from another device).
 
     Rewritten (atomically, mode 0600) only when something differs, so an unchanged restart does not
     touch the file (and so does not wake watchers or ST's file cache).
@@ -82,7 +87,7 @@ def ensure_token_file(user: UserPaths, url: str, version: str, api_version: int)
     token = data.get("token") if data else None
     if not (isinstance(token, str) and _TOKEN.fullmatch(token)):
         token = new_token()
-    desired = {"url": url, "token": token, "version": version, "api_version": api_version}
+    desired = {"url": url, "token": token, "version": version, "api_version": api_version, "plugin": plugin}
     if data == desired and mode == TOKEN_FILE_MODE:
         return token
     if data == desired and mode is not None:

@@ -65,6 +65,7 @@ def init_app(settings: Settings) -> web.Application:
         state_dir=settings.state_dir,
         public_url=settings.public_url,
         config_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        st_dir=settings.sillytavern,
     )
     app[keys.OPENAPI] = build_openapi()
     app.cleanup_ctx.append(_http_client)

@@ -82,6 +82,33 @@ FIX_RESULT = {
     },
     "required": ["id", "status", "message", "journal_id"],
 }
+JOURNAL_ENTRY = {
+    "type": "object",
+    "properties": {
+        "journal_id": {"type": "integer"},
+        "rule": {"type": "string"},
+        "finding_id": {"type": "string"},
+        "file": {"type": "string"},
+        "path": {"type": "array", "items": {"type": ["string", "integer"]}},
+        "old_value": {},
+        "new_value": {},
+        "existed": {"type": "boolean"},
+        "mode": {"type": "string", "enum": ["file", "live"]},
+        "created_at": {"type": "number"},
+        "undone_at": NULLABLE_NUMBER,
+    },
+    "required": [
+        "journal_id",
+        "rule",
+        "finding_id",
+        "file",
+        "path",
+        "existed",
+        "mode",
+        "created_at",
+        "undone_at",
+    ],
+}
 POLICIES = {
     "type": "object",
     "properties": {
@@ -307,11 +334,34 @@ def build_openapi() -> bytes:
                 "The extension reports a live fix as applied or failed",
                 {
                     "200": _json(
-                        {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+                        {
+                            "type": "object",
+                            "properties": {
+                                "ok": {"type": "boolean"},
+                                "journal_ids": {"type": "array", "items": {"type": "integer"}},
+                            },
+                            "required": ["ok", "journal_ids"],
+                        }
                     ),
                     "409": _json(_ref("ErrorBody"), "No SillyTavern directory"),
                 },
                 body="AckRequest",
+            )
+        },
+        "/api/doctor/journal": {
+            "get": _op(
+                "Recent fixes, newest first (what Undo can revert)",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"entries": {"type": "array", "items": JOURNAL_ENTRY}},
+                            "required": ["entries"],
+                        }
+                    ),
+                    "409": _json(_ref("ErrorBody"), "No SillyTavern directory"),
+                },
+                params=[_query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "How many")],
             )
         },
         "/api/doctor/policy": {

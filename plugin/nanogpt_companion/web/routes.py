@@ -20,6 +20,7 @@ def setup_routes(app: web.Application) -> None:
     router.add_post("/api/doctor/fix", doctor.apply_fixes)
     router.add_post("/api/doctor/undo", doctor.undo_fix)
     router.add_post("/api/doctor/ack", doctor.acknowledge)
+    router.add_get("/api/doctor/journal", doctor.get_journal)
     router.add_get("/api/doctor/policy", doctor.get_policies)
     router.add_put("/api/doctor/policy", doctor.set_policy)
     router.add_post("/api/events/ticket", sse.issue_ticket)

@@ -53,8 +53,17 @@ async def undo_fix(request: web.Request) -> web.Response:
 async def acknowledge(request: web.Request) -> web.Response:
     user = request[keys.CURRENT_USER]
     body = await read_body(request, AckRequest)
-    known = await _doctor(request).acknowledge(user.handle, body.fix_id, body.status, body.message)
-    return json_response({"ok": known})
+    journal_ids = await _doctor(request).acknowledge(user.handle, body.fix_id, body.status, body.message)
+    return json_response({"ok": journal_ids is not None, "journal_ids": journal_ids or []})
+
+
+async def get_journal(request: web.Request) -> web.Response:
+    """Recent fixes (file and live), newest first: what the extension's Undo offers."""
+    user = request[keys.CURRENT_USER]
+    raw = request.query.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= 500:
+        raise ApiError(400, "bad_request", "limit must be a whole number from 1 to 500.")
+    return json_response({"entries": await _doctor(request).journal(user.handle, int(raw))})
 
 
 async def get_policies(request: web.Request) -> web.Response:
