@@ -429,8 +429,7 @@ async def test_keys_never_leak_into_responses_logs_or_events(
 async def test_journal_lists_automatic_fixes_and_undo_goes_through_it(
     start_companion: StartCompanion, make_st_install
 ) -> None:
-    from tests.fakes.st_fixtures import UserSpec
-    from tests.fakes.st_fixtures import fixture_path
+    from tests.fakes.st_fixtures import UserSpec, fixture_path
 
     settings = json.loads(fixture_path("settings.nanogpt-source-selected.json").read_text())
     settings["oai_settings"]["custom_prompt_post_processing"] = ""
