@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import logging
 import re
 import time
@@ -78,6 +81,30 @@ DIFF_FIELDS: tuple[str, ...] = (
     "context_length",
 )
 SortKey = Literal["name", "price", "context", "newest"]
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None  # not glibc (macOS, musl, Windows): nothing to do
+    return trim
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Give the memory of a parsed refresh back to the OS.
+
+    A refresh parses a few MB of upstream JSON into short-lived objects; glibc keeps the freed pages
+    for reuse, so a service that idles for days between refreshes would sit on them. Collect cycles,
+    then ``malloc_trim(0)`` (glibc only) returns what is free at the top of each heap.
+    """
+    gc.collect()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def vendor_of(model_id: str) -> str:
@@ -235,14 +262,27 @@ class CatalogSnapshot:
         self.by_id = {e.id: e for e in entries}
         self.fetched_at = fetched_at
         self.tiers = tiers
-        self.entry_json = [orjson.dumps(e.model_dump(mode="json")) for e in entries]
         self._index = {e.id: i for i, e in enumerate(entries)}
-        self.all_models_json = b"[" + b",".join(self.entry_json) + b"]"
+        # One buffer for the whole list plus each entry's span in it. (Keeping orjson's per-entry bytes
+        # would cost several times their size: each carries its over-allocated output buffer.)
+        parts = [orjson.dumps(e.model_dump(mode="json")) for e in entries]
+        spans: list[tuple[int, int]] = []
+        offset = 1
+        for part in parts:
+            spans.append((offset, offset + len(part)))
+            offset += len(part) + 1
+        self.all_models_json = b"[" + b",".join(parts) + b"]"
+        self._spans = spans
+        self._view = memoryview(self.all_models_json)
+
+    def entry_json(self, index: int) -> memoryview:
+        start, end = self._spans[index]
+        return self._view[start:end]
 
     def models_json(self, entries: Sequence[CatalogEntry]) -> bytes:
         if len(entries) == len(self.entries) and entries is self.entries:
             return self.all_models_json
-        return b"[" + b",".join(self.entry_json[self._index[e.id]] for e in entries) + b"]"
+        return b"[" + b",".join(self.entry_json(self._index[e.id]) for e in entries) + b"]"
 
     def to_store(self) -> bytes:
         tiers = {k: v.as_json() for k, v in self.tiers.items()}
@@ -506,6 +546,7 @@ class CatalogService:
                 log.exception("could not save the catalogue snapshot")
         if self._on_refresh is not None and (previous is None or not diff.empty):
             self._on_refresh(slot.key.fingerprint, snapshot, diff)
+        release_freed_memory()
         log.info(
             "catalogue refreshed: %d models (%s)",
             len(entries),

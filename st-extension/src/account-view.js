@@ -34,7 +34,15 @@ export class AccountView {
         this.status = status;
         const pill = this.q('#ngc_status_pill');
         pill.dataset.status = status;
-        pill.textContent = this.t(STATUS_TEXT[status] ?? status);
+        // Which path carries the calls matters when something breaks (phone vs. this machine), so the
+        // pill says it instead of hiding it in the console.
+        const viaPlugin = status === STATUS.CONNECTED && detail.via === 'plugin';
+        if (status === STATUS.CONNECTED && detail.via) pill.dataset.via = detail.via;
+        else delete pill.dataset.via;
+        pill.textContent = viaPlugin ? this.t('connected via ST plugin') : this.t(STATUS_TEXT[status] ?? status);
+        pill.title = viaPlugin
+            ? this.t('Connected through the NanoGPT Companion server plugin inside SillyTavern.')
+            : (status === STATUS.CONNECTED ? this.t('Connected directly to the companion service on this machine.') : '');
         const msg = this.q('#ngc_status_message');
         let html = '';
         if (status === STATUS.NOT_RUNNING) {

@@ -88,6 +88,7 @@ def harness(service_stack: Any) -> Iterator[Harness]:
     try:
         yield Harness(standin, st_url, service_stack, loop)
     finally:
+        loop.run(standin.close())
         loop.close()
 
 

@@ -6,7 +6,10 @@
   per-user and global third-party extensions).
 - ``/user/files/<name>`` is served from ``<data root>/default-user/user/files/`` (ST serves a user's files
   only to that user; 404 when absent).
-- ``/api/plugins/...`` answers 404 like an ST without our server plugin.
+- ``/api/plugins/nanogpt-companion/...`` answers 404 like an ST without our server plugin, unless
+  ``plugin_url`` is set: then, like ST with the plugin installed, it checks ST's CSRF header on writes and
+  hands the request to the real plugin (running in ``tests/st_server_plugin/harness.js``) for the logged-in
+  user, streaming the answer back (SSE included).
 
 Also runs aiohttp apps on a background event loop so sync Playwright tests can drive a browser while the
 servers answer.
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession, ClientTimeout, web
 
 REPO = Path(__file__).resolve().parents[2]
 EXT_DIR = REPO / "st-extension"
@@ -35,6 +38,9 @@ HERE = Path(__file__).resolve().parent
 STANDIN_DIR = HERE / "standin"
 FIXTURES = Path("/work/shared/fixtures")
 HANDLE = "default-user"
+CSRF_TOKEN = "standin-csrf"  # what the stand-in's getRequestHeaders() sends (st-standin.js)
+_FORWARD_REQUEST_HEADERS = {"accept", "content-type", "last-event-id", "cache-control"}
+_FORWARD_RESPONSE_HEADERS = ("Content-Type", "Cache-Control", "X-Accel-Buffering", "Retry-After")
 
 
 def _lib_paths() -> dict[str, Path]:
@@ -77,6 +83,10 @@ class StandIn:
     bootstrap_override: bytes | None = None
     settings_patch: dict[str, Any] = field(default_factory=dict)
     saves: int = 0
+    plugin_url: str | None = None  # the plugin's mount point in the Node harness; None = not installed
+    plugin_calls: list[tuple[str, str]] = field(default_factory=list)  # (method, path) that reached it
+    csrf_rejections: int = 0
+    _client: ClientSession | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -141,8 +151,38 @@ class StandIn:
             raise web.HTTPNotFound()
         return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
-    async def _no_plugin(self, _: web.Request) -> web.Response:
-        return web.Response(status=404, text="Not found")
+    async def _no_plugin(self, request: web.Request) -> web.StreamResponse:
+        prefix = "/api/plugins/nanogpt-companion"
+        if self.plugin_url is None or not (request.path == prefix or request.path.startswith(prefix + "/")):
+            return web.Response(status=404, text="Not found")
+        # ST's csrf-sync runs before every plugin route: writes without the session's token never arrive.
+        if request.method not in ("GET", "HEAD", "OPTIONS") and request.headers.get("X-CSRF-Token") != CSRF_TOKEN:
+            self.csrf_rejections += 1
+            return web.Response(status=403, text="Invalid CSRF token")
+        self.plugin_calls.append((request.method, request.path))
+        if self._client is None:
+            # No total timeout: SSE streams stay open for the life of the page.
+            self._client = ClientSession(timeout=ClientTimeout(total=None, sock_connect=5), auto_decompress=False)
+        headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARD_REQUEST_HEADERS}
+        # The session decides the user; accounts are off in the stand-in, so that is always default-user.
+        headers["X-Test-User"] = HANDLE
+        body = await request.read()
+        url = self.plugin_url + request.path_qs[len(prefix) :]
+        async with self._client.request(request.method, url, headers=headers, data=body or None) as up:
+            resp = web.StreamResponse(status=up.status)
+            for name in _FORWARD_RESPONSE_HEADERS:
+                if name in up.headers:
+                    resp.headers[name] = up.headers[name]
+            await resp.prepare(request)
+            async for chunk in up.content.iter_any():
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
 
 class LoopThread:

@@ -361,8 +361,8 @@ def test_live_fix_over_sse_changes_ppp_then_undo(page: Any, harness: Harness) ->
     assert js(page, "window.stStandIn.handlerCalls['#custom_prompt_post_processing:change']") >= 2
     # ST persisted the live fix (its save writes settings.json).
     page.wait_for_function("(v) => window.stStandIn.saves > 0", arg=fixed)
-    harness.loop.call(lambda: None)
-    assert not page.is_disabled("#ngc_undo")
+    # Undo is offered once the service acknowledged the fix (its journal ids make undo go through it).
+    page.wait_for_selector("#ngc_undo:not([disabled])", timeout=10000)
     page.click("#ngc_undo")
     page.wait_for_function("document.querySelector('#custom_prompt_post_processing').value === ''")
     assert js(page, "SillyTavern.getContext().chatCompletionSettings.custom_prompt_post_processing") == ""

@@ -61,11 +61,13 @@ class Harness:
         return self.stdout_path.read_text(errors="replace") + self.stderr_path.read_text(errors="replace")
 
 
-def start_harness(workdir: Path, data_root: Path, **limits: int) -> Harness:
+def start_harness(workdir: Path, data_root: Path, *, plugin_dir: Path = PLUGIN_DIR, **limits: int) -> Harness:
+    """``plugin_dir``: the repo's copy by default; an installed copy (``<ST>/plugins/...``) to test what
+    the installer put there."""
     workdir.mkdir(parents=True, exist_ok=True)
     stdout_path = workdir / "harness.stdout"
     stderr_path = workdir / "harness.stderr"
-    args = [node_binary(), str(HARNESS), "--plugin", str(PLUGIN_DIR), "--data-root", str(data_root)]
+    args = [node_binary(), str(HARNESS), "--plugin", str(plugin_dir), "--data-root", str(data_root)]
     for key, value in limits.items():
         args += ["--" + key.replace("_", "-"), str(value)]
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:

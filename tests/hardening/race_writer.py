@@ -1,0 +1,77 @@
+"""Stand-alone writer for the preset and profile race tests: plays SillyTavern saving one file over and over.
+
+Run as ``python race_writer.py preset|profile PATH N SEED``. Each save is a temp file + rename
+(write-file-atomic's way). ``preset`` rewrites a Chat Completion preset; ``profile`` rewrites settings.json
+with a Connection Manager profile. Two saves in three carry a bad Prompt Post-Processing the service
+should fix, one a healthy value; every save carries a unique marker, and the model cycles so consecutive
+broken saves are different situations. Prints the index of the last write. Only the standard library,
+so it starts fast and shares nothing with the service under test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MODELS = ("openai/gpt-4o-mini", "openai/gpt-5.2", "anthropic/claude-opus-4.6")
+PRESET_PPP = "custom_prompt_post_processing"
+PROFILE_PPP = "prompt-post-processing"
+
+
+def broken(i: int) -> bool:
+    return i % 3 != 2
+
+
+def preset_variant(base: dict[str, Any], i: int) -> bytes:
+    """A preset saved while connected to NanoGPT (so selecting it switches NanoGPT's PPP)."""
+    data = json.loads(json.dumps(base))
+    data["chat_completion_source"] = "nanogpt"
+    data["nanogpt_model"] = MODELS[i % 3]
+    data[PRESET_PPP] = "" if broken(i) else "merge"
+    data["race_marker"] = i
+    return json.dumps(data, indent=4, ensure_ascii=False).encode("utf-8")
+
+
+def profile_variant(base: dict[str, Any], i: int) -> bytes:
+    """settings.json whose NanoGPT profile would reset PPP to "None" ("none" is how profiles store it)."""
+    data = json.loads(json.dumps(base))
+    data["oai_settings"]["nanogpt_model"] = MODELS[i % 3]
+    data["extension_settings"]["connectionManager"]["profiles"] = [
+        {
+            "id": "race-profile",
+            "mode": "cc",
+            "name": "NanoGPT",
+            "api": "nanogpt",
+            "model": MODELS[i % 3],
+            PROFILE_PPP: "none" if broken(i) else "merge",
+            "exclude": [],
+        }
+    ]
+    data["race_marker"] = i
+    return json.dumps(data, indent=4, ensure_ascii=False).encode("utf-8")
+
+
+VARIANTS = {"preset": preset_variant, "profile": profile_variant}
+
+
+def main() -> int:
+    mode, path, count, seed = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    make = VARIANTS[mode]
+    base = json.loads(path.read_bytes())
+    rng = random.Random(seed)
+    for i in range(count):
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{i}")
+        tmp.write_bytes(make(base, i))
+        os.replace(tmp, path)
+        time.sleep(rng.uniform(0, 0.006))
+    print(count - 1, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
