@@ -274,6 +274,17 @@ class CatalogSnapshot:
         self.all_models_json = b"[" + b",".join(parts) + b"]"
         self._spans = spans
         self._view = memoryview(self.all_models_json)
+        self._bodies: dict[bytes, bytes] = {}
+
+    def full_body(self, meta_json: bytes) -> bytes:
+        """The unfiltered ``/api/catalog`` answer for this metadata, built once and then reused: the
+        common request (the extension's load) costs no 800 KB copy, only a dict lookup."""
+        body = self._bodies.get(meta_json)
+        if body is None:
+            if len(self._bodies) >= 8:  # meta only varies by stale/error; keep the few combinations
+                self._bodies.clear()
+            body = self._bodies[meta_json] = b'{"models":' + self.all_models_json + b"," + meta_json[1:]
+        return body
 
     def entry_json(self, index: int) -> memoryview:
         start, end = self._spans[index]

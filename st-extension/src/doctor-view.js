@@ -5,6 +5,8 @@
 import { escapeHtml, matchFormattingError, pppWithTools } from './format.js';
 
 const PPP_PATH = ['oai_settings', 'custom_prompt_post_processing'];
+/** How many not-yet-undone fixes the "Recent fixes" list offers; older ones stay in the service's journal. */
+const RECENT_LIMIT = 5;
 
 export class DoctorView {
     constructor({ root, adapter, client, onChange }) {
@@ -16,7 +18,14 @@ export class DoctorView {
         this.findings = [];
         this.suggestion = null;
         this.undoStack = [];
+        this.recent = [];
         this.list = root.querySelector('#ngc_findings');
+        this.recentBox = root.querySelector('#ngc_recent');
+        this.recentList = root.querySelector('#ngc_recent_fixes');
+        this.recentList?.addEventListener('click', (ev) => {
+            const btn = ev.target.closest?.('button[data-undo]');
+            if (btn) this.undoJournal([Number(btn.dataset.undo)], btn);
+        });
         this.undoBtn = root.querySelector('#ngc_undo');
         this.list.addEventListener('click', (ev) => {
             const btn = ev.target.closest?.('button[data-fix]');
@@ -36,6 +45,43 @@ export class DoctorView {
         } catch (err) {
             console.debug('[NanoGPT Companion] doctor refresh failed', err?.code);
         }
+        await this.loadJournal();
+    }
+
+    /**
+     * The service's fix journal is the only place that knows about fixes it wrote to the file while no
+     * tab was open, so "Recent fixes" comes from there rather than from this tab's own memory.
+     */
+    async loadJournal() {
+        let data;
+        try {
+            data = await this.client.call(`/api/doctor/journal?limit=${RECENT_LIMIT * 4}`);
+        } catch (err) {
+            console.debug('[NanoGPT Companion] journal load failed', err?.code);
+            return;
+        }
+        const open = (data?.entries ?? []).filter((e) => e.undone_at === null || e.undone_at === undefined);
+        this.recent = open.slice(0, RECENT_LIMIT);
+        // Session undo entries whose journal rows were undone elsewhere (the list, another tab) are spent.
+        const live = new Set(open.map((e) => e.journal_id));
+        this.undoStack = this.undoStack.filter((u) => u.kind !== 'journal' || u.journal_ids.some((id) => live.has(id)));
+        this.render();
+    }
+
+    renderRecent() {
+        if (!this.recentList) return;
+        this.recentBox.hidden = this.recent.length === 0;
+        const show = (v) => (v === null || v === undefined || v === '' ? this.t('(empty)') : JSON.stringify(v));
+        this.recentList.innerHTML = this.recent.map((e) => {
+            const where = e.mode === 'file' ? this.t('written to the file while SillyTavern was closed') : this.t('applied in SillyTavern');
+            const when = e.created_at ? new Date(e.created_at * 1000).toLocaleString() : '';
+            const key = (e.path ?? []).slice(-1)[0] ?? e.rule;
+            return `<li class="ngc-finding ngc-recent" data-journal="${escapeHtml(e.journal_id)}" data-mode="${escapeHtml(e.mode)}">
+                <div class="ngc-finding-head"><strong>${escapeHtml(key)}</strong>: ${escapeHtml(show(e.old_value))} → ${escapeHtml(show(e.new_value))}</div>
+                <div class="ngc-small ngc-muted">${escapeHtml(where)}${when ? ` · ${escapeHtml(when)}` : ''}</div>
+                <button type="button" class="menu_button ngc-small-btn" data-undo="${escapeHtml(e.journal_id)}" aria-label="${escapeHtml(this.t('Undo'))}: ${escapeHtml(key)}">${escapeHtml(this.t('Undo'))}</button>
+            </li>`;
+        }).join('');
     }
 
     set(findings) {
@@ -60,6 +106,7 @@ export class DoctorView {
         this.list.innerHTML = items.join('') || `<li class="ngc-muted ngc-small">${escapeHtml(this.t('No problems found.'))}</li>`;
         this.root.querySelector('#ngc_fix_all').disabled = !this.findings.some((f) => f.patch?.length);
         this.undoBtn.disabled = this.undoStack.length === 0;
+        this.renderRecent();
     }
 
     async fix(body) {
@@ -105,22 +152,57 @@ export class DoctorView {
         }
         const status = failure ? 'failed' : 'applied';
         const entry = { kind: 'live', ops: fix.patch ?? [], title: fix.title };
-        if (!failure) {
-            this.undoStack.push(entry);
-            this.adapter.toast('info', `${this.t('Fixed')}: ${fix.title}`);
-        }
+        if (!failure) this.undoStack.push(entry);
+        let isUndo = fix.undo_of !== undefined && fix.undo_of !== null;
         try {
             const r = await this.client.call('/api/doctor/ack', { method: 'POST', body: { fix_id: fix.fix_id, status, message: failure ?? 'applied through SillyTavern\'s controls' } });
             // When the service journals the live fix and says where, undo goes through it, so it also
             // learns the user declined this fix and will not re-apply it.
             const ids = r?.journal_ids ?? (r?.journal_id !== undefined && r?.journal_id !== null ? [r.journal_id] : []);
             if (!failure && ids.length) Object.assign(entry, { kind: 'journal', journal_ids: ids });
+            // An applied live fix is always journalled; an empty list means this event was the service
+            // carrying out an Undo, which must not itself become something to undo.
+            if (!failure && Array.isArray(r?.journal_ids) && r.journal_ids.length === 0) isUndo = true;
         } catch (err) {
             console.debug('[NanoGPT Companion] ack failed', err?.code);
         }
+        if (!failure) {
+            if (isUndo) this.undoStack = this.undoStack.filter((u) => u !== entry);
+            this.adapter.toast('info', `${isUndo ? this.t('Undone') : this.t('Fixed')}: ${isUndo ? this.describeOps(fix.patch) : fix.title}`);
+        }
         this.render();
         this.onChange();
-        return { status, message: failure };
+        await this.loadJournal();
+        return { status, message: failure, undo: isUndo };
+    }
+
+    describeOps(ops) {
+        return (ops ?? []).map((op) => `${(op.path ?? []).slice(-1)[0]} = ${JSON.stringify(op.value ?? null)}`).join(', ');
+    }
+
+    /**
+     * Undo through the service: it reverts the file itself when no tab is open, or (this tab is open)
+     * sends the reverse as a live `fix` event that applyLiveFix carries out through ST's controls.
+     */
+    async undoJournal(ids, btn = null) {
+        if (btn) btn.disabled = true;
+        let r = null;
+        try {
+            for (const id of ids) {
+                r = await this.client.call('/api/doctor/undo', { method: 'POST', body: { journal_id: id } });
+                if (r?.status === 'conflict' || r?.status === 'not_found' || r?.status === 'failed') break;
+            }
+        } catch (err) {
+            if (btn) btn.disabled = false;
+            this.adapter.toast('warning', `${this.t('Undo failed')}: ${err.message}`);
+            return { ok: false, unreachable: true, message: err.message };
+        }
+        const ok = r?.status === 'reverted' || r?.status === 'sent_live';
+        // "sent_live" is announced by applyLiveFix once ST really changed; only a file revert is final here.
+        if (r?.status === 'reverted') this.adapter.toast('info', `${this.t('Undone')}: ${r.message ?? ''}`.trim());
+        else if (!ok) this.adapter.toast('warning', r?.message || this.t('Undo failed'));
+        await this.loadJournal();
+        return { ok, message: r?.message ?? r?.status };
     }
 
     async undo() {
@@ -134,16 +216,12 @@ export class DoctorView {
             }
             msg = `${this.t('Undone')}: ${last.title}`;
         } else {
-            try {
-                let r = null;
-                for (const id of last.journal_ids ?? [last.journal_id]) {
-                    r = await this.client.call('/api/doctor/undo', { method: 'POST', body: { journal_id: id } });
-                }
-                msg = r?.message || r?.status;
-            } catch (err) {
-                this.undoStack.push(last);
-                msg = `${this.t('Undo failed')}: ${err.message}`;
-            }
+            const r = await this.undoJournal(last.journal_ids ?? [last.journal_id]);
+            // Only a call that never reached the service is worth retrying; a refusal is final.
+            if (r.unreachable) this.undoStack.push(last);
+            this.render();
+            this.onChange();
+            return r.message;
         }
         this.adapter.toast('info', msg);
         this.render();

@@ -3,6 +3,7 @@ companion service and the fake NanoGPT upstream (``service_stack``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -363,9 +364,18 @@ def test_live_fix_over_sse_changes_ppp_then_undo(page: Any, harness: Harness) ->
     page.wait_for_function("(v) => window.stStandIn.saves > 0", arg=fixed)
     # Undo is offered once the service acknowledged the fix (its journal ids make undo go through it).
     page.wait_for_selector("#ngc_undo:not([disabled])", timeout=10000)
+    _, journal = harness.service.request("GET", "/api/doctor/journal?limit=1")
+    live = journal["entries"][0]
+    assert live["mode"] == "live" and live["new_value"] == fixed and live["undone_at"] is None
+    page.wait_for_selector(f'#ngc_recent_fixes li[data-journal="{live["journal_id"]}"][data-mode="live"]')
     page.click("#ngc_undo")
     page.wait_for_function("document.querySelector('#custom_prompt_post_processing').value === ''")
     assert js(page, "SillyTavern.getContext().chatCompletionSettings.custom_prompt_post_processing") == ""
+    # Undo went through the service (its journal says so), and the undo itself is not offered for undo.
+    page.wait_for_selector(f'#ngc_recent_fixes li[data-journal="{live["journal_id"]}"]', state="detached")
+    _, journal = harness.service.request("GET", "/api/doctor/journal?limit=5")
+    assert next(e for e in journal["entries"] if e["journal_id"] == live["journal_id"])["undone_at"]
+    assert page.is_disabled("#ngc_undo")
     assert harness.page_errors == []
 
 
@@ -601,3 +611,52 @@ def test_custom_model_change_sets_context_from_catalogue(page: Any, harness: Har
     )
     assert page.input_value("#openai_max_context") == str(model["context_length"])
     assert js(page, "window.stStandIn.handlerCalls['#openai_max_context:input']") >= 1
+
+
+def test_fix_written_while_no_tab_was_open_can_be_undone_from_recent_fixes(
+    browser: Any, harness: Harness
+) -> None:
+    """No ST tab open: the service fixes settings.json itself and journals it. The next time ST is
+    opened, the doctor panel lists that fix under "Recent fixes"; its Undo goes through the service,
+    which (the tab being open now) sends the reverse as a live fix that ST's own handler applies."""
+    # A model of its own, so a decline left by another test's undo (tied to source + model) does not apply.
+    _, cat = harness.service.request("GET", "/api/catalog?tier=v1")
+    model = cat["models"][7]["id"]
+    harness.reset_settings(custom_prompt_post_processing="", nanogpt_model=model)
+    deadline_polls = 300
+    fixed = ""
+    for _ in range(deadline_polls):
+        fixed = harness.standin.read_settings()["oai_settings"]["custom_prompt_post_processing"]
+        if fixed:
+            break
+        harness.loop.run(asyncio.sleep(0.05))
+    assert fixed, "the service did not fix settings.json while no tab was open"
+    _, journal = harness.service.request("GET", "/api/doctor/journal?limit=5")
+    entry = journal["entries"][0]
+    assert entry["mode"] == "file" and entry["new_value"] == fixed and entry["undone_at"] is None
+
+    page = open_page(browser, harness)
+    try:
+        wait_connected(page)
+        open_drawer(page)
+        assert page.input_value("#custom_prompt_post_processing") == fixed
+        row = page.wait_for_selector(f'#ngc_recent_fixes li[data-journal="{entry["journal_id"]}"]')
+        assert row.get_attribute("data-mode") == "file"
+        assert "closed" in row.text_content()
+        page.screenshot(path=artifact("drawer-recent-fixes.png"), full_page=True)
+        before = js(page, "window.stStandIn.handlerCalls['#custom_prompt_post_processing:change'] || 0")
+        row.query_selector("button[data-undo]").click()
+        page.wait_for_function("document.querySelector('#custom_prompt_post_processing').value === ''")
+        assert js(page, "SillyTavern.getContext().chatCompletionSettings.custom_prompt_post_processing") == ""
+        assert js(page, "window.stStandIn.handlerCalls['#custom_prompt_post_processing:change']") > before
+        # The service marks the entry undone once the tab acknowledged; the row goes away.
+        page.wait_for_selector(f'#ngc_recent_fixes li[data-journal="{entry["journal_id"]}"]', state="detached")
+        _, after = harness.service.request("GET", "/api/doctor/journal?limit=5")
+        undone = next(e for e in after["entries"] if e["journal_id"] == entry["journal_id"])
+        assert undone["undone_at"] is not None
+        # Carrying out an undo is not itself something to undo, and it is announced as an undo.
+        assert page.is_disabled("#ngc_undo")
+        page.wait_for_selector("#toast-container .toast:has-text('Undone')")
+        assert harness.page_errors == []
+    finally:
+        page.context.close()

@@ -66,7 +66,10 @@ async def get_catalog(request: web.Request) -> web.Response:
         }
     )
     # The model list is joined from bytes serialised once per refresh; only the small tail is built here.
-    body = b'{"models":' + snapshot.models_json(entries) + b"," + meta[1:]
+    if entries is snapshot.entries:
+        body = snapshot.full_body(meta)
+    else:
+        body = b'{"models":' + snapshot.models_json(entries) + b"," + meta[1:]
     return web.Response(body=body, content_type="application/json")
 
 
