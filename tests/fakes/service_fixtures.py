@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,8 @@ class UpstreamThread:
         self.thread.join(10)
 
 
-def start_fake_upstream(**options: Any) -> UpstreamThread:
+def start_fake_upstream(factory: Callable[[], FakeNanoGPT] | None = None, **options: Any) -> UpstreamThread:
+    """Serve a fake (``FakeNanoGPT(**options)``, or ``factory()`` for a subclass) from its own thread."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     box: dict[str, Any] = {}
@@ -80,7 +81,7 @@ def start_fake_upstream(**options: Any) -> UpstreamThread:
         asyncio.set_event_loop(loop)
 
         async def boot() -> None:
-            fake = FakeNanoGPT(**options)
+            fake = factory() if factory is not None else FakeNanoGPT(**options)
             runner = web.AppRunner(fake.app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -7,8 +7,6 @@ rules are about what happened *after an answer*, so the suites need the status a
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ from tests.fakes.nanogpt_upstream import (
     FakeNanoGPT,
     key_id,
 )
-from tests.fakes.service_fixtures import UpstreamThread
+from tests.fakes.service_fixtures import UpstreamThread, start_fake_upstream
 
 FAKE_KEYS: tuple[str, ...] = (SUBSCRIBER_KEY, PAYG_KEY, LEGACY_PLAN_KEY, DEGRADED_KEY, INVALID_KEY)
 # The key-bearing part too: a leak that cut the "sk-nano-" prefix off must still be caught.
@@ -79,34 +77,7 @@ class RecordingFake(FakeNanoGPT):
 
 def start_upstream(factory: Callable[[], FakeNanoGPT]) -> UpstreamThread:
     """Like ``start_fake_upstream`` but with any fake (built on the serving thread's loop)."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box: dict[str, Any] = {}
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-
-        async def boot() -> None:
-            fake = factory()
-            runner = web.AppRunner(fake.app, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            server = site._server
-            assert server is not None
-            sockets = getattr(server, "sockets", None) or []
-            box.update(fake=fake, runner=runner, port=sockets[0].getsockname()[1])
-
-        loop.run_until_complete(boot())
-        ready.set()
-        loop.run_forever()
-        loop.close()
-
-    thread = threading.Thread(target=serve, name="fake-nanogpt-recording", daemon=True)
-    thread.start()
-    if not ready.wait(30):
-        raise RuntimeError("the fake NanoGPT upstream did not start")
-    return UpstreamThread(box["fake"], box["port"], loop, thread, box["runner"])
+    return start_fake_upstream(factory)
 
 
 def rss_kib(pid: int) -> int:
