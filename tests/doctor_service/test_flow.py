@@ -117,14 +117,15 @@ async def test_open_tab_gets_a_fix_event_and_the_file_is_never_touched(
         resp = await companion.post(
             "/api/doctor/ack", json={"fix_id": fix["fix_id"], "status": "applied", "message": "ok"}
         )
-        assert (await resp.json()) == {"ok": True}
+        acked = await resp.json()
         entries = await journal(companion)
         assert [(e.rule, e.mode, e.new_value) for e in entries] == [("ppp.nanogpt", "live", "merge")]
+        assert acked == {"ok": True, "journal_ids": [entries[0].id]}  # what the tab's Undo sends back
         # A second ack for the same fix is unknown: journalled once.
         resp = await companion.post(
             "/api/doctor/ack", json={"fix_id": fix["fix_id"], "status": "applied", "message": "ok"}
         )
-        assert (await resp.json()) == {"ok": False}
+        assert (await resp.json()) == {"ok": False, "journal_ids": []}
         assert len(await journal(companion)) == 1
 
         # The tab saves the fixed value, as ST does after applying it: no further fix goes anywhere.
@@ -161,6 +162,6 @@ async def test_tab_closing_before_the_ack_hands_the_fix_to_the_file_path_once(
     resp = await companion.post(
         "/api/doctor/ack", json={"fix_id": fix["fix_id"], "status": "applied", "message": "late"}
     )
-    assert (await resp.json()) == {"ok": False}
+    assert (await resp.json()) == {"ok": False, "journal_ids": []}
     assert len(await journal(companion)) == 1
     assert json.loads(path.read_bytes())["oai_settings"]["custom_prompt_post_processing"] == "merge"
