@@ -381,21 +381,23 @@ class DoctorService:
     ) -> FixResult:
         now = time.time()
         for pending in state.pending.values():
-            if pending.finding.id == finding.id and now - pending.sent_at < LIVE_ACK_TIMEOUT:
+            same = pending.finding.id == finding.id and pending.undo_of == undo_of
+            if same and now - pending.sent_at < LIVE_ACK_TIMEOUT:
                 return FixResult(
                     finding.id, "sent_live", "Already sent to your SillyTavern tab; waiting for it."
                 )
         fix_id = secrets.token_urlsafe(9)
         state.pending[fix_id] = PendingLiveFix(fix_id, finding, now, undo_of=undo_of)
-        self._bus.publish(handle, "fix", self._fix_event(fix_id, finding))
+        self._bus.publish(handle, "fix", self._fix_event(fix_id, finding, undo_of))
         return FixResult(
             finding.id, "sent_live", "Sent to your open SillyTavern tab, which applies and saves it."
         )
 
     @staticmethod
-    def _fix_event(fix_id: str, finding: Finding) -> dict[str, Any]:
+    def _fix_event(fix_id: str, finding: Finding, undo_of: int | None = None) -> dict[str, Any]:
         return {
             "fix_id": fix_id,
+            "undo_of": undo_of,  # the journal id this reverts; None for a fix
             "finding_id": finding.id,
             "rule": finding.rule,
             "title": finding.title,

@@ -65,7 +65,9 @@ export class DoctorView {
         // Session undo entries whose journal rows were undone elsewhere (the list, another tab) are spent.
         const live = new Set(open.map((e) => e.journal_id));
         this.undoStack = this.undoStack.filter((u) => u.kind !== 'journal' || u.journal_ids.some((id) => live.has(id)));
-        this.render();
+        // Only the parts the journal feeds: re-rendering the findings would swap buttons under the pointer.
+        this.undoBtn.disabled = this.undoStack.length === 0;
+        this.renderRecent();
     }
 
     renderRecent() {

@@ -208,9 +208,14 @@ export class ServiceClient {
         // Negative answers are remembered for a while so reconnect loops do not re-probe ST every time.
         if (this.pluginMissUntil && Date.now() < this.pluginMissUntil) return null;
         const res = await this.fetch(`${PLUGIN_BASE}/health`, { headers: this.getRequestHeaders(), cache: 'no-store' }).catch(() => null);
-        const health = res && res.ok ? await res.json().catch(() => null) : null;
+        const body = res ? await res.json().catch(() => null) : null;
+        const health = res && res.ok ? body : null;
         if (!health || health.status !== 'ok') {
-            this.pluginMissUntil = Date.now() + 5 * 60 * 1000;
+            // A JSON error from a gateway status is the plugin itself saying the service is down: the plugin
+            // is there, so keep probing it on every retry, or a phone would stay offline for minutes after
+            // the service came back. Anything else (ST's 404, no answer) means no plugin.
+            const pluginAnswered = res && res.status >= 502 && res.status <= 504 && typeof body?.error?.code === 'string';
+            if (!pluginAnswered) this.pluginMissUntil = Date.now() + 5 * 60 * 1000;
             return null;
         }
         const t = new PluginTransport(this.fetch, this.getRequestHeaders);

@@ -165,3 +165,42 @@ async def test_tab_closing_before_the_ack_hands_the_fix_to_the_file_path_once(
     assert (await resp.json()) == {"ok": False, "journal_ids": []}
     assert len(await journal(companion)) == 1
     assert json.loads(path.read_bytes())["oai_settings"]["custom_prompt_post_processing"] == "merge"
+
+
+async def test_undoing_each_change_of_one_fix_with_a_tab_open_sends_each_reverse(
+    start_companion: StartCompanion, make_st_install: MakeSTInstall
+) -> None:
+    """A fix that changed two keys is two journal entries; undoing both while the tab is open must send
+    two reverse fixes, not drop the second as a duplicate of the first."""
+    import time as _time
+
+    companion = await start_companion(one_user(make_st_install, nanogpt_settings("merge")))
+    store = companion.client.app[keys.STORE]
+    ids = [
+        await store.journal_add(
+            JournalEntry(
+                user="default-user",
+                file="settings",
+                key_path=("oai_settings", key),
+                old_value=old,
+                new_value=new,
+                existed=True,
+                rule="reasoning",
+                finding_id="reasoning:abc",
+                created_at=_time.time(),
+                mode="live",
+            )
+        )
+        for key, old, new in (("show_thoughts", False, True), ("reasoning_effort", "auto", "medium"))
+    ]
+    tab = await open_tab(companion)
+    try:
+        for journal_id in ids:
+            resp = await companion.post("/api/doctor/undo", json={"journal_id": journal_id})
+            assert (await resp.json())["status"] == "sent_live"
+        fixes = await wait_until(lambda: len(tab.named("fix")) == 2 and tab.named("fix"), 5)
+        assert [f["undo_of"] for f in fixes] == ids
+        assert [f["patch"][0]["path"][1] for f in fixes] == ["show_thoughts", "reasoning_effort"]
+        assert [f["patch"][0]["value"] for f in fixes] == [False, "auto"]
+    finally:
+        await tab.close()

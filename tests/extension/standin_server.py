@@ -156,13 +156,18 @@ class StandIn:
         if self.plugin_url is None or not (request.path == prefix or request.path.startswith(prefix + "/")):
             return web.Response(status=404, text="Not found")
         # ST's csrf-sync runs before every plugin route: writes without the session's token never arrive.
-        if request.method not in ("GET", "HEAD", "OPTIONS") and request.headers.get("X-CSRF-Token") != CSRF_TOKEN:
+        if (
+            request.method not in ("GET", "HEAD", "OPTIONS")
+            and request.headers.get("X-CSRF-Token") != CSRF_TOKEN
+        ):
             self.csrf_rejections += 1
             return web.Response(status=403, text="Invalid CSRF token")
         self.plugin_calls.append((request.method, request.path))
         if self._client is None:
             # No total timeout: SSE streams stay open for the life of the page.
-            self._client = ClientSession(timeout=ClientTimeout(total=None, sock_connect=5), auto_decompress=False)
+            self._client = ClientSession(
+                timeout=ClientTimeout(total=None, sock_connect=5), auto_decompress=False
+            )
         headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARD_REQUEST_HEADERS}
         # The session decides the user; accounts are off in the stand-in, so that is always default-user.
         headers["X-Test-User"] = HANDLE
@@ -174,9 +179,14 @@ class StandIn:
                 if name in up.headers:
                     resp.headers[name] = up.headers[name]
             await resp.prepare(request)
-            async for chunk in up.content.iter_any():
-                await resp.write(chunk)
-            await resp.write_eof()
+            try:
+                async for chunk in up.content.iter_any():
+                    await resp.write(chunk)
+                await resp.write_eof()
+            except ConnectionError:
+                # The page went away mid-stream (closed tab, reconnect): as in ST, the plugin's upstream
+                # call ends with this connection.
+                pass
             return resp
 
     async def close(self) -> None:

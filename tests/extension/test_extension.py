@@ -561,9 +561,11 @@ def test_fix_button_asks_service_and_applies_live(page: Any, harness: Harness) -
     open_drawer(page)
     page.check("#openai_function_calling")
     page.select_option("#custom_prompt_post_processing", "merge")
-    fix_btn = page.wait_for_selector('#ngc_findings li[data-id^="ppp.tools"] button[data-fix]', timeout=15000)
+    fix_btn = '#ngc_findings li[data-id^="ppp.tools"] button[data-fix]'
+    page.wait_for_selector(fix_btn, timeout=15000)
     assert "tools" in page.text_content('#ngc_findings li[data-id^="ppp.tools"]').lower()
-    fix_btn.click()
+    # A locator re-finds the button if an SSE `findings` event re-rendered the list meanwhile.
+    page.locator(fix_btn).click()
     page.wait_for_function(
         "document.querySelector('#custom_prompt_post_processing').value === 'merge_tools'", timeout=15000
     )
@@ -650,7 +652,9 @@ def test_fix_written_while_no_tab_was_open_can_be_undone_from_recent_fixes(
         assert js(page, "SillyTavern.getContext().chatCompletionSettings.custom_prompt_post_processing") == ""
         assert js(page, "window.stStandIn.handlerCalls['#custom_prompt_post_processing:change']") > before
         # The service marks the entry undone once the tab acknowledged; the row goes away.
-        page.wait_for_selector(f'#ngc_recent_fixes li[data-journal="{entry["journal_id"]}"]', state="detached")
+        page.wait_for_selector(
+            f'#ngc_recent_fixes li[data-journal="{entry["journal_id"]}"]', state="detached"
+        )
         _, after = harness.service.request("GET", "/api/doctor/journal?limit=5")
         undone = next(e for e in after["entries"] if e["journal_id"] == entry["journal_id"])
         assert undone["undone_at"] is not None

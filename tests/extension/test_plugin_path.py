@@ -78,9 +78,7 @@ def node_plugin(
     harness: Harness, service_stack: RunningService, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeHarness]:
     installed = service_stack.st_dir / "plugins" / "nanogpt-companion"
-    node = start_harness(
-        tmp_path_factory.mktemp("node"), service_stack.data_root, plugin_dir=installed
-    )
+    node = start_harness(tmp_path_factory.mktemp("node"), service_stack.data_root, plugin_dir=installed)
     harness.standin.plugin_url = node.base
     try:
         yield node
@@ -141,9 +139,10 @@ def test_writes_without_st_csrf_header_never_reach_the_plugin(harness: Harness) 
     from aiohttp import ClientSession
 
     async def post() -> int:
-        async with ClientSession() as s, s.post(
-            harness.st_url + PLUGIN_PREFIX + "/api/events/ticket", json={}
-        ) as r:
+        async with (
+            ClientSession() as s,
+            s.post(harness.st_url + PLUGIN_PREFIX + "/api/events/ticket", json={}) as r,
+        ):
             return r.status
 
     before = harness.standin.csrf_rejections
@@ -163,9 +162,7 @@ def test_pill_names_the_plugin_path(page: Any, harness: Harness) -> None:
     paths = plugin_paths(harness)
     # Health probe, SSE ticket (a POST: passed ST's CSRF check) and the event stream itself.
     assert {"/health", "/api/events/ticket"} <= paths
-    assert any(p.startswith("/api/events") and p != "/api/events/ticket" for p in paths) or (
-        "/api/events" in paths
-    )
+    assert "/api/events" in paths
     base.open_drawer(page)
     page.screenshot(path=artifact("drawer-via-plugin.png"), full_page=True)
     assert harness.console_errors() == []
@@ -234,7 +231,9 @@ def test_direct_url_unreachable_falls_back_to_plugin(browser: Any, harness: Harn
 def test_opened_from_another_device(browser: Any, harness: Harness) -> None:
     """ST opened as http://st.lan:<port>/ (a LAN name, not loopback) with the service's loopback origin
     refused: the extension goes straight to the plugin and never tries 127.0.0.1."""
-    harness.reset_settings()
+    # A model of its own: an undo in an earlier test declined the PPP fix for the fixture's model.
+    _, cat = harness.service.request("GET", "/api/catalog?tier=v1")
+    harness.reset_settings(nanogpt_model=cat["models"][11]["id"])
     harness.console.clear()
     harness.page_errors.clear()
     port = harness.st_url.rsplit(":", 1)[1]
@@ -265,3 +264,30 @@ def test_opened_from_another_device(browser: Any, harness: Harness) -> None:
 
 def js(page: Any, expr: str, arg: Any = None) -> Any:
     return page.evaluate(expr, arg)
+
+
+def test_service_down_behind_plugin_is_quiet_and_recovers_via_plugin(browser: Any, harness: Harness) -> None:
+    """The plugin answers 503 (its token file points at a port where nothing listens): the pill says
+    "service not running" without toasts or script errors, and once the service is reachable again the
+    extension is back on the plugin path by itself (the plugin is not written off for minutes)."""
+    token_file = harness.service.token_file("default-user")
+    good = token_file.read_bytes()
+    broken = json.loads(good)
+    broken["url"] = f"http://127.0.0.1:{free_port()}"
+    token_file.write_text(json.dumps(broken))
+    harness.reset_settings()
+    page = open_page(browser, harness)
+    try:
+        page.wait_for_selector('#ngc_status_pill[data-status="not_running"]', timeout=15000)
+        assert ("GET", PLUGIN_PREFIX + "/health") in harness.standin.plugin_calls
+        page.wait_for_timeout(1000)
+        assert page.query_selector_all("#toast-container .toast") == []
+        errors = harness.console_errors()
+        assert [e for e in errors if not base.NETWORK_NOISE.match(e)] == []
+        assert len(errors) <= 4
+        token_file.write_bytes(good)
+        page.wait_for_selector(VIA_PLUGIN, timeout=15000)
+    finally:
+        page.context.close()
+        if token_file.read_bytes() != good:
+            token_file.write_bytes(good)

@@ -22,6 +22,7 @@ import fnmatch
 import logging
 import os
 import random
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -295,7 +296,24 @@ class FakeAccount:
             return copy.deepcopy(self.usage_payload)
         shape = self.usage_shape or ("current" if self.subscriber else "inactive")
         payload: dict[str, Any] = load_fixture(f"subscription-usage.{shape}.json")
+        return _resets_in_the_future(payload)
+
+
+def _resets_in_the_future(payload: dict[str, Any]) -> dict[str, Any]:
+    """The fixtures' windows were recorded months ago; a live account's windows always reset later.
+
+    Shift every ``resetAt`` by the same amount so the earliest resets six hours from now and their
+    spacing (daily vs weekly) is kept, as a real account would report them today.
+    """
+    buckets = [v for v in payload.values() if isinstance(v, dict) and isinstance(v.get("resetAt"), int)]
+    if not buckets:
         return payload
+    now_ms = int(time.time() * 1000)
+    shift = now_ms + 6 * 3_600_000 - min(b["resetAt"] for b in buckets)
+    if shift > 0:
+        for bucket in buckets:
+            bucket["resetAt"] += shift
+    return payload
 
 
 def default_accounts() -> list[FakeAccount]:

@@ -116,7 +116,9 @@ async def get_json(session: aiohttp.ClientSession, method: str, url: str | URL, 
         return resp.status, await resp.json(content_type=None)
 
 
-async def test_get_is_forwarded_with_path_query_and_bearer(harness: Harness, recorder) -> None:
+async def test_get_is_forwarded_with_path_query_and_bearer(
+    harness: Harness, recorder: tuple[Recorder, dict[str, str]]
+) -> None:
     _, tokens = recorder
     async with aiohttp.ClientSession() as s:
         status, body = await get_json(
@@ -144,13 +146,15 @@ async def test_get_is_forwarded_with_path_query_and_bearer(harness: Harness, rec
         assert stripped not in headers
 
 
-async def test_health_route_is_forwarded(harness: Harness, recorder) -> None:
+async def test_health_route_is_forwarded(harness: Harness, recorder: tuple[Recorder, dict[str, str]]) -> None:
     async with aiohttp.ClientSession() as s:
         status, body = await get_json(s, "GET", f"{harness.base}/health")
     assert (status, body) == (200, {"status": "ok"})
 
 
-async def test_json_body_is_reserialised_and_response_headers_filtered(harness: Harness, recorder) -> None:
+async def test_json_body_is_reserialised_and_response_headers_filtered(
+    harness: Harness, recorder: tuple[Recorder, dict[str, str]]
+) -> None:
     payload = {"ids": ["ppp.strict", "ctx.size"], "nested": {"ünï": [1, 2.5, None, True]}}
     async with (
         aiohttp.ClientSession() as s,
@@ -166,7 +170,9 @@ async def test_json_body_is_reserialised_and_response_headers_filtered(harness: 
     assert body["headers"]["content-length"] == str(len(body["body"].encode()))
 
 
-async def test_raw_body_and_other_methods_pass_through(harness: Harness, recorder) -> None:
+async def test_raw_body_and_other_methods_pass_through(
+    harness: Harness, recorder: tuple[Recorder, dict[str, str]]
+) -> None:
     async with aiohttp.ClientSession() as s:
         status, body = await get_json(
             s,
@@ -185,7 +191,9 @@ async def test_raw_body_and_other_methods_pass_through(harness: Harness, recorde
         assert (status, body["method"], body["body"]) == (200, "DELETE", "")
 
 
-async def test_error_status_and_json_are_passed_through(harness: Harness, recorder) -> None:
+async def test_error_status_and_json_are_passed_through(
+    harness: Harness, recorder: tuple[Recorder, dict[str, str]]
+) -> None:
     async with aiohttp.ClientSession() as s:
         for code in (401, 403, 404, 409, 429, 502):
             status, body = await get_json(s, "GET", f"{harness.base}/api/status/{code}")
@@ -193,7 +201,9 @@ async def test_error_status_and_json_are_passed_through(harness: Harness, record
             assert body == {"error": {"code": "from_service", "message": "as sent"}}
 
 
-async def test_non_json_upstream_error_becomes_json_without_internals(harness: Harness, recorder) -> None:
+async def test_non_json_upstream_error_becomes_json_without_internals(
+    harness: Harness, recorder: tuple[Recorder, dict[str, str]]
+) -> None:
     async with aiohttp.ClientSession() as s:
         status, body = await get_json(s, "GET", f"{harness.base}/api/text-error")
     assert status == 502
@@ -201,7 +211,9 @@ async def test_non_json_upstream_error_becomes_json_without_internals(harness: H
     assert "Traceback" not in json.dumps(body)
 
 
-async def test_users_only_reach_their_own_token(harness: Harness, recorder) -> None:
+async def test_users_only_reach_their_own_token(
+    harness: Harness, recorder: tuple[Recorder, dict[str, str]]
+) -> None:
     rec, tokens = recorder
     async with aiohttp.ClientSession() as s:
         _, as_alice = await get_json(
@@ -219,7 +231,9 @@ async def test_users_only_reach_their_own_token(harness: Harness, recorder) -> N
     assert len(rec.seen) == 2
 
 
-async def test_token_file_changes_are_picked_up(harness: Harness, recorder, issue_token: TokenIssuer) -> None:
+async def test_token_file_changes_are_picked_up(
+    harness: Harness, recorder: tuple[Recorder, dict[str, str]], issue_token: TokenIssuer
+) -> None:
     _, tokens = recorder
     async with aiohttp.ClientSession() as s:
         _, first = await get_json(s, "GET", f"{harness.base}/api/account", headers={"X-Test-User": "alice"})
@@ -245,7 +259,9 @@ async def read_event(resp: aiohttp.ClientResponse) -> str:
         lines.append(line)
 
 
-async def test_sse_chunks_arrive_as_they_are_sent(harness: Harness, recorder) -> None:
+async def test_sse_chunks_arrive_as_they_are_sent(
+    harness: Harness, recorder: tuple[Recorder, dict[str, str]]
+) -> None:
     rec, _ = recorder
     async with (
         aiohttp.ClientSession() as s,
@@ -265,7 +281,9 @@ async def test_sse_chunks_arrive_as_they_are_sent(harness: Harness, recorder) ->
         assert await asyncio.wait_for(resp.content.read(), GUARD) == b""
 
 
-async def test_client_disconnect_aborts_the_upstream_stream(harness: Harness, recorder) -> None:
+async def test_client_disconnect_aborts_the_upstream_stream(
+    harness: Harness, recorder: tuple[Recorder, dict[str, str]]
+) -> None:
     rec, _ = recorder
     async with aiohttp.ClientSession() as s:
         resp = await s.get(f"{harness.base}/api/forever")
@@ -311,7 +329,9 @@ async def test_non_loopback_service_url_is_refused(
     assert body["error"]["code"] == "bad_service_url"
 
 
-async def test_only_service_routes_are_reachable(harness: Harness, recorder) -> None:
+async def test_only_service_routes_are_reachable(
+    harness: Harness, recorder: tuple[Recorder, dict[str, str]]
+) -> None:
     rec, _ = recorder
     async with aiohttp.ClientSession() as s:
         status, body = await get_json(s, "GET", f"{harness.base}/admin")
@@ -321,7 +341,9 @@ async def test_only_service_routes_are_reachable(harness: Harness, recorder) -> 
     assert rec.seen == []
 
 
-async def test_oversized_json_body_gets_413_and_is_not_forwarded(tight_harness: Harness, recorder) -> None:
+async def test_oversized_json_body_gets_413_and_is_not_forwarded(
+    tight_harness: Harness, recorder: tuple[Recorder, dict[str, str]]
+) -> None:
     rec, _ = recorder
     async with aiohttp.ClientSession() as s:
         status, body = await get_json(
@@ -342,7 +364,9 @@ async def test_oversized_json_body_gets_413_and_is_not_forwarded(tight_harness: 
     assert len(rec.seen) == 1
 
 
-async def test_oversized_body_gets_413_under_default_limit(harness: Harness, recorder) -> None:
+async def test_oversized_body_gets_413_under_default_limit(
+    harness: Harness, recorder: tuple[Recorder, dict[str, str]]
+) -> None:
     rec, _ = recorder
     async with aiohttp.ClientSession() as s:
         status, body = await get_json(
@@ -352,20 +376,27 @@ async def test_oversized_body_gets_413_under_default_limit(harness: Harness, rec
     assert rec.seen == []
 
 
-async def test_slow_service_gives_504(tight_harness: Harness, recorder) -> None:
+async def test_slow_service_gives_504(
+    tight_harness: Harness, recorder: tuple[Recorder, dict[str, str]]
+) -> None:
     async with aiohttp.ClientSession() as s:
         status, body = await get_json(s, "GET", f"{tight_harness.base}/api/slow")
     assert (status, body["error"]["code"]) == (504, "gateway_timeout")
 
 
-async def test_oversized_response_is_not_forwarded(tight_harness: Harness, recorder) -> None:
+async def test_oversized_response_is_not_forwarded(
+    tight_harness: Harness, recorder: tuple[Recorder, dict[str, str]]
+) -> None:
     async with aiohttp.ClientSession() as s:
         status, body = await get_json(s, "GET", f"{tight_harness.base}/api/big")
     assert (status, body["error"]["code"]) == (502, "upstream_response_too_large")
 
 
 async def test_no_token_ever_appears_in_plugin_output(
-    harness: Harness, tight_harness: Harness, recorder, issue_token: TokenIssuer
+    harness: Harness,
+    tight_harness: Harness,
+    recorder: tuple[Recorder, dict[str, str]],
+    issue_token: TokenIssuer,
 ) -> None:
     """Runs last in this module: by now every error path above has been taken and logged."""
     async with aiohttp.ClientSession() as s:
