@@ -290,16 +290,18 @@ class FakeAccount:
     usage_payload: dict[str, Any] | None = None  # served verbatim when set (e.g. a quota at 85 %)
     show_paid_models: bool = False  # NanoGPT's "Also show paid models" account setting
     visible_models: set[str] | None = None  # personalized list; None = NanoGPT's defaults (everything)
+    # Fixed when the account is made: its quota windows reset at stable times, hours from now.
+    reset_shift_from: float = field(default_factory=time.time, repr=False)
 
     def usage(self) -> dict[str, Any]:
         if self.usage_payload is not None:
             return copy.deepcopy(self.usage_payload)
         shape = self.usage_shape or ("current" if self.subscriber else "inactive")
         payload: dict[str, Any] = load_fixture(f"subscription-usage.{shape}.json")
-        return _resets_in_the_future(payload)
+        return _resets_in_the_future(payload, self.reset_shift_from)
 
 
-def _resets_in_the_future(payload: dict[str, Any]) -> dict[str, Any]:
+def _resets_in_the_future(payload: dict[str, Any], now: float) -> dict[str, Any]:
     """The fixtures' windows were recorded months ago; a live account's windows always reset later.
 
     Shift every ``resetAt`` by the same amount so the earliest resets six hours from now and their
@@ -308,7 +310,7 @@ def _resets_in_the_future(payload: dict[str, Any]) -> dict[str, Any]:
     buckets = [v for v in payload.values() if isinstance(v, dict) and isinstance(v.get("resetAt"), int)]
     if not buckets:
         return payload
-    now_ms = int(time.time() * 1000)
+    now_ms = int(now * 1000)
     shift = now_ms + 6 * 3_600_000 - min(b["resetAt"] for b in buckets)
     if shift > 0:
         for bucket in buckets:
