@@ -33,10 +33,11 @@ from tests.fakes.service_fixtures import (  # noqa: E402
     start_service,
 )
 from tests.fakes.st_fixtures import UserSpec, build_st_install  # noqa: E402
+from tests.fixtures import ST_FIXTURES  # noqa: E402
 
 from nanogpt_companion.sillytavern.stjson import dumps_st  # noqa: E402
 
-FIXTURE = Path("/work/shared/fixtures/sillytavern/settings.nanogpt-source-selected.json")
+FIXTURE = ST_FIXTURES / "settings.nanogpt-source-selected.json"
 MODELS = ("openai/gpt-4o-mini", "openai/gpt-5.2")
 # The live run starts where the file run left off (gpt-4o-mini, fixed): its first save must be a new
 # situation.

@@ -19,13 +19,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugin")]
 
+from tests.fixtures import ST_FIXTURES  # noqa: E402
+
 from nanogpt_companion.doctor.finding import PatchOp  # noqa: E402
 from nanogpt_companion.doctor_service import _patch_file  # noqa: E402
 from nanogpt_companion.sillytavern.documents import read_document  # noqa: E402
 from nanogpt_companion.sillytavern.patching import PatchEdit, patched_text  # noqa: E402
 from nanogpt_companion.sillytavern.stjson import dumps_st  # noqa: E402
 
-FIXTURE = Path("/work/shared/fixtures/sillytavern/settings.nanogpt-source-selected.json")
+FIXTURE = ST_FIXTURES / "settings.nanogpt-source-selected.json"
 PPP = ("oai_settings", "custom_prompt_post_processing")
 TARGET_MS = 100.0
 

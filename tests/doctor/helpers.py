@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 from nanogpt_companion.doctor.context import DoctorContext
 from nanogpt_companion.doctor.engine import diagnose
 from nanogpt_companion.doctor.finding import Finding
 from nanogpt_companion.domain import AccountSnapshot, CatalogEntry, SubscriptionState
+from tests.fixtures import FIXTURES as SHARED_FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = SHARED_FIXTURES
 ST = FIXTURES / "sillytavern"
 
 _cache: dict[str, Any] = {}

@@ -26,6 +26,7 @@ from tests.doctor_service.conftest import (
 )
 from tests.doctor_service.test_flow import journal, one_user, outside_span_equal
 from tests.fakes.st_fixtures import MakeSTInstall, UserSpec
+from tests.fixtures import ST_FIXTURES
 
 KEY = b'"custom_prompt_post_processing": '
 
@@ -240,5 +241,5 @@ async def test_disk_full_while_fixing(
 
 def test_dumps_st_matches_the_fixture_layout() -> None:
     # Guard for the helpers above: building settings with dumps_st yields ST's own bytes.
-    fixture = Path("/work/shared/fixtures/sillytavern/settings.nanogpt-source-selected.json").read_bytes()
+    fixture = (ST_FIXTURES / "settings.nanogpt-source-selected.json").read_bytes()
     assert dumps_st(json.loads(fixture)).encode() == fixture

@@ -32,11 +32,13 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
+from tests.fixtures import FIXTURES as SHARED_FIXTURES
+
 REPO = Path(__file__).resolve().parents[2]
 EXT_DIR = REPO / "st-extension"
 HERE = Path(__file__).resolve().parent
 STANDIN_DIR = HERE / "standin"
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = SHARED_FIXTURES
 HANDLE = "default-user"
 CSRF_TOKEN = "standin-csrf"  # what the stand-in's getRequestHeaders() sends (st-standin.js)
 _FORWARD_REQUEST_HEADERS = {"accept", "content-type", "last-event-id", "cache-control"}

@@ -20,7 +20,6 @@ import asyncio
 import copy
 import fnmatch
 import logging
-import os
 import random
 import time
 from collections import Counter
@@ -32,6 +31,8 @@ from typing import Any, ClassVar, Literal
 
 import orjson
 from aiohttp import web
+
+from tests.fixtures import NANOGPT_FIXTURES
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +58,8 @@ _CHUNK = 64 * 1024
 
 
 def fixtures_dir() -> Path:
-    """The shared NanoGPT fixtures: ``$NANOGPT_COMPANION_FIXTURES``, ``tests/fixtures`` or ``../shared``."""
-    env = os.environ.get("NANOGPT_COMPANION_FIXTURES")
-    if env:
-        return Path(env) / "nanogpt"
-    repo = Path(__file__).resolve().parents[2]
-    for candidate in (
-        repo / "tests" / "fixtures" / "nanogpt",
-        repo.parent / "shared" / "fixtures" / "nanogpt",
-    ):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("NanoGPT fixtures not found; set NANOGPT_COMPANION_FIXTURES to the fixtures dir")
+    """The NanoGPT payload fixtures (``tests/fixtures/nanogpt``, or ``$NANOGPT_COMPANION_FIXTURES``)."""
+    return NANOGPT_FIXTURES
 
 
 @cache

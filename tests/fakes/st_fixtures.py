@@ -20,8 +20,9 @@ import pytest
 
 from nanogpt_companion.sillytavern.dataroot import UserPaths
 from nanogpt_companion.sillytavern.stjson import dumps_st
+from tests.fixtures import ST_FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures/sillytavern")
+FIXTURES = ST_FIXTURES
 DEFAULT_SETTINGS = "settings.nanogpt-source-selected.json"
 SecretsKind = Literal["multi", "flat", "none"]
 SECRETS_FILES: dict[str, str] = {

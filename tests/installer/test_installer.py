@@ -22,8 +22,9 @@ from nanogpt_companion.installer import (
     install_extension,
     st_data_root,
 )
+from tests.fixtures import ST_FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures/sillytavern")
+FIXTURES = ST_FIXTURES
 REPO = Path(__file__).resolve().parents[2]
 
 

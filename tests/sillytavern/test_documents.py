@@ -27,8 +27,9 @@ from nanogpt_companion.sillytavern.errors import (
 )
 from nanogpt_companion.sillytavern.patching import PatchEdit, write_patched, write_patched_async
 from nanogpt_companion.sillytavern.stjson import dumps_st, loads_st
+from tests.fixtures import ST_FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures/sillytavern")
+FIXTURES = ST_FIXTURES
 SETTINGS = FIXTURES / "settings.nanogpt-source-selected.json"
 PPP = ("oai_settings", "custom_prompt_post_processing")
 

@@ -24,8 +24,9 @@ from nanogpt_companion.sillytavern.patching import (
     write_patched,
 )
 from nanogpt_companion.sillytavern.stjson import dumps_st, js_equal, loads_st
+from tests.fixtures import ST_FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures/sillytavern")
+FIXTURES = ST_FIXTURES
 PPP = ("oai_settings", "custom_prompt_post_processing")
 
 

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nanogpt_companion.sillytavern.stjson import dumps_st, format_number_js, loads_st
+from tests.fixtures import ST_FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures/sillytavern")
+FIXTURES = ST_FIXTURES
 NODE = shutil.which("node") or "/usr/bin/node"
 
 # Reads one JSON document per line (ASCII-escaped by Python, so any string survives transport) and

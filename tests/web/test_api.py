@@ -445,8 +445,9 @@ async def test_journal_lists_automatic_fixes_and_undo_goes_through_it(
     assert entry["rule"] == "ppp.nanogpt"
     assert entry["path"] == ["oai_settings", "custom_prompt_post_processing"]
     assert entry["old_value"] == "" and entry["mode"] == "file" and entry["undone_at"] is None
-    assert json.loads(st.user().settings.read_text())["oai_settings"]["custom_prompt_post_processing"] == (
-        entry["new_value"]
+    assert (
+        json.loads(st.user().settings.read_text())["oai_settings"]["custom_prompt_post_processing"]
+        == (entry["new_value"])
     )
     undo = await json_of(await companion.post("/api/doctor/undo", json={"journal_id": entry["journal_id"]}))
     assert undo["status"] == "reverted"

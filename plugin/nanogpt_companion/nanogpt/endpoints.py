@@ -2,7 +2,7 @@
 
 Users paste NanoGPT URLs into ST's Custom source (``custom_url``) and Text Completion ``generic`` server
 URL by hand, so the doctor needs to recognise a NanoGPT URL in any of its common broken forms and say which
-base it means. Facts: /work/shared/reference/nanogpt-api.md sections 1, 5.3 and sillytavern.md 2.2, 2.6.
+base it means. Facts: shared/reference/nanogpt-api.md sections 1, 5.3 and sillytavern.md 2.2, 2.6.
 Pure: no I/O.
 """
 

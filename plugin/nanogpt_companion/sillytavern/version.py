@@ -6,7 +6,8 @@ Detection therefore only claims a capability when the evidence proves it (``curr
 settings.json, or a key that only newer versions write). Key evidence gives a *lower* bound; a few keys and
 the legacy secrets format also give an *upper* bound, which is what "older than" questions need.
 
-Version facts come from /work/shared/reference/sillytavern.md section 0 (first release per feature).
+Version facts come from the team's SillyTavern reference (shared/reference/sillytavern.md),
+section 0 (the first release of each feature).
 Pure: no I/O.
 """
 
