@@ -87,6 +87,7 @@ export class SelectEnricher {
         for (const { mo } of this.observers) mo.disconnect();
         try {
             const opts = { enabled: !!s.enrich_selects && this.store.loaded, onlySubscription: !!s.only_subscription };
+            this.adapter.markSubscriptionFilter(opts.enabled && opts.onlySubscription);
             for (const [sel, o] of [[nanogpt, opts], [custom, { ...opts, enabled: opts.enabled && customIsNano }]]) {
                 const n = enrichSelect(sel, this.store.byId, o);
                 if (n) this.adapter.refreshSelectDisplay(sel);

@@ -218,13 +218,45 @@ export class StAdapter {
     }
 
     /**
-     * ST wraps its model selects in select2, which caches the selected label. The namespaced trigger
-     * refreshes only select2's display; ST's own (un-namespaced) change handler does not run.
+     * ST wraps #model_nanogpt_select in select2 (4.1), which caches each option's {text, disabled} the
+     * first time it reads it; ST's fill ends with `.val(..).trigger('change')`, so the selected option is
+     * cached with ST's plain label before our enrichment runs, and a namespaced change alone re-renders
+     * that stale copy (seen in real ST 1.18). So the cache is brought in step first. The namespaced
+     * trigger refreshes only select2's display; ST's own (un-namespaced) change handler does not run.
      */
     refreshSelectDisplay(select) {
         if (!select || !this.$) return;
         const $el = this.$(select);
-        if ($el.data('select2')) $el.trigger('change.select2');
+        if (!$el.data('select2')) return;
+        const utils = this.select2Utils();
+        if (utils) {
+            for (const opt of select.options) {
+                const cached = utils.GetData(opt, 'data');
+                if (cached && typeof cached === 'object') {
+                    cached.text = opt.textContent;
+                    cached.disabled = opt.disabled;
+                }
+            }
+        }
+        $el.trigger('change.select2');
+    }
+
+    select2Utils() {
+        try {
+            const utils = this.$?.fn?.select2?.amd?.require?.('select2/utils');
+            return typeof utils?.GetData === 'function' ? utils : null;
+        } catch {
+            return null;
+        }
+    }
+
+    /**
+     * select2 lists `hidden` options anyway (as disabled rows when disabled), so the "only my
+     * subscription" filter also needs a page-level flag that style.css uses to hide the disabled rows
+     * of ST's two model dropdowns only.
+     */
+    markSubscriptionFilter(on) {
+        this.win.document.body?.classList.toggle('ngc-only-sub', !!on);
     }
 
     observe(el, callback) {
@@ -374,7 +406,15 @@ export class StAdapter {
         if (!this.hasOption(nanogpt, id)) {
             this.clickConnect('openai');
             const ok = await this.waitFor(() => this.hasOption(nanogpt, id), waitMs);
-            if (!ok) return { ok: false, source: 'nanogpt', message: `${id} is not in SillyTavern's NanoGPT model list yet; press Connect and try again.` };
+            if (!ok) {
+                // Real ST leaves the select with only its "-- Connect to the API --" placeholder when its
+                // Connect fails (no key, NanoGPT unreachable), and ignores model changes until a list loaded.
+                const loaded = Array.from(nanogpt?.options ?? []).some((o) => o.value);
+                const message = loaded
+                    ? `${id} is not in the model list SillyTavern got from NanoGPT for your key; try another endpoint or model.`
+                    : `SillyTavern could not load NanoGPT's model list (Connect failed: check the key and the connection under API Connections), so ${id} cannot be selected yet.`;
+                return { ok: false, source: 'nanogpt', message };
+            }
         }
         this.setControl('#model_nanogpt_select', id, 'change');
         return { ok: true, source: 'nanogpt' };

@@ -17,9 +17,9 @@ import pytest
 from nanogpt_companion.sillytavern.dataroot import discover_users
 from nanogpt_companion.sillytavern.documents import is_companion_temp, read_document
 from nanogpt_companion.watcher import SettingsWatcher
-from tests.doctor_service import crash_writer
 from tests.doctor_service.conftest import nanogpt_settings, st_bytes
-from tests.doctor_service.st_writer import variant
+from tests.fakes import crash_writer
+from tests.fakes.racing_st_writer import settings_variant as variant
 from tests.fakes.service_fixtures import (
     RunningService,
     UpstreamThread,
@@ -29,7 +29,7 @@ from tests.fakes.service_fixtures import (
 )
 from tests.fakes.st_fixtures import STInstall, UserSpec, build_st_install
 
-HERE = Path(__file__).parent
+RACING_WRITER = Path(__file__).parents[1] / "fakes" / "racing_st_writer.py"
 WRITES = 1000
 
 
@@ -76,7 +76,7 @@ def test_a_racing_writer_never_loses_its_last_write_and_fixes_do_not_loop(
     service = start_service(st, upstream, tmp_path / "state", st_port=st_port)
     try:
         writer = subprocess.Popen(
-            [sys.executable, str(HERE / "st_writer.py"), str(settings), str(WRITES), "7"],
+            [sys.executable, str(RACING_WRITER), "settings", str(settings), str(WRITES), "7"],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -114,7 +114,7 @@ def test_a_racing_writer_never_loses_its_last_write_and_fixes_do_not_loop(
 
 def test_sigkill_mid_fix_leaves_the_old_or_the_new_file_never_a_mix(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["tests.doctor_service.crash_writer"])
+    ctx.set_forkserver_preload(["tests.fakes.crash_writer"])
     st: STInstall = build_st_install(
         tmp_path, users={"default-user": UserSpec(settings=nanogpt_settings(""))}
     )

@@ -33,6 +33,8 @@ from nanogpt_companion.sillytavern.stjson import dumps_st
 from nanogpt_companion.watcher import SettingsWatcher
 from tests.doctor_service.conftest import nanogpt_settings, st_bytes
 from tests.doctor_service.test_race_crash import wait_stable
+from tests.fakes import crash_writer
+from tests.fakes.racing_st_writer import PRESET_PPP, PROFILE_PPP, preset_variant, profile_variant
 from tests.fakes.service_fixtures import (
     RunningService,
     UpstreamThread,
@@ -41,13 +43,11 @@ from tests.fakes.service_fixtures import (
     start_service,
 )
 from tests.fakes.st_fixtures import FIXTURES, MakeSTInstall, STInstall, UserSpec, build_st_install
-from tests.hardening import preset_crash_writer
-from tests.hardening.race_writer import PRESET_PPP, PROFILE_PPP, preset_variant, profile_variant
 from tests.web.conftest import Companion, StartCompanion, start_companion
 
 __all__ = ["start_companion"]  # the in-process app fixture, used by the full-disk test
 
-HERE = Path(__file__).parent
+RACING_WRITER = Path(__file__).parents[1] / "fakes" / "racing_st_writer.py"
 WRITES = 600  # per race; the settings.json race runs 1,000, these two together stay within seconds
 CRASH_TRIALS = 100
 SHIPPED_PRESET: dict[str, Any] = json.loads((FIXTURES / "openai-preset.Default.json").read_text("utf-8"))
@@ -125,7 +125,7 @@ def run_race(service: RunningService, target: Path, mode: str, seed: int) -> tup
     """Run the writer against ``target`` while sampling it; returns the writer's last index and the
     statuses of the fixes requested meanwhile."""
     writer = subprocess.Popen(
-        [sys.executable, str(HERE / "race_writer.py"), mode, str(target), str(WRITES), str(seed)],
+        [sys.executable, str(RACING_WRITER), mode, str(target), str(WRITES), str(seed)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -223,7 +223,7 @@ def test_a_racing_profile_writer_never_loses_its_last_save_and_fixes_do_not_loop
 
 def test_sigkill_mid_preset_fix_leaves_the_old_or_the_new_preset_never_a_mix(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["tests.hardening.preset_crash_writer"])
+    ctx.set_forkserver_preload(["tests.fakes.crash_writer"])
     st: STInstall = build_st_install(
         tmp_path,
         users={
@@ -241,7 +241,9 @@ def test_sigkill_mid_preset_fix_leaves_the_old_or_the_new_preset_never_a_mix(tmp
     proc = None
     for _ in range(CRASH_TRIALS):
         ready = ctx.Event()
-        proc = ctx.Process(target=preset_crash_writer.fix_forever, args=(str(preset), ready), daemon=True)
+        proc = ctx.Process(
+            target=crash_writer.fix_forever, args=(str(preset), ready, (PRESET_PPP,)), daemon=True
+        )
         proc.start()
         assert ready.wait(20)
         time.sleep(rng.uniform(0, 0.02))

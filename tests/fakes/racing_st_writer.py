@@ -1,11 +1,12 @@
-"""Stand-alone writer for the preset and profile race tests: plays SillyTavern saving one file over and over.
+"""Stand-alone writer for the race tests: plays SillyTavern saving one file over and over.
 
-Run as ``python race_writer.py preset|profile PATH N SEED``. Each save is a temp file + rename
-(write-file-atomic's way). ``preset`` rewrites a Chat Completion preset; ``profile`` rewrites settings.json
-with a Connection Manager profile. Two saves in three carry a bad Prompt Post-Processing the service
-should fix, one a healthy value; every save carries a unique marker, and the model cycles so consecutive
-broken saves are different situations. Prints the index of the last write. Only the standard library,
-so it starts fast and shares nothing with the service under test.
+Run as ``python racing_st_writer.py settings|preset|profile PATH N SEED``. Each save is a temp file +
+rename (write-file-atomic's way). ``settings`` rewrites settings.json's own PPP; ``preset`` rewrites a
+Chat Completion preset; ``profile`` rewrites settings.json with a Connection Manager profile. Two saves
+in three carry a bad Prompt Post-Processing the service should fix, one a healthy value; every save
+carries a unique marker, and the model cycles so consecutive broken saves are different situations.
+Prints the index of the last write. Only the standard library, so it starts fast and shares nothing
+with the service under test.
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ PROFILE_PPP = "prompt-post-processing"
 
 def broken(i: int) -> bool:
     return i % 3 != 2
+
+
+def settings_variant(base: dict[str, Any], i: int) -> bytes:
+    """settings.json saved with a bad PPP for NanoGPT two times in three."""
+    data = json.loads(json.dumps(base))
+    oai = data["oai_settings"]
+    oai["nanogpt_model"] = MODELS[i % 3]
+    oai["custom_prompt_post_processing"] = "merge" if i % 3 == 2 else ""
+    data["race_marker"] = i
+    return json.dumps(data, indent=4, ensure_ascii=False).encode("utf-8")
 
 
 def preset_variant(base: dict[str, Any], i: int) -> bytes:
@@ -56,7 +67,7 @@ def profile_variant(base: dict[str, Any], i: int) -> bytes:
     return json.dumps(data, indent=4, ensure_ascii=False).encode("utf-8")
 
 
-VARIANTS = {"preset": preset_variant, "profile": profile_variant}
+VARIANTS = {"settings": settings_variant, "preset": preset_variant, "profile": profile_variant}
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""Child process body for the crash test: fix settings.json in a loop with the production write path.
+"""Child process body for the crash tests: fix one value of a file in a loop with the production write path.
 
 Runs in a process forked from a forkserver that has already imported the service, so each of the 100
 trials starts in milliseconds; the parent kills it with SIGKILL at a random moment.
@@ -10,17 +10,18 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 
 from nanogpt_companion.doctor.finding import PatchOp
-from nanogpt_companion.doctor_service import _patch_file  # the function the service's fixes go through
+from nanogpt_companion.doctor_service import _patch_file  # the function every file fix goes through
 
 PPP = ("oai_settings", "custom_prompt_post_processing")
 
 
-def fix_forever(path: str, ready: Event) -> None:
+def fix_forever(path: str, ready: Event, key_path: tuple[str, ...] = PPP) -> None:
+    """``key_path``: settings.json's PPP by default; a preset's is ``("custom_prompt_post_processing",)``."""
     target = Path(path)
     values = ("", "merge")
     ready.set()
     i = 0
     while True:
         old, new = values[i % 2], values[(i + 1) % 2]
-        _patch_file(target, [PatchOp(path=PPP, value=new, old=old)])
+        _patch_file(target, [PatchOp(path=key_path, value=new, old=old)])
         i += 1
