@@ -54,6 +54,9 @@ def _lib_paths() -> dict[str, Path]:
         "jquery.js": jquery,
         "toastr.js": nm / "toastr/build/toastr.min.js",
         "toastr.css": nm / "toastr/build/toastr.min.css",
+        # ST 1.18 ships select2 4.1.0-rc.0 (public/lib/select2.min.js) and wraps its model selects in it.
+        "select2.js": nm / "select2/dist/js/select2.min.js",
+        "select2.css": nm / "select2/dist/css/select2.min.css",
     }
 
 

@@ -284,11 +284,26 @@ def test_enrichment_of_600_option_select_keeps_values_and_is_idempotent(page: An
     assert len(enriched) > len(snap) * 0.9
     assert any(" · SUB" in o["t"] for o in snap)
     # ST refills the select on every Connect: labels must not stack suffixes.
+    chosen = json.dumps(enriched[0]["v"])
+    js(page, f"SillyTavern.getContext().chatCompletionSettings.nanogpt_model = {chosen}")
     connect_nanogpt_list(page)
     page.wait_for_timeout(100)
     again = js(page, "[...document.querySelectorAll('#model_nanogpt_select option')].map(o => o.text)")
     assert again == [o["t"] for o in snap]
     assert all(t.count(" per 1M") <= 1 for t in again)
+    # ST's select2 shows the selected option's cached text while closed; ST's fill caches it (its own
+    # `.val().trigger('change')`) before the enrichment runs, so the cache must be brought in step.
+    selected = js(page, "document.querySelector('#model_nanogpt_select').selectedOptions[0].text")
+    assert " per 1M" in selected
+    assert page.text_content("#select2-model_nanogpt_select-container") == selected
+    # ST's /model-style searches go through select2's cache too: it must hold the enriched labels.
+    cached = js(
+        page,
+        """() => { const u = jQuery.fn.select2.amd.require('select2/utils');
+        return [...document.querySelectorAll('#model_nanogpt_select option')]
+            .map(o => u.GetData(o, 'data')).filter(Boolean).map(d => d.text) }""",
+    )
+    assert cached and all(" per 1M" in t for t in cached if t)
     # "Only my subscription" hides the rest but never the selected option; turning it off restores all.
     open_drawer(page)
     page.check("#ngc_only_subscription")
@@ -297,6 +312,16 @@ def test_enrichment_of_600_option_select_keeps_values_and_is_idempotent(page: An
     )
     assert 0 < hidden < n
     assert js(page, "document.querySelector('#model_nanogpt_select').selectedOptions[0].hidden") is False
+    # select2 ignores `hidden`: in ST's real dropdown the filtered rows must not be listed either.
+    page.click("#model_nanogpt_select + .select2 .select2-selection")
+    page.wait_for_selector("#select2-model_nanogpt_select-results")
+    shown = js(
+        page,
+        """() => [...document.querySelectorAll('#select2-model_nanogpt_select-results li[role=option]')]
+        .filter(li => li.offsetParent !== null).length""",
+    )
+    page.keyboard.press("Escape")
+    assert 0 < shown <= n - hidden
     page.uncheck("#ngc_only_subscription")
     assert (
         js(

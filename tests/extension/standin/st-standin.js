@@ -94,10 +94,13 @@
         saveSettingsDebounced();
         eventSource.emit(event_types.CHATCOMPLETION_MODEL_CHANGED, id);
     }
+    // openai.js `model_list`: what the last Connect returned. ST ignores model changes until a list has
+    // loaded (onModelChange: `if (!value || !hasModelsLoaded) return`), seen in real ST 1.18 offline.
+    let model_list = [];
     $('#model_nanogpt_select').on('change', function () {
         countCall('#model_nanogpt_select:change');
         const value = String($(this).val() || '');
-        if (!value) return;
+        if (!value || model_list.length === 0) return;
         oai_settings.nanogpt_model = value;
         onModelChange(value);
     });
@@ -170,6 +173,7 @@
 
     /** ST's own fill of #model_nanogpt_select (openai.js saveModelList + sort/group helpers). */
     function fillNanoGptSelect(models) {
+        model_list = models.slice();
         const list = models.slice();
         const sort = oai_settings.sort_models || 'alphabetically';
         if (sort === 'context_length') list.sort((a, b) => (b.context_length || 0) - (a.context_length || 0));
@@ -192,6 +196,22 @@
         }
         if (list.length && !list.some((m) => m.id === oai_settings.nanogpt_model)) oai_settings.nanogpt_model = list[0].id;
         $select.val(oai_settings.nanogpt_model).trigger('change');
+    }
+
+    /* openai.js getNanoGptModelTemplate: the dropdown rows are built from model_list (name, context,
+     * price, Sub), not from the option's text; only options ST has no model for fall back to the text.
+     * The closed select shows select2's cached option text. */
+    function getNanoGptModelTemplate(option) {
+        const model = model_list.find((x) => x.id === option?.element?.value);
+        if (!option.id || !model) return option.text;
+        const p = model.pricing ?? {};
+        const price = p.prompt !== undefined && p.completion !== undefined ? `$${p.prompt}/$${p.completion} in/out Mtoken` : 'Unknown';
+        const sub = model.subscription?.included ? ' | Sub' : '';
+        return $('<div class="flex-container alignItemsBaseline">').append($('<strong>').text(model.name || model.id), ` | ${model.context_length || 'Unknown'} ctx | `, $('<small>').text(price), sub);
+    }
+    // ST (openai.js L7123) wraps the NanoGPT model select in select2 4.1 once, at start-up.
+    if ($.fn.select2) {
+        $('#model_nanogpt_select').select2({ placeholder: 'Select a model', width: '100%', templateResult: getNanoGptModelTemplate });
     }
 
     function toggleSources() {
