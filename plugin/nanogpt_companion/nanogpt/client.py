@@ -46,7 +46,7 @@ from nanogpt_companion.nanogpt.schemas import (
     SkippedEntry,
     UpstreamModel,
     parse_balance,
-    parse_model_list,
+    parse_model_list_async,
     parse_subscription_usage,
 )
 
@@ -194,7 +194,7 @@ class NanoGPTClient:
         response = await self._send(
             "GET", TIER_PATHS[tier], headers=headers, params=params, secret=api_key, what=f"{tier} models"
         )
-        parsed = parse_model_list(response.body)
+        parsed = await parse_model_list_async(response.body)
         if parsed.skipped:
             first = ", ".join(repr(entry.id) for entry in parsed.skipped[:_SKIPPED_IDS_SHOWN])
             logger.warning(

@@ -128,8 +128,15 @@ class _ObjectScan:
     close: int | None = None
 
 
-def _scan_object(text: str, start: int, key: str, layout: _Layout | None = None) -> _ObjectScan:
-    """Find ``key`` in the object at ``start``; first occurrence (a duplicate fails the final self-check)."""
+def _scan_object(
+    text: str, start: int, key: str, layout: _Layout | None = None, *, unique: bool = False
+) -> _ObjectScan:
+    """Find ``key`` in the object at ``start`` (its first occurrence).
+
+    ``unique``: keep scanning to the end of the object and refuse a second occurrence. JSON.parse keeps
+    the *last* duplicate, so patching the first would silently change nothing; without this check only
+    the final full re-parse would notice.
+    """
     if text[start : start + 1] != "{":
         raise _Malformed("not an object")
     i = _skip_ws(text, start + 1)
@@ -137,6 +144,7 @@ def _scan_object(text: str, start: int, key: str, layout: _Layout | None = None)
         return _ObjectScan(None, close=i)
     prev_end: int | None = None
     prev_key_start: int | None = None
+    found: _Member | None = None
     while True:
         if text[i : i + 1] != '"':
             raise _Malformed(f"expected a key at offset {i}")
@@ -150,7 +158,11 @@ def _scan_object(text: str, start: int, key: str, layout: _Layout | None = None)
             raise _Malformed(f"expected ':' at offset {i}")
         value_start = _skip_ws(text, i + 1)
         if name == key:
-            return _ObjectScan(_Member(key_start, value_start, prev_end))
+            if found is not None:
+                raise _Malformed(f"the key {key!r} is duplicated in one object (JSON.parse keeps the last)")
+            found = _Member(key_start, value_start, prev_end)
+            if not unique:
+                return _ObjectScan(found)
         prev_end = _value_end(text, value_start, layout)
         prev_key_start = key_start
         i = _skip_ws(text, prev_end)
@@ -158,6 +170,8 @@ def _scan_object(text: str, start: int, key: str, layout: _Layout | None = None)
         if c == ",":
             i = _skip_ws(text, i + 1)
         elif c == "}":
+            if found is not None:
+                return _ObjectScan(found)
             return _ObjectScan(None, last_key_start=prev_key_start, last_value_end=prev_end, close=i)
         else:
             raise _Malformed(f"expected ',' or '}}' at offset {i}")
@@ -214,8 +228,14 @@ def _nest(path: Sequence[PathElement], value: Any) -> Any:
     return value
 
 
-def _splice_one(text: str, edit: PatchEdit, layout: _Layout) -> str:
-    """Apply one edit to ``text``; unchanged text when deleting something that is not there."""
+def _splice_one(text: str, edit: PatchEdit, layout: _Layout, old: Any = None) -> tuple[str, bool]:
+    """Apply one edit to ``text``; unchanged text when deleting something that is not there.
+
+    Returns the new text and whether the edit verified itself: a replaced value whose old text was
+    parsed back and found equal to ``old`` (the value the parsed document holds there), in objects whose
+    keys on the path were checked unique. Such an edit cannot have landed anywhere else, so the caller may
+    skip re-parsing the whole file.
+    """
     path = edit.path
     if not path:
         raise _Malformed("empty path: the whole document cannot be patched")
@@ -228,32 +248,47 @@ def _splice_one(text: str, edit: PatchEdit, layout: _Layout) -> str:
             found = _array_element(text, pos, element, layout) if element >= 0 else None
             if found is None:
                 if edit.delete:
-                    return text
+                    return text, False
                 raise _Malformed(f"array index {element} out of range (arrays are not extended)")
             if last:
                 if edit.delete:
                     raise _Malformed("deleting array elements is not supported")
                 end = _value_end(text, found, layout)
-                return text[:found] + layout.dumps(edit.value, _line_indent(text, found)) + text[end:]
+                verified = _span_holds(text, found, end, old)
+                return text[:found] + layout.dumps(edit.value, _line_indent(text, found)) + text[
+                    end:
+                ], verified
             pos = found
             continue
-        scan = _scan_object(text, pos, element, layout)
+        scan = _scan_object(text, pos, element, layout, unique=True)
         member = scan.member
         if member is None:
             if edit.delete:
-                return text
-            return _insert_member(
+                return text, False
+            inserted = _insert_member(
                 text, pos, scan, key=element, value=_nest(path[depth + 1 :], edit.value), layout=layout
             )
+            return inserted, False
         if not last:
             pos = member.value_start
             continue
         end = _value_end(text, member.value_start, layout)
         if not edit.delete:
             indent = _line_indent(text, member.value_start)
-            return text[: member.value_start] + layout.dumps(edit.value, indent) + text[end:]
-        return _delete_member(text, pos, member, end)
+            verified = _span_holds(text, member.value_start, end, old)
+            return text[: member.value_start] + layout.dumps(edit.value, indent) + text[end:], verified
+        return _delete_member(text, pos, member, end), False
     raise AssertionError("unreachable")
+
+
+def _span_holds(text: str, start: int, end: int, old: Any) -> bool:
+    """Does ``text[start:end]`` parse to exactly ``old``? Proves the span located is the value's."""
+    if old is _MISSING:
+        return False
+    try:
+        return js_equal(loads_fast(text[start:end]), old)
+    except ValueError:
+        return False
 
 
 def _insert_member(
@@ -346,17 +381,24 @@ def _patch_with(
     text: str, data: Any, ops: Sequence[PatchEdit], path_for_errors: Path, layout: _Layout
 ) -> tuple[str, Any]:
     expected = data
+    all_verified = True
     for edit in ops:
         if not edit.path:
             raise PatchError(path_for_errors, "an edit needs a non-empty key path")
+        old = _get(expected, tuple(edit.path))
         try:
             expected = _applied(expected, tuple(edit.path), edit)
         except PatchError as exc:
             raise PatchError(path_for_errors, f"{exc.reason} (path {list(edit.path)})") from None
         try:
-            text = _splice_one(text, edit, layout)
+            text, verified = _splice_one(text, edit, layout, old)
         except _Malformed as exc:
             raise PatchError(path_for_errors, f"cannot patch {list(edit.path)}: {exc}") from None
+        all_verified = all_verified and verified
+    if all_verified:
+        # Every edit replaced a span proven to hold the old value, under unique keys: the rest of the
+        # text is the original, which parsed to ``data``. Re-parsing megabytes would prove nothing more.
+        return text, expected
     try:
         result = loads_fast(text.encode("utf-8", "surrogatepass"))
     except ValueError:
