@@ -169,6 +169,9 @@ class NanoGPTClient:
         # of other calls already under way with the same key, or they would hit NanoGPT before Retry-After.
         self._not_before: dict[str, float] = {}
         self._clock = clock
+        # Lists arrive concurrently but are parsed one at a time: each parse holds a whole decoded
+        # JSON tree, and four of them alive at once would raise the process's memory high-water mark.
+        self._parse_lock = asyncio.Lock()
 
     @property
     def base_url(self) -> str:
@@ -194,7 +197,8 @@ class NanoGPTClient:
         response = await self._send(
             "GET", TIER_PATHS[tier], headers=headers, params=params, secret=api_key, what=f"{tier} models"
         )
-        parsed = await parse_model_list_async(response.body)
+        async with self._parse_lock:
+            parsed = await parse_model_list_async(response.body)
         if parsed.skipped:
             first = ", ".join(repr(entry.id) for entry in parsed.skipped[:_SKIPPED_IDS_SHOWN])
             logger.warning(
