@@ -21,13 +21,7 @@ import pytest
 from tests.extension import test_extension as base
 from tests.extension.conftest import CHROMIUM, CHROMIUM_ARGS, Harness, artifact, open_page
 from tests.extension.standin_server import free_port
-from tests.fakes.service_fixtures import (
-    REPO,
-    RunningService,
-    build_stack_install,
-    start_fake_upstream,
-    start_service,
-)
+from tests.fakes.service_fixtures import REPO, RunningService, running_stack
 from tests.st_server_plugin.support import Harness as NodeHarness
 from tests.st_server_plugin.support import start_harness, stop_harness
 
@@ -60,17 +54,10 @@ def install_plugin(st_dir: Path) -> str:
 @pytest.fixture(scope="module")
 def service_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     """As the shared fixture, but with the extension and server plugin installed before the service starts."""
-    tmp = tmp_path_factory.mktemp("plugin-stack")
-    st_port = free_port()
-    st = build_stack_install(tmp, st_port)
-    install_plugin(st.st_dir)
-    upstream = start_fake_upstream()
-    service = start_service(st, upstream, tmp / "state", st_port=st_port)
-    try:
-        yield service
-    finally:
-        service.stop()
-        upstream.stop()
+    with running_stack(
+        tmp_path_factory.mktemp("plugin-stack"), prepare=lambda st: install_plugin(st.st_dir)
+    ) as svc:
+        yield svc
 
 
 @pytest.fixture(scope="module")

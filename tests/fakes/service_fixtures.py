@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,16 +228,32 @@ def build_stack_install(base: Path, st_port: int) -> STInstall:
     )
 
 
+@contextmanager
+def running_stack(
+    base: Path, *, prepare: Callable[[STInstall], None] | None = None
+) -> Iterator[RunningService]:
+    """The two-user ST install, the fake upstream and the real service, stopped on exit.
+
+    ``prepare(st)`` runs after the install is built and before the service starts (install the plugin,
+    plant hostile folders, ...).
+    """
+    st_port = free_port()
+    st = build_stack_install(base, st_port)
+    if prepare is not None:
+        prepare(st)
+    upstream = start_fake_upstream()
+    try:
+        service = start_service(st, upstream, base / "state", st_port=st_port)
+        try:
+            yield service
+        finally:
+            service.stop()
+    finally:
+        upstream.stop()
+
+
 @pytest.fixture(scope="module")
 def service_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     """A real service process + fake upstream + a real temporary ST install, shared by a test module."""
-    base = tmp_path_factory.mktemp("stack")
-    st_port = free_port()
-    st = build_stack_install(base, st_port)
-    upstream = start_fake_upstream()
-    service = start_service(st, upstream, base / "state", st_port=st_port)
-    try:
+    with running_stack(tmp_path_factory.mktemp("stack")) as service:
         yield service
-    finally:
-        service.stop()
-        upstream.stop()

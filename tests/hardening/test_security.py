@@ -17,13 +17,8 @@ import aiohttp
 import pytest
 
 from tests.fakes.nanogpt_upstream import PAYG_KEY, SUBSCRIBER_KEY
-from tests.fakes.service_fixtures import (
-    RunningService,
-    build_stack_install,
-    free_port,
-    start_fake_upstream,
-    start_service,
-)
+from tests.fakes.service_fixtures import RunningService, running_stack
+from tests.fakes.st_fixtures import STInstall
 from tests.hardening.support import find_keys
 
 OUTSIDE_MARKER = "outside-the-data-root"
@@ -93,22 +88,18 @@ def traffic() -> Traffic:
 def hostile_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     """The two-user stack, with folders in the data root that try to leave it or pass for users."""
     base = tmp_path_factory.mktemp("security")
-    st_port = free_port()
-    st = build_stack_install(base, st_port)
-    outside = base / OUTSIDE_MARKER
-    outside.mkdir()
-    (outside / "settings.json").write_text("{}", encoding="utf-8")
-    os.symlink(outside, st.data_root / "escape")  # a user folder that is a link out of the data root
-    for name in ("..hidden", "...", " spaced", "_storage2"):
-        (st.data_root / name).mkdir()
-        (st.data_root / name / "settings.json").write_text("{}", encoding="utf-8")
-    upstream = start_fake_upstream()
-    service = start_service(st, upstream, base / "state", st_port=st_port)
-    try:
+
+    def plant(st: STInstall) -> None:
+        outside = base / OUTSIDE_MARKER
+        outside.mkdir()
+        (outside / "settings.json").write_text("{}", encoding="utf-8")
+        os.symlink(outside, st.data_root / "escape")  # a user folder that is a link out of the data root
+        for name in ("..hidden", "...", " spaced", "_storage2"):
+            (st.data_root / name).mkdir()
+            (st.data_root / name / "settings.json").write_text("{}", encoding="utf-8")
+
+    with running_stack(base, prepare=plant) as service:
         yield service
-    finally:
-        service.stop()
-        upstream.stop()
 
 
 # ---- who may ask ---------------------------------------------------------------------------------------
