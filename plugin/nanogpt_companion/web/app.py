@@ -171,6 +171,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await account.close()
     if doctor is not None:
         await doctor.close()
+    gc.unfreeze()  # an app that is gone must not pin what was alive when it started (tests run many)
 
 
 async def _supervised(coro: Coroutine[Any, Any, Any], name: str) -> None:
