@@ -502,6 +502,7 @@ class CatalogService:
         return await self._client.models(tier, api_key=key.reveal())
 
     async def _do_refresh(self, slot: _Slot) -> tuple[CatalogSnapshot, CatalogDiff]:
+        was_failing = slot.last_error is not None
         key = ResolvedKey.none() if slot.key_rejected else slot.key
         tiers = [Tier.V1, Tier.SUBSCRIPTION, Tier.PAID] + ([Tier.PERSONALIZED] if key.present else [])
         results = await asyncio.gather(*(self._fetch_tier(t, key) for t in tiers), return_exceptions=True)
@@ -512,17 +513,25 @@ class CatalogService:
         for tier, result in zip(tiers, results, strict=True):
             if isinstance(result, ModelListResult):
                 lists[tier] = result.models
-                status[tier.value] = TierStatus(True, len(result.models))
-                if result.skipped:
-                    log.warning(
-                        "%s list: skipped %d malformed model entries", tier.value, len(result.skipped)
-                    )
+                status[tier.value] = TierStatus(
+                    True, len(result.models)
+                )  # skipped entries: the client logs them
             elif isinstance(result, NanoGPTError):
                 errors.append(result)
                 status[tier.value] = TierStatus(False, 0, ErrorInfo(code=result.code, message=str(result)))
-                log.warning("could not fetch the %s model list: %s", tier.value, result)
             elif isinstance(result, BaseException):
                 raise result
+        if errors:
+            # One line per round; a warning only when the failure starts, so a service left running
+            # through a long outage does not fill its log.
+            failed = [name for name, st in status.items() if not st.ok]
+            log.log(
+                logging.INFO if was_failing else logging.WARNING,
+                "could not fetch NanoGPT's %s model list%s: %s",
+                ", ".join(failed),
+                "s" if len(failed) > 1 else "",
+                errors[0],
+            )
         reached = len(errors) < len(tiers) or any(
             not isinstance(e, UpstreamUnavailableError | MalformedResponseError) for e in errors
         )

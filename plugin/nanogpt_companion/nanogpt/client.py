@@ -301,7 +301,8 @@ class NanoGPTClient:
                 pause = error.retry_after if error.retry_after is not None else _DEFAULT_RATE_LIMIT_PAUSE
                 self._not_before[slot] = max(self._not_before.get(slot, 0.0), self._clock() + pause)
             raise error
-        logger.warning(
+        # Debug only: the caller (catalogue, account) reports the outcome once, in its own words.
+        logger.debug(
             "NanoGPT %s unavailable after %d attempt%s: %s",
             what,
             attempts,
@@ -365,7 +366,7 @@ class NanoGPTClient:
         status = response.status
         upstream = _error_message(response.body, secret)
         said = f' NanoGPT said: "{upstream}".' if upstream else ""
-        logger.warning("NanoGPT %s request (%s) failed with HTTP %d", what, path, status)
+        logger.debug("NanoGPT %s request (%s) failed with HTTP %d", what, path, status)
         if status in (401, 403):
             return KeyRejectedError(
                 f"NanoGPT rejected the API key ({status}) for the {what} request.{said} Check the key in "
