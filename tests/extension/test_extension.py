@@ -132,7 +132,8 @@ def test_service_not_running_is_quiet(browser: Any, harness: Harness) -> None:
         page.screenshot(path=artifact("drawer-service-down.png"), full_page=True)
         # The service comes up (its token file now points at it): the extension reconnects on its own.
         harness.standin.bootstrap_override = harness.service.token_file("default-user").read_bytes()
-        page.wait_for_selector(CONNECTED, timeout=15000)
+        # The next retry comes on the backoff (1 s doubling, +-20 % jitter): allow a late one.
+        page.wait_for_selector(CONNECTED, timeout=45000)
         page.wait_for_function("document.querySelector('#ngc_usd').textContent.startsWith('$')")
         assert page.is_visible("#ngc_account")
     finally:

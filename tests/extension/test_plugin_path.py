@@ -273,7 +273,9 @@ def test_service_down_behind_plugin_is_quiet_and_recovers_via_plugin(browser: An
         assert [e for e in errors if not base.NETWORK_NOISE.match(e)] == []
         assert len(errors) <= 4
         token_file.write_bytes(good)
-        page.wait_for_selector(VIA_PLUGIN, timeout=15000)
+        # The next retry comes on the extension's backoff (1 s doubling, +-20 % jitter); by now it may be
+        # 16 s or even 32 s away on a busy machine. Allow for that rather than race it.
+        page.wait_for_selector(VIA_PLUGIN, timeout=45000)
     finally:
         page.context.close()
         if token_file.read_bytes() != good:
