@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from nanogpt_companion.sillytavern.stjson import dumps_st
-from tests.fakes.st_fixtures import DEFAULT_SETTINGS, FIXTURES
+from nanogpt_companion.store import JournalEntry
+from nanogpt_companion.web import keys
+from tests.fakes.st_fixtures import DEFAULT_SETTINGS, FIXTURES, MakeSTInstall, STInstall, UserSpec
 from tests.web.conftest import Companion, StartCompanion, start_companion
 
 __all__ = ["Companion", "StartCompanion", "start_companion"]
@@ -103,3 +105,37 @@ async def open_tab(companion: Companion, handle: str = "default-user") -> SSERea
     reader = SSEReader(resp)
     await wait_until(lambda: reader.named("hello"), 5)
     return reader
+
+
+def one_user(make_st_install: MakeSTInstall, settings: dict[str, Any] | None = None) -> STInstall:
+    return make_st_install(users={"default-user": UserSpec(settings=settings or nanogpt_settings(""))})
+
+
+async def journal(companion: Companion, handle: str = "default-user") -> list[JournalEntry]:
+    entries: list[JournalEntry] = await companion.client.app[keys.STORE].journal_list(handle)
+    return entries
+
+
+async def findings(companion: Companion, handle: str = "default-user") -> list[dict[str, Any]]:
+    resp = await companion.get("/api/doctor", handle)
+    assert resp.status == 200
+    return list((await resp.json())["findings"])
+
+
+async def started(companion: Companion, handle: str = "default-user") -> None:
+    """Wait for the start-up scan, so later events are the watcher's doing."""
+    doctor = companion.client.app[keys.DOCTOR]
+    assert doctor is not None
+    await wait_until(lambda: doctor._user_state(handle).checked_at)
+
+
+async def watch_healthy_user(
+    make_st_install: MakeSTInstall, start_companion: StartCompanion
+) -> tuple[Companion, Path]:
+    """One NanoGPT user whose settings are fine at start, the service watching, its start-up scan done.
+
+    Returns the companion and the user's settings.json, which tests then save into as ST would."""
+    st = one_user(make_st_install, nanogpt_settings("merge"))
+    companion = await start_companion(st, watch=True)
+    await started(companion)
+    return companion, st.user().settings

@@ -18,13 +18,15 @@ from nanogpt_companion.web import keys
 from tests.doctor_service.conftest import (
     Companion,
     StartCompanion,
+    journal,
     nanogpt_settings,
+    one_user,
     ppp_of,
     settle,
     st_bytes,
     wait_until,
 )
-from tests.doctor_service.test_flow import journal, one_user, outside_span_equal
+from tests.doctor_service.test_flow import outside_span_equal
 from tests.fakes.st_fixtures import MakeSTInstall, UserSpec
 from tests.fixtures import ST_FIXTURES
 

@@ -9,31 +9,20 @@ from nanogpt_companion.store import JournalEntry
 from nanogpt_companion.web import keys
 from tests.doctor_service.conftest import (
     PPP,
-    Companion,
     StartCompanion,
+    findings,
+    journal,
     nanogpt_settings,
+    one_user,
     open_tab,
     ppp_of,
     settle,
     st_bytes,
+    st_save,
     wait_until,
+    watch_healthy_user,
 )
-from tests.fakes.st_fixtures import MakeSTInstall, STInstall, UserSpec
-
-
-def one_user(make_st_install: MakeSTInstall, settings: dict[str, Any] | None = None) -> STInstall:
-    return make_st_install(users={"default-user": UserSpec(settings=settings or nanogpt_settings(""))})
-
-
-async def journal(companion: Companion, handle: str = "default-user") -> list[JournalEntry]:
-    entries: list[JournalEntry] = await companion.client.app[keys.STORE].journal_list(handle)
-    return entries
-
-
-async def findings(companion: Companion, handle: str = "default-user") -> list[dict[str, Any]]:
-    resp = await companion.get("/api/doctor", handle)
-    assert resp.status == 200
-    return list((await resp.json())["findings"])
+from tests.fakes.st_fixtures import MakeSTInstall
 
 
 def ppp_findings(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -89,17 +78,14 @@ async def test_no_tab_patches_the_file_journals_it_and_undo_restores_every_byte(
 async def test_open_tab_gets_a_fix_event_and_the_file_is_never_touched(
     make_st_install: MakeSTInstall, start_companion: StartCompanion
 ) -> None:
-    st = one_user(make_st_install, nanogpt_settings("merge"))  # healthy at start: nothing to do yet
-    path = st.user().settings
-    companion = await start_companion(st, watch=True)
-    await wait_until(lambda: companion.client.app[keys.DOCTOR]._user_state("default-user").checked_at)
+    companion, path = await watch_healthy_user(
+        make_st_install, start_companion
+    )  # healthy at start: nothing to do yet
     tab = await open_tab(companion)
     try:
         broken = st_bytes(nanogpt_settings(""))
         # ST (the tab) saves the bad value; the watcher sees it and sends the fix to the tab.
-        tmp = path.with_name("settings.json.st-tmp")
-        tmp.write_bytes(broken)
-        tmp.replace(path)
+        st_save(path, broken)
         fix = (await wait_until(lambda: tab.named("fix")))[0]
         assert fix["rule"] == "ppp.nanogpt"
         assert fix["patch"] == [{"path": list(PPP), "value": "merge", "old": "", "existed": True}]
@@ -130,8 +116,7 @@ async def test_open_tab_gets_a_fix_event_and_the_file_is_never_touched(
 
         # The tab saves the fixed value, as ST does after applying it: no further fix goes anywhere.
         fixed = st_bytes(nanogpt_settings("merge"))
-        tmp.write_bytes(fixed)
-        tmp.replace(path)
+        st_save(path, fixed)
         await settle()
         assert len(tab.named("fix")) == 1
         assert path.read_bytes() == fixed
@@ -142,15 +127,9 @@ async def test_open_tab_gets_a_fix_event_and_the_file_is_never_touched(
 async def test_tab_closing_before_the_ack_hands_the_fix_to_the_file_path_once(
     make_st_install: MakeSTInstall, start_companion: StartCompanion
 ) -> None:
-    st = one_user(make_st_install, nanogpt_settings("merge"))
-    path = st.user().settings
-    companion = await start_companion(st, watch=True)
-    doctor = companion.client.app[keys.DOCTOR]
-    await wait_until(lambda: doctor._user_state("default-user").checked_at)
+    companion, path = await watch_healthy_user(make_st_install, start_companion)
     tab = await open_tab(companion)
-    tmp = path.with_name("settings.json.st-tmp")
-    tmp.write_bytes(st_bytes(nanogpt_settings("")))
-    tmp.replace(path)
+    st_save(path, nanogpt_settings(""))
     fix = (await wait_until(lambda: tab.named("fix")))[0]
     assert ppp_of(path) == ""
     await tab.close()  # the tab went away without applying it

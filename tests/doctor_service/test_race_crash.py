@@ -123,13 +123,7 @@ def test_sigkill_mid_fix_leaves_the_old_or_the_new_file_never_a_mix(tmp_path: Pa
     rng = random.Random(11)
     killed_with_temp = 0
     for _ in range(100):
-        ready = ctx.Event()
-        proc = ctx.Process(target=crash_writer.fix_forever, args=(str(settings), ready), daemon=True)
-        proc.start()
-        assert ready.wait(20)
-        time.sleep(rng.uniform(0, 0.02))
-        proc.kill()  # SIGKILL: no finally blocks, no temp-file clean-up
-        proc.join(10)
+        exitcode = crash_writer.kill_mid_fix(ctx, settings, rng)
         assert settings.read_bytes() in versions
         temps = [p for p in settings.parent.iterdir() if is_companion_temp(p.name)]
         killed_with_temp += bool(temps)
@@ -139,4 +133,4 @@ def test_sigkill_mid_fix_leaves_the_old_or_the_new_file_never_a_mix(tmp_path: Pa
             assert not SettingsWatcher._relevant(temp)
             temp.unlink()
         read_document(settings)
-    assert proc.exitcode == -9
+    assert exitcode == -9

@@ -10,9 +10,15 @@ import json
 
 import pytest
 
-from tests.doctor_service.conftest import StartCompanion, nanogpt_settings, ppp_of, settle, wait_until
+from tests.doctor_service.conftest import (
+    StartCompanion,
+    journal,
+    nanogpt_settings,
+    ppp_of,
+    settle,
+    wait_until,
+)
 from tests.doctor_service.test_bad_input import report
-from tests.doctor_service.test_flow import journal
 from tests.fakes.st_fixtures import MakeSTInstall, SecretsKind, UserSpec
 
 

@@ -6,36 +6,29 @@ import copy
 import json
 from typing import Any
 
-from nanogpt_companion.web import keys
 from tests.doctor_service.conftest import (
     PPP,
-    Companion,
     StartCompanion,
+    findings,
+    journal,
     nanogpt_settings,
+    one_user,
     open_tab,
     ppp_of,
     settle,
     st_bytes,
     st_save,
+    started,
     wait_until,
+    watch_healthy_user,
 )
-from tests.doctor_service.test_flow import findings, journal, one_user
 from tests.fakes.st_fixtures import FIXTURES, MakeSTInstall, UserSpec
-
-
-async def started(companion: Companion, handle: str = "default-user") -> None:
-    """Wait for the start-up scan, so later events are the watcher's doing."""
-    doctor = companion.client.app[keys.DOCTOR]
-    await wait_until(lambda: doctor._user_state(handle).checked_at)
 
 
 async def test_rename_save_is_fixed_once_and_our_write_does_not_start_a_new_round(
     make_st_install: MakeSTInstall, start_companion: StartCompanion
 ) -> None:
-    st = one_user(make_st_install, nanogpt_settings("merge"))
-    path = st.user().settings
-    companion = await start_companion(st, watch=True)
-    await started(companion)
+    companion, path = await watch_healthy_user(make_st_install, start_companion)
     assert await journal(companion) == []
 
     st_save(path, nanogpt_settings(""))
@@ -56,10 +49,7 @@ async def test_rename_save_is_fixed_once_and_our_write_does_not_start_a_new_roun
 async def test_identical_re_saves_with_a_tab_open_send_one_fix_and_one_findings_event(
     make_st_install: MakeSTInstall, start_companion: StartCompanion
 ) -> None:
-    st = one_user(make_st_install, nanogpt_settings("merge"))
-    path = st.user().settings
-    companion = await start_companion(st, watch=True)
-    await started(companion)
+    companion, path = await watch_healthy_user(make_st_install, start_companion)
     tab = await open_tab(companion)
     try:
         broken = st_bytes(nanogpt_settings(""))
@@ -81,10 +71,7 @@ async def test_identical_re_saves_with_a_tab_open_send_one_fix_and_one_findings_
 async def test_a_user_who_puts_the_value_back_is_respected_until_the_situation_changes(
     make_st_install: MakeSTInstall, start_companion: StartCompanion
 ) -> None:
-    st = one_user(make_st_install, nanogpt_settings("merge"))
-    path = st.user().settings
-    companion = await start_companion(st, watch=True)
-    await started(companion)
+    companion, path = await watch_healthy_user(make_st_install, start_companion)
 
     st_save(path, nanogpt_settings(""))
     await wait_until(lambda: ppp_of(path) == "merge")
@@ -201,10 +188,7 @@ async def test_a_user_created_at_run_time_is_watched_and_fixed(
 async def test_ask_waits_for_a_request_and_off_means_nothing_is_acted_on(
     make_st_install: MakeSTInstall, start_companion: StartCompanion
 ) -> None:
-    st = one_user(make_st_install, nanogpt_settings("merge"))
-    path = st.user().settings
-    companion = await start_companion(st, watch=True)
-    await started(companion)
+    companion, path = await watch_healthy_user(make_st_install, start_companion)
 
     resp = await companion.client.put(
         "/api/doctor/policy", json={"rule": "ppp.nanogpt", "policy": "ask"}, headers=companion.auth()

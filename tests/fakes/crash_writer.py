@@ -6,6 +6,9 @@ trials starts in milliseconds; the parent kills it with SIGKILL at a random mome
 
 from __future__ import annotations
 
+import random
+import time
+from multiprocessing.context import ForkServerContext
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
@@ -25,3 +28,20 @@ def fix_forever(path: str, ready: Event, key_path: tuple[str, ...] = PPP) -> Non
         old, new = values[i % 2], values[(i + 1) % 2]
         _patch_file(target, [PatchOp(path=key_path, value=new, old=old)])
         i += 1
+
+
+def kill_mid_fix(
+    ctx: ForkServerContext, path: Path, rng: random.Random, key_path: tuple[str, ...] = PPP
+) -> int | None:
+    """Start ``fix_forever`` on ``path``, let it run a random moment, SIGKILL it; returns its exit code.
+
+    SIGKILL runs no ``finally`` blocks and cleans up no temp file: the worst a crash can do.
+    """
+    ready = ctx.Event()
+    proc = ctx.Process(target=fix_forever, args=(str(path), ready, key_path), daemon=True)
+    proc.start()
+    assert ready.wait(20)
+    time.sleep(rng.uniform(0, 0.02))
+    proc.kill()
+    proc.join(10)
+    return proc.exitcode

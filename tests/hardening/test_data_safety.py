@@ -238,17 +238,9 @@ def test_sigkill_mid_preset_fix_leaves_the_old_or_the_new_preset_never_a_mix(tmp
     assert preset.read_bytes() in versions
     rng = random.Random(13)
     seen: set[bytes] = set()
-    proc = None
+    exitcode: int | None = None
     for _ in range(CRASH_TRIALS):
-        ready = ctx.Event()
-        proc = ctx.Process(
-            target=crash_writer.fix_forever, args=(str(preset), ready, (PRESET_PPP,)), daemon=True
-        )
-        proc.start()
-        assert ready.wait(20)
-        time.sleep(rng.uniform(0, 0.02))
-        proc.kill()  # SIGKILL: no finally blocks, no temp-file clean-up
-        proc.join(10)
+        exitcode = crash_writer.kill_mid_fix(ctx, preset, rng, (PRESET_PPP,))
         content = preset.read_bytes()
         assert content in versions, "a killed fix left a partial or mixed preset"
         seen.add(content)
@@ -259,7 +251,7 @@ def test_sigkill_mid_preset_fix_leaves_the_old_or_the_new_preset_never_a_mix(tmp
             assert not SettingsWatcher._relevant(temp)
             temp.unlink()
         read_document(preset)
-    assert proc is not None and proc.exitcode == -9
+    assert exitcode == -9
     assert seen == versions  # the kills landed on both sides of the rename, so both outcomes were tested
     assert st.user().settings.read_bytes() == settings_before  # a preset fix never touches settings.json
 
