@@ -291,7 +291,7 @@ class CatalogSnapshot:
         return self._view[start:end]
 
     def models_json(self, entries: Sequence[CatalogEntry]) -> bytes:
-        if len(entries) == len(self.entries) and entries is self.entries:
+        if entries is self.entries:
             return self.all_models_json
         return b"[" + b",".join(self.entry_json(self._index[e.id]) for e in entries) + b"]"
 

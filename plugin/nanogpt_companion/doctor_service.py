@@ -242,7 +242,7 @@ class DoctorService:
             state.findings = []
             state.checked_at = time.time()
             state.settings_sha = None
-            self._publish_findings(handle, state)
+            self._publish_findings(handle)
             return False
         presets = await asyncio.to_thread(self._read_presets, paths)
         preset_shas = {stem: d.sha256 for stem, d in presets.items()}
@@ -279,7 +279,7 @@ class DoctorService:
                 log.info("user %s reverted the %s fix; keeping it as a suggestion", handle, finding.rule)
         state.findings = findings
         state.checked_at = time.time()
-        self._publish_findings(handle, state)
+        self._publish_findings(handle)
         return True
 
     def _read_presets(self, paths: UserPaths) -> dict[str, Document]:
@@ -305,11 +305,11 @@ class DoctorService:
         account = self._account.cached(handle)
         return (snapshot.by_id if snapshot is not None else None), account
 
-    def _publish_findings(self, handle: str, state: UserState) -> None:
-        self._spawn(self._publish_findings_async(handle))
+    def _publish_findings(self, handle: str) -> None:
+        async def publish() -> None:
+            self._bus.publish(handle, "findings", await self.report(handle))
 
-    async def _publish_findings_async(self, handle: str) -> None:
-        self._bus.publish(handle, "findings", await self.report(handle))
+        self._spawn(publish())
 
     async def _forget_declines(self, handle: str) -> None:
         for finding_id in await self._store.declined(handle):

@@ -79,7 +79,7 @@ async def security_middleware(request: web.Request, handler: Handler) -> web.Str
     if request.method == "OPTIONS":
         return web.Response(status=204)
     try:
-        if request.path.startswith("/api/") or request.path not in PUBLIC_PATHS:
+        if request.path not in PUBLIC_PATHS:  # everything but /health, unknown paths included
             _authenticate(request)
         response = await handler(request)
     except ApiError as exc:
