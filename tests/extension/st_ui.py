@@ -22,18 +22,59 @@ _TOP_DRAWERS = {
 def open_top_drawer(page: STPage, which: str) -> None:
     """Open one of ST's top-bar panels (ST closes the others when one opens, as for a user)."""
     button, content = _TOP_DRAWERS[which]
-    if page.page.is_visible(content):
-        return
-    page.page.click(f"{button} .drawer-toggle")
-    page.page.wait_for_selector(content, state="visible")
+    if not page.page.is_visible(content):
+        page.page.click(f"{button} .drawer-toggle")
+        page.page.wait_for_selector(content, state="visible")
+    _wait_still(page)
+
+
+def _wait_still(page: STPage) -> None:
+    """ST opens and closes its panels with jQuery animations; act only once nothing moves."""
+    page.page.wait_for_function("() => !window.jQuery || jQuery(':animated').length === 0")
+
+
+_DRAWER_FOR = {content: which for which, (_button, content) in _TOP_DRAWERS.items()}
+
+
+def reveal(page: STPage, selector: str) -> None:
+    """Make an ST control visible the way a user would: open the top-bar panel that holds it, then every
+    closed inline drawer (ST's collapsible sections) around it."""
+    top = page.js(
+        """(sel) => { const el = document.querySelector(sel);
+        const d = el?.closest('.drawer-content'); return d ? '#' + d.id : null; }""",
+        selector,
+    )
+    if top in _DRAWER_FOR:
+        open_top_drawer(page, _DRAWER_FOR[top])
+    for _ in range(5):
+        if page.page.is_visible(selector):
+            return
+        toggled = page.js(
+            """(sel) => { const el = document.querySelector(sel);
+            for (let d = el?.closest('.inline-drawer'); d; d = d.parentElement?.closest('.inline-drawer')) {
+                const content = d.querySelector(':scope > .inline-drawer-content');
+                if (content && getComputedStyle(content).display === 'none') {
+                    d.querySelector(':scope > .inline-drawer-toggle, :scope > .inline-drawer-header')?.click();
+                    return true;
+                }
+            }
+            return false; }""",
+            selector,
+        )
+        _wait_still(page)
+        if not toggled:
+            break
+    page.page.wait_for_selector(selector, state="visible")
 
 
 def open_drawer(page: STPage) -> None:
     """The Extensions panel, then our drawer in it."""
     open_top_drawer(page, "extensions")
-    if not page.page.is_visible("#ngc_drawer_content"):
+    closed = page.js("() => getComputedStyle(document.getElementById('ngc_drawer_content')).display === 'none'")
+    if closed:
         page.page.click(".ngc-drawer .inline-drawer-header")
     page.page.wait_for_selector("#ngc_drawer_content", state="visible")
+    _wait_still(page)
 
 
 def wait_connected(page: STPage, timeout: float = 30000) -> None:

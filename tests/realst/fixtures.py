@@ -1,9 +1,10 @@
 """Pytest fixtures for real SillyTavern (listed in tests/conftest.py as a plugin module).
 
 - ``realst_browser`` (module): Debian's Chromium.
-- ``stack`` (module): the newest ST with the extension, the service and the fake NanoGPT; tests of
-  everything that does not differ between versions use it.
-- ``versioned_stack`` (module, parametrised over ``ST_VERSIONS``): the same for every supported version;
+- ``stack`` (session): the newest ST with the extension, the service and the fake NanoGPT; tests of
+  everything that does not differ between versions use it. Session-wide: a test that stops the service
+  or changes the fake must put them back.
+- ``versioned_stack`` (session, parametrised over ``ST_VERSIONS``): the same for every supported version;
   the core journeys run on it (their ids end in ``[1.13.5]`` etc.).
 - ``st_page`` (function): a fresh settings.json for ``default-user`` (the fixture real ST wrote after
   connecting to NanoGPT), a page of that ST opened and ready, and, when the test ends, a failure for any
@@ -44,12 +45,12 @@ def _stack(tmp_path_factory: pytest.TempPathFactory, version: str) -> Iterator[R
         yield stack
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealStack]:
     yield from _stack(tmp_path_factory, NEWEST)
 
 
-@pytest.fixture(scope="module", params=ST_VERSIONS)
+@pytest.fixture(scope="session", params=ST_VERSIONS)
 def versioned_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RealStack]:
@@ -93,7 +94,9 @@ def st_page_for(realst_browser: Any, expect_problems: ProblemGuard) -> Iterator[
 
     def open_for(stack: RealStack, *, seed: bool = True, connected: bool = True, **options: Any) -> STPage:
         if seed:
-            stack.seed_user(DEFAULT_USER)
+            # "Merge consecutive roles": what the doctor recommends for these models, so a page starts
+            # without findings and a test creates the one it is about.
+            stack.seed_user(DEFAULT_USER, oai={"custom_prompt_post_processing": "merge"})
         page = open_st_page(realst_browser, stack, **options)
         opened.append(page)
         if connected:
