@@ -54,7 +54,8 @@ def reveal(page: STPage, selector: str) -> None:
             for (let d = el?.closest('.inline-drawer'); d; d = d.parentElement?.closest('.inline-drawer')) {
                 const content = d.querySelector(':scope > .inline-drawer-content');
                 if (content && getComputedStyle(content).display === 'none') {
-                    d.querySelector(':scope > .inline-drawer-toggle, :scope > .inline-drawer-header')?.click();
+                    const toggle = ':scope > .inline-drawer-toggle, :scope > .inline-drawer-header';
+                    d.querySelector(toggle)?.click();
                     return true;
                 }
             }
@@ -70,7 +71,9 @@ def reveal(page: STPage, selector: str) -> None:
 def open_drawer(page: STPage) -> None:
     """The Extensions panel, then our drawer in it."""
     open_top_drawer(page, "extensions")
-    closed = page.js("() => getComputedStyle(document.getElementById('ngc_drawer_content')).display === 'none'")
+    closed = page.js(
+        "() => getComputedStyle(document.getElementById('ngc_drawer_content')).display === 'none'"
+    )
     if closed:
         page.page.click(".ngc-drawer .inline-drawer-header")
     page.page.wait_for_selector("#ngc_drawer_content", state="visible")
@@ -103,3 +106,40 @@ def record_st_events(page: STPage, *names: str) -> None:
 
 def st_events(page: STPage, name: str) -> list[Any]:
     return list(page.js("(n) => (window.__ngcStEvents || []).filter(e => e[0] === n).map(e => e[1])", name))
+
+
+def connect_builtin(page: STPage) -> int:
+    """Press ST's Connect (API Connections) and wait for ST's own fill of the NanoGPT model list."""
+    open_top_drawer(page, "api")
+    page.page.click("#api_button_openai")
+    page.page.wait_for_function("document.querySelectorAll('#model_nanogpt_select option').length > 100")
+    wait_online(page)
+    return int(page.js("document.querySelectorAll('#model_nanogpt_select option').length"))
+
+
+def wait_online(page: STPage, timeout: float = 30000) -> None:
+    """ST's own connection status (the plug icon): anything but "no connection"."""
+    page.page.wait_for_function(
+        "() => SillyTavern.getContext().onlineStatus !== 'no_connection'", timeout=timeout
+    )
+
+
+_REPLY_DONE = """(n) => {
+    const chat = SillyTavern.getContext().chat;
+    const last = chat[chat.length - 1];
+    const streaming = document.querySelector('#mes_stop')?.offsetParent !== null;
+    return chat.length >= n + 2 && !last.is_user && last.mes.length > 0 && !streaming;
+}"""
+
+
+def send_message(page: STPage, text: str, *, timeout: float = 30000) -> str:
+    """Type into ST's chat box as a user does and return the reply ST shows (a character is opened
+    first when none is: ST's welcome screen has no chat to send in)."""
+    if page.js("() => SillyTavern.getContext().characterId") is None:
+        page.js("async () => { await SillyTavern.getContext().selectCharacterById(0); }")
+        page.page.wait_for_function("() => SillyTavern.getContext().chat.length > 0")
+    before = int(page.js("() => SillyTavern.getContext().chat.length"))
+    page.page.fill("#send_textarea", text)
+    page.page.click("#send_but")
+    page.page.wait_for_function(_REPLY_DONE, arg=before, timeout=timeout)
+    return str(page.js("() => SillyTavern.getContext().chat.at(-1).mes"))

@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from tests.extension.st_ui import (
+    connect_builtin,
     oai,
     open_drawer,
-    open_top_drawer,
     record_st_events,
     reveal,
+    send_message,
     st_events,
     wait_catalog,
 )
@@ -26,33 +27,9 @@ from tests.realst.versions import version_tuple
 SELECT2_FROM = (1, 18, 0)  # ST wraps #model_nanogpt_select in select2 from 1.18.0 (public/scripts/openai.js)
 
 
-def connect_builtin(page: STPage) -> int:
-    """Press ST's Connect (API Connections) and wait for ST's own fill of the NanoGPT model list."""
-    open_top_drawer(page, "api")
-    page.page.click("#api_button_openai")
-    page.page.wait_for_function("document.querySelectorAll('#model_nanogpt_select option').length > 100")
-    page.page.wait_for_function("() => SillyTavern.getContext().onlineStatus !== 'no_connection'")
-    return int(page.js("document.querySelectorAll('#model_nanogpt_select option').length"))
-
-
-def send_message(page: STPage, text: str) -> str:
-    """Type into ST's chat box as a user does and return the reply ST shows."""
-    if page.js("() => SillyTavern.getContext().characterId") is None:
-        page.js("async () => { await SillyTavern.getContext().selectCharacterById(0); }")
-        page.page.wait_for_function("() => SillyTavern.getContext().chat.length > 0")
-    before = int(page.js("() => SillyTavern.getContext().chat.length"))
-    page.page.fill("#send_textarea", text)
-    page.page.click("#send_but")
-    page.page.wait_for_function(
-        "(n) => { const c = SillyTavern.getContext().chat; return c.length >= n + 2 && !c[c.length - 1].is_user"
-        " && c[c.length - 1].mes.length > 0 && !document.querySelector('#mes_stop:not([style*=\"none\"])'); }",
-        arg=before,
-        timeout=30000,
-    )
-    return str(page.js("() => SillyTavern.getContext().chat.at(-1).mes"))
-
-
-def test_first_load_is_connected_shows_balance_and_st_chats(versioned_stack: RealStack, st_page_for: Any) -> None:
+def test_first_load_is_connected_shows_balance_and_st_chats(
+    versioned_stack: RealStack, st_page_for: Any
+) -> None:
     stack = versioned_stack
     page: STPage = st_page_for(stack)
     assert stack.service is not None
@@ -107,7 +84,8 @@ def test_enrichment_of_sts_own_model_select(versioned_stack: RealStack, st_page_
         "[...document.querySelectorAll('#model_nanogpt_select option')].some(o => o.text.includes(' per 1M'))"
     )
     snap = page.js(
-        """() => [...document.querySelectorAll('#model_nanogpt_select option')].map(o => ({v: o.value, t: o.text}))"""
+        "() => [...document.querySelectorAll('#model_nanogpt_select option')]"
+        ".map(o => ({v: o.value, t: o.text}))"
     )
     listed = set(stack.fake.ids("subscription"))  # NanoGPT's v1 list for a subscriber's key
     assert {o["v"] for o in snap} == listed, "option values must stay the ids ST got from NanoGPT"
@@ -161,7 +139,9 @@ def test_live_fix_over_sse_then_undo(versioned_stack: RealStack, st_page_for: An
     page.page.click("#ngc_undo")
     page.page.wait_for_function("document.querySelector('#custom_prompt_post_processing').value === ''")
     assert oai(page, "custom_prompt_post_processing") == ""
-    page.page.wait_for_selector(f'#ngc_recent_fixes li[data-journal="{live["journal_id"]}"]', state="detached")
+    page.page.wait_for_selector(
+        f'#ngc_recent_fixes li[data-journal="{live["journal_id"]}"]', state="detached"
+    )
     _, journal = stack.service.request("GET", "/api/doctor/journal?limit=5")
     assert next(e for e in journal["entries"] if e["journal_id"] == live["journal_id"])["undone_at"]
     stack.wait_for_settings(lambda s: s["oai_settings"]["custom_prompt_post_processing"] == "")
@@ -193,7 +173,11 @@ def test_fix_written_while_st_was_closed_is_undone_from_recent_fixes(
     row.query_selector("button[data-undo]").click()
     page.page.wait_for_function("document.querySelector('#custom_prompt_post_processing').value === ''")
     assert oai(page, "custom_prompt_post_processing") == ""
-    page.page.wait_for_selector(f'#ngc_recent_fixes li[data-journal="{entry["journal_id"]}"]', state="detached")
+    page.page.wait_for_selector(
+        f'#ngc_recent_fixes li[data-journal="{entry["journal_id"]}"]', state="detached"
+    )
     _, after = stack.service.request("GET", "/api/doctor/journal?limit=5")
-    assert next(e for e in after["entries"] if e["journal_id"] == entry["journal_id"])["undone_at"] is not None
+    assert (
+        next(e for e in after["entries"] if e["journal_id"] == entry["journal_id"])["undone_at"] is not None
+    )
     stack.wait_for_settings(lambda s: s["oai_settings"]["custom_prompt_post_processing"] == "")

@@ -64,6 +64,9 @@ class InferenceBehaviour:
         default=lambda model, base: Reply(f"Hello from the fake NanoGPT ({model} on /api/{base}).")
     )
     stream_chunk_delay: float = 0.0
+    # (status, message): answer every inference request with this error, as NanoGPT relays a provider's
+    # refusal (e.g. 400 "Conversation roles must alternate user/assistant/...").
+    error: tuple[int, str] | None = None
     records: list[InferenceRecord] = field(default_factory=list)
 
     def reply_for(self, model: str, base: str) -> Reply:
@@ -115,6 +118,9 @@ def add_inference_routes(
                 body=body,
             )
         )
+        if behaviour.error is not None:
+            status, message = behaviour.error
+            return _error(status, message, "invalid_request_error")
         reply = behaviour.reply_for(bare_model, base)
         reasoning_field = INFERENCE_BASES[base]
         if body.get("stream"):

@@ -150,7 +150,10 @@ class RealStack:
         """Our own installer, as a user runs it (``--user H``, ``--global``, ``--server-plugin`` ...)."""
         return run_cli("install-extension", "--sillytavern", str(self.st.folder), *args)
 
-    def start_service(self, *extra_args: str, env: dict[str, str] | None = None) -> RunningService:
+    def start_service(
+        self, *extra_args: str, env: dict[str, str] | None = None, port: int | None = None
+    ) -> RunningService:
+        """Start our service (again): ``port`` keeps the address a previous run wrote into token files."""
         install = STInstall(
             st_dir=self.st.folder,
             data_root=self.st.data_root,
