@@ -21,7 +21,7 @@ from tests.extension.st_ui import (
     wait_catalog,
 )
 from tests.realst.browser import STPage
-from tests.realst.stack import RealStack
+from tests.realst.stack import CLEAN_OAI, RealStack
 from tests.realst.versions import version_tuple
 
 SELECT2_FROM = (1, 18, 0)  # ST wraps #model_nanogpt_select in select2 from 1.18.0 (public/scripts/openai.js)
@@ -116,7 +116,8 @@ def test_enrichment_of_sts_own_model_select(versioned_stack: RealStack, st_page_
 
 def test_live_fix_over_sse_then_undo(versioned_stack: RealStack, st_page_for: Any) -> None:
     stack = versioned_stack
-    page: STPage = st_page_for(stack)
+    stack.seed_user(oai={**CLEAN_OAI, "nanogpt_model": stack.unused_model()})
+    page: STPage = st_page_for(stack, seed=False)
     open_drawer(page)
     # The user picks "None" in ST's own select (API Connections): ST saves settings.json, the
     # service's watcher sees it, the doctor finds PPP unset for NanoGPT (an automatic fix) and, because
@@ -155,9 +156,7 @@ def test_fix_written_while_st_was_closed_is_undone_from_recent_fixes(
     reverse as a live fix that ST's own handler applies."""
     stack = versioned_stack
     assert stack.service is not None
-    # A model of its own, so a decline left by another test (tied to source + model) does not apply.
-    model = sorted(stack.fake.ids("subscription"))[7]
-    stack.seed_user(oai={"custom_prompt_post_processing": "", "nanogpt_model": model})
+    stack.seed_user(oai={"custom_prompt_post_processing": "", "nanogpt_model": stack.unused_model()})
     settings = stack.wait_for_settings(lambda s: s["oai_settings"]["custom_prompt_post_processing"] != "")
     fixed = settings["oai_settings"]["custom_prompt_post_processing"]
     _, journal = stack.service.request("GET", "/api/doctor/journal?limit=5")

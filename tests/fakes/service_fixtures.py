@@ -201,7 +201,7 @@ def start_service(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("NANOGPT")}
     full_env.update(env or {})
     full_env["PYTHONUNBUFFERED"] = "1"
-    with log_path.open("wb") as log_file:
+    with log_path.open("ab") as log_file:  # appended: a restarted service keeps the earlier log
         process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
     service = RunningService(
         f"http://127.0.0.1:{port}", port, st, st_port, state_dir, upstream, process, log_path

@@ -29,6 +29,10 @@ from tests.realst.server import RealSillyTavern
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_USER = "default-user"
+# A user's starting point in most tests: ST's own NanoGPT settings with "Merge consecutive roles", what the
+# doctor recommends for the fake's models, so a page starts without findings and a test creates the one it
+# is about (with "None", the service would fix the file before the test even opens a page).
+CLEAN_OAI: dict[str, Any] = {"custom_prompt_post_processing": "merge"}
 
 
 def version_fixtures(version: str) -> Path:
@@ -62,6 +66,7 @@ class RealStack:
     base: Path
     service: RunningService | None = None
     handles: list[str] = field(default_factory=lambda: [DEFAULT_USER])
+    _models_handed_out: set[str] = field(default_factory=set)
 
     @property
     def version(self) -> str:
@@ -125,7 +130,25 @@ class RealStack:
             secrets_path.unlink(missing_ok=True)
         else:
             self.write_secrets(secrets_for(self.version, key), handle)
+        # The preset real ST saved as "NanoGPT" (Save preset as), beside ST's own Default.
+        presets = self.user_dir(handle) / "OpenAI Settings"
+        presets.mkdir(exist_ok=True)
+        preset = version_fixtures(self.version) / "preset.NanoGPT.json"
+        if not (presets / "NanoGPT.json").exists():
+            (presets / "NanoGPT.json").write_bytes(preset.read_bytes())
         return data
+
+    def unused_model(self) -> str:
+        """A model of NanoGPT's subscription list that no earlier test of this stack was given.
+
+        The doctor remembers a fix the user undid, per situation (source, model, endpoint), for as long as
+        the service runs; a test that needs a fix offered afresh starts on a model of its own.
+        """
+        for model_id in sorted(self.fake.ids("subscription")):
+            if ":" not in model_id and model_id not in self._models_handed_out:
+                self._models_handed_out.add(model_id)
+                return model_id
+        raise AssertionError("the fake's subscription list ran out of models for this stack")
 
     def wait_for_settings(
         self, predicate: Callable[[dict[str, Any]], bool], handle: str = DEFAULT_USER, timeout: float = 20
@@ -166,8 +189,15 @@ class RealStack:
             st_port=self.st.port,
             extra_args=list(extra_args),
             env=env,
+            port=port,
         )
         return self.service
+
+    def stop_service(self) -> int:
+        """Stop the service; returns its port for a restart at the same address."""
+        assert self.service is not None
+        self.service.stop()
+        return self.service.port
 
     def stop(self) -> None:
         if self.service is not None:
@@ -243,7 +273,7 @@ def real_stack(
                 version, base, proxy_url=proxy.url, ca_pem=proxy.ca.ca_pem, config=dict(config or {})
             )
             stack = RealStack(st=st, upstream=fake, internet=proxy, base=base)
-            seeds = users if users is not None else {DEFAULT_USER: {}}
+            seeds = users if users is not None else {DEFAULT_USER: {"oai": CLEAN_OAI}}
             stack.handles = list(seeds)
             for handle, options in seeds.items():
                 stack.seed_user(handle, **dict(options))
