@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="set enableServerPlugins: true in ST's config.yaml (a backup is made first)",
     )
     install.add_argument(
+        "--no-autostart",
+        action="store_true",
+        help="with --server-plugin: do not let SillyTavern start the service when it starts",
+    )
+    install.add_argument(
         "--force",
         action="store_true",
         help="replace an existing folder of that name that this installer did not create",
@@ -378,6 +383,8 @@ def _install(args: argparse.Namespace) -> int:
             server_plugin=args.server_plugin,
             enable_server_plugins=args.enable_server_plugins,
             force=args.force,
+            autostart=not args.no_autostart,
+            state_dir=load_settings().state_dir,
         )
     except InstallError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,10 +10,7 @@ in ``<ST>/plugins/nanogpt-companion/``.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,41 +18,20 @@ import pytest
 from tests.extension import test_extension as base
 from tests.extension.conftest import CHROMIUM, CHROMIUM_ARGS, Harness, artifact, open_page
 from tests.extension.standin_server import free_port
-from tests.fakes.service_fixtures import REPO, RunningService, running_stack
+from tests.fakes.service_fixtures import RunningService, running_stack
 from tests.st_server_plugin.support import Harness as NodeHarness
-from tests.st_server_plugin.support import start_harness, stop_harness
+from tests.st_server_plugin.support import install_server_plugin, start_harness, stop_harness
 
 VIA_PLUGIN = '#ngc_status_pill[data-status="connected"][data-via="plugin"]'
 PLUGIN_PREFIX = "/api/plugins/nanogpt-companion"
-
-
-def install_plugin(st_dir: Path) -> str:
-    """The README's command, as a user runs it."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nanogpt_companion",
-            "install-extension",
-            "--sillytavern",
-            str(st_dir),
-            "--server-plugin",
-            "--enable-server-plugins",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
 def service_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     """As the shared fixture, but with the extension and server plugin installed before the service starts."""
     with running_stack(
-        tmp_path_factory.mktemp("plugin-stack"), prepare=lambda st: install_plugin(st.st_dir)
+        tmp_path_factory.mktemp("plugin-stack"),
+        prepare=lambda st: install_server_plugin(st.st_dir, "--no-autostart"),
     ) as svc:
         yield svc
 

@@ -1,8 +1,9 @@
 """Helpers that run the real ST server plugin inside `harness.js` (a small stand-in for ST's express server).
 
 The plugin is driven over real HTTP, and what it forwards lands on real aiohttp servers: a recorder that shows
-exactly what arrived upstream (headers, body, timing of SSE chunks), and, when the lead's `service_stack`
-fixture is available, the real companion service.
+exactly what arrived upstream (headers, body, timing of SSE chunks) and answers the plugin's challenge the way
+the service does, and the real companion service. The link file the plugin reads is written with the
+service's own code (``nanogpt_companion.plugin_link``).
 """
 
 from __future__ import annotations
@@ -13,10 +14,24 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+
+from nanogpt_companion.plugin_link import (
+    CHALLENGE_HEADER,
+    PROOF_HEADER,
+    Autostart,
+    ServiceLink,
+    link_path,
+    new_secret,
+    proof,
+    write_link,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = REPO / "plugin" / "st-server-plugin"
@@ -61,17 +76,29 @@ class Harness:
         return self.stdout_path.read_text(errors="replace") + self.stderr_path.read_text(errors="replace")
 
 
-def start_harness(workdir: Path, data_root: Path, *, plugin_dir: Path = PLUGIN_DIR, **limits: int) -> Harness:
+def start_harness(
+    workdir: Path,
+    data_root: Path,
+    *,
+    st_dir: Path | None = None,
+    plugin_dir: Path = PLUGIN_DIR,
+    env: dict[str, str] | None = None,
+    **limits: int | str,
+) -> Harness:
     """``plugin_dir``: the repo's copy by default; an installed copy (``<ST>/plugins/...``) to test what
-    the installer put there."""
+    the installer put there. ``st_dir``: the ST folder the plugin runs in (default: the data root's parent,
+    as with ST's default ``dataRoot: ./data``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     stdout_path = workdir / "harness.stdout"
     stderr_path = workdir / "harness.stderr"
+    st_dir = st_dir or data_root.parent
     args = [node_binary(), str(HARNESS), "--plugin", str(plugin_dir), "--data-root", str(data_root)]
+    args += ["--st-dir", str(st_dir)]
     for key, value in limits.items():
         args += ["--" + key.replace("_", "-"), str(value)]
+    full_env = {**os.environ, **(env or {})}
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        proc = subprocess.Popen(args, stdout=out, stderr=err)
+        proc = subprocess.Popen(args, stdout=out, stderr=err, env=full_env)
     # The first stdout line is the port; poll a file, not a pipe: a full pipe would block node.
     for _ in range(200):
         text = stdout_path.read_text()
@@ -87,6 +114,7 @@ def start_harness(workdir: Path, data_root: Path, *, plugin_dir: Path = PLUGIN_D
 
 
 def stop_harness(harness: Harness) -> None:
+    """SIGTERM, as ST gets on shutdown: the harness awaits the plugin's exit() before it ends."""
     harness.process.terminate()
     try:
         harness.process.wait(timeout=5)
@@ -107,3 +135,51 @@ class TokenIssuer:
         self.issued.append(token)
         write_token_file(self.data_root, handle, url, token)
         return token
+
+
+def link_service(
+    st_dir: Path, url: str, *, secret: str | None = None, autostart: Autostart | None = None
+) -> str:
+    """Writes ``<ST>/plugins/nanogpt-companion.service.json`` as the installer does; returns the secret."""
+    secret = secret or new_secret()
+    (st_dir / "plugins").mkdir(parents=True, exist_ok=True)
+    write_link(link_path(st_dir), ServiceLink(url=url, secret=secret, autostart=autostart))
+    return secret
+
+
+def proving_health(
+    secret: str, body: dict[str, object] | None = None
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A /health handler that answers as the service does: the proof header when challenged."""
+
+    async def health(request: web.Request) -> web.Response:
+        resp = web.json_response(body if body is not None else {"status": "ok"})
+        challenge = request.headers.get(CHALLENGE_HEADER)
+        if challenge is not None:
+            resp.headers[PROOF_HEADER] = proof(secret, challenge)
+        return resp
+
+    return health
+
+
+def install_server_plugin(st_dir: Path, *extra: str) -> str:
+    """The README's command, as a user runs it (``extra``: e.g. ``--no-autostart``); returns its output."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nanogpt_companion",
+            "install-extension",
+            "--sillytavern",
+            str(st_dir),
+            "--server-plugin",
+            "--enable-server-plugins",
+            *extra,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return proc.stdout + proc.stderr

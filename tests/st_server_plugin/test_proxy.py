@@ -1,5 +1,6 @@
 """The plugin's forwarding mechanics, observed from both ends: the browser side (the harness) and a recorder
-upstream that reports exactly what arrived. Runs without the companion service."""
+upstream that reports exactly what arrived and proves itself as the service does. Runs without the companion
+service."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from .support import Harness, TokenIssuer
+from nanogpt_companion.plugin_link import CHALLENGE_HEADER, LINK_FILE_NAME, new_secret
+
+from .support import Harness, TokenIssuer, link_service, proving_health
 
 # Deadlock guard only (a buffering proxy would hang forever); no test asserts how long anything took.
 GUARD = 10
@@ -27,14 +30,20 @@ class Recorder:
     """State shared between the recorder's handlers and the test."""
 
     seen: list[dict[str, Any]] = field(default_factory=list)
+    secret: str = field(default_factory=new_secret)
+    challenges: int = 0
     release_second_event: asyncio.Event = field(default_factory=asyncio.Event)
     stream_client_gone: asyncio.Event = field(default_factory=asyncio.Event)
     release_slow: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def recorder_app(rec: Recorder) -> web.Application:
+    prove = proving_health(rec.secret)
+
     async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        if CHALLENGE_HEADER in request.headers:
+            rec.challenges += 1
+        return await prove(request)
 
     async def sse_gated(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -101,10 +110,11 @@ def recorder_app(rec: Recorder) -> web.Application:
 async def recorder(
     aiohttp_server: Callable[..., Awaitable[TestServer]], issue_token: TokenIssuer
 ) -> AsyncIterator[tuple[Recorder, dict[str, str]]]:
-    """A recorder upstream plus fresh token files pointing at it (a different token per user)."""
+    """A recorder upstream, the link file naming it, and fresh token files (a different token per user)."""
     rec = Recorder()
     server = await aiohttp_server(recorder_app(rec), host="127.0.0.1")
     url = f"http://127.0.0.1:{server.port}"
+    link_service(issue_token.data_root.parent, url, secret=rec.secret)
     tokens = {handle: issue_token(handle, url) for handle in ("default-user", "alice")}
     yield rec, tokens
     rec.release_slow.set()
@@ -297,6 +307,7 @@ async def test_service_down_gives_503_with_start_command(harness: Harness, issue
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         free_port = sock.getsockname()[1]
+    link_service(issue_token.data_root.parent, f"http://127.0.0.1:{free_port}")
     issue_token("alice", f"http://127.0.0.1:{free_port}")
     async with aiohttp.ClientSession() as s:
         status, body = await get_json(s, "GET", f"{harness.base}/health", headers={"X-Test-User": "alice"})
@@ -317,10 +328,13 @@ async def test_service_down_gives_503_with_start_command(harness: Harness, issue
         "not a url",
     ],
 )
-async def test_non_loopback_service_url_is_refused(
+async def test_non_loopback_service_url_in_the_link_file_is_refused(
     harness: Harness, issue_token: TokenIssuer, url: str
 ) -> None:
-    issue_token("alice", url)
+    """Defence in depth: even the link file (no ST user can write it) never sends ST's server elsewhere."""
+    link = issue_token.data_root.parent / "plugins" / LINK_FILE_NAME
+    link.write_text(json.dumps({"version": 1, "url": url, "secret": new_secret()}))
+    issue_token("alice", "http://127.0.0.1:1")
     async with aiohttp.ClientSession() as s:
         status, body = await get_json(
             s, "GET", f"{harness.base}/api/catalog", headers={"X-Test-User": "alice"}
