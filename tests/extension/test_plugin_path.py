@@ -230,15 +230,11 @@ def js(page: Any, expr: str, arg: Any = None) -> Any:
 
 
 def test_service_down_behind_plugin_is_quiet_and_recovers_via_plugin(browser: Any, harness: Harness) -> None:
-    """The plugin answers 503 (its token file points at a port where nothing listens): the pill says
-    "service not running" without toasts or script errors, and once the service is reachable again the
-    extension is back on the plugin path by itself (the plugin is not written off for minutes)."""
-    token_file = harness.service.token_file("default-user")
-    good = token_file.read_bytes()
-    broken = json.loads(good)
-    broken["url"] = f"http://127.0.0.1:{free_port()}"
-    token_file.write_text(json.dumps(broken))
+    """The service is stopped, so the plugin answers 503: the pill says "service not running" without
+    toasts or script errors, and once the service runs again the extension is back on the plugin path by
+    itself (the plugin is not written off for minutes)."""
     harness.reset_settings()
+    harness.service.stop()
     page = open_page(browser, harness)
     try:
         page.wait_for_selector('#ngc_status_pill[data-status="not_running"]', timeout=15000)
@@ -248,11 +244,11 @@ def test_service_down_behind_plugin_is_quiet_and_recovers_via_plugin(browser: An
         errors = harness.console_errors()
         assert [e for e in errors if not base.NETWORK_NOISE.match(e)] == []
         assert len(errors) <= 4
-        token_file.write_bytes(good)
+        harness.service.relaunch()
         # The next retry comes on the extension's backoff (1 s doubling, +-20 % jitter); by now it may be
         # 16 s or even 32 s away on a busy machine. Allow for that rather than race it.
         page.wait_for_selector(VIA_PLUGIN, timeout=45000)
     finally:
         page.context.close()
-        if token_file.read_bytes() != good:
-            token_file.write_bytes(good)
+        if harness.service.process.poll() is not None:
+            harness.service.relaunch()

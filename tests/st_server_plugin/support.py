@@ -99,11 +99,12 @@ def start_harness(
     full_env = {**os.environ, **(env or {})}
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         proc = subprocess.Popen(args, stdout=out, stderr=err, env=full_env)
-    # The first stdout line is the port; poll a file, not a pipe: a full pipe would block node.
-    for _ in range(200):
-        text = stdout_path.read_text()
-        if "\n" in text:
-            port = json.loads(text.splitlines()[0])["port"]
+    # Poll a file, not a pipe: a full pipe would block node.
+    for _ in range(600):
+        # The plugin may log before the harness listens (autostart), so look for the port line itself.
+        lines = [line for line in stdout_path.read_text().splitlines() if line.startswith('{"port"')]
+        if lines:
+            port = json.loads(lines[0])["port"]
             return Harness(f"http://127.0.0.1:{port}", proc, stdout_path, stderr_path)
         if proc.poll() is not None:
             raise RuntimeError("harness exited: " + stderr_path.read_text())

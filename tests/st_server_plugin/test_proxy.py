@@ -5,6 +5,7 @@ service."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +21,11 @@ from yarl import URL
 from nanogpt_companion.plugin_link import CHALLENGE_HEADER, LINK_FILE_NAME, new_secret
 
 from .support import Harness, TokenIssuer, link_service, proving_health
+
+CATALOG_BODY = json.dumps({"models": [{"id": f"model-{i}", "name": "x" * 40} for i in range(200)]}).encode()
+# Compressed once (mtime fixed), as the service does per refresh: the plugin must pass these exact bytes.
+CATALOG_GZIP = gzip.compress(CATALOG_BODY, mtime=0)
+CATALOG_ETAG = '"catalog-1"'
 
 # Deadlock guard only (a buffering proxy would hang forever); no test asserts how long anything took.
 GUARD = 10
@@ -94,8 +100,22 @@ def recorder_app(rec: Recorder) -> web.Application:
         rec.seen.append(record)
         return web.json_response(record, headers={"ETag": '"v1"', "Set-Cookie": "upstream=1"})
 
+    async def validated(request: web.Request) -> web.Response:
+        """Like the service's catalogue: an ETag, 304 on a match, a body compressed once, ahead of time."""
+        rec.seen.append({"path": request.path, "headers": {k.lower(): v for k, v in request.headers.items()}})
+        common = {"ETag": CATALOG_ETAG, "Vary": "Accept-Encoding", "Cache-Control": "no-cache"}
+        if request.headers.get("If-None-Match") == CATALOG_ETAG:
+            return web.Response(status=304, headers=common)
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            return web.Response(
+                body=CATALOG_GZIP,
+                headers={**common, "Content-Encoding": "gzip", "Content-Type": "application/json"},
+            )
+        return web.Response(body=CATALOG_BODY, headers={**common, "Content-Type": "application/json"})
+
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_get("/health", health)
+    app.router.add_get("/api/validated", validated)
     app.router.add_get("/api/events", sse_gated)
     app.router.add_get("/api/forever", sse_forever)
     app.router.add_get("/api/slow", slow)
@@ -429,3 +449,34 @@ async def test_no_token_ever_appears_in_plugin_output(
             assert token not in output
         assert "Bearer" not in output
         assert "glm" not in output
+
+
+async def test_validators_and_compression_pass_through_untouched(
+    harness: Harness, recorder: tuple[Recorder, dict[str, str]]
+) -> None:
+    rec, _ = recorder
+    url = f"{harness.base}/api/validated"
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
+        async with s.get(url, headers={"Accept-Encoding": "gzip, br"}) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Encoding"] == "gzip"
+            assert resp.headers["ETag"] == CATALOG_ETAG
+            assert resp.headers["Vary"] == "Accept-Encoding"
+            assert resp.headers["Content-Length"] == str(len(CATALOG_GZIP))
+            # Byte for byte what the service compressed: never decompressed and recompressed on the way.
+            assert await resp.read() == CATALOG_GZIP
+        async with s.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": CATALOG_ETAG}) as resp:
+            assert resp.status == 304
+            assert resp.headers["ETag"] == CATALOG_ETAG
+            assert resp.headers["Vary"] == "Accept-Encoding"
+            assert await resp.read() == b""
+        async with s.get(url, headers={"Accept-Encoding": "identity"}) as resp:
+            assert resp.status == 200
+            assert "Content-Encoding" not in resp.headers
+            assert await resp.read() == CATALOG_BODY
+        async with s.head(url, headers={"Accept-Encoding": "gzip"}) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Length"] == str(len(CATALOG_GZIP))
+    sent = [r["headers"] for r in rec.seen if r["path"] == "/api/validated"]
+    assert [h.get("accept-encoding") for h in sent] == ["gzip, br", "gzip", "identity", "gzip"]
+    assert [h.get("if-none-match") for h in sent] == [None, CATALOG_ETAG, None, None]
