@@ -400,6 +400,7 @@ async def _catalog(args: argparse.Namespace) -> int:
 def _install(args: argparse.Namespace) -> int:
     from nanogpt_companion.installer import InstallError, install_extension  # noqa: PLC0415
 
+    service_settings = load_settings()  # where the service will run (NANOGPT_COMPANION_* variables)
     try:
         report = install_extension(
             args.sillytavern,
@@ -411,7 +412,8 @@ def _install(args: argparse.Namespace) -> int:
             enable_server_plugins=args.enable_server_plugins,
             force=args.force,
             autostart=not args.no_autostart,
-            state_dir=load_settings().state_dir,
+            state_dir=service_settings.state_dir,
+            service_port=service_settings.port,
         )
     except InstallError as exc:
         print(f"error: {exc}", file=sys.stderr)

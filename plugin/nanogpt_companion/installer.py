@@ -486,12 +486,14 @@ def install_extension(
     force: bool = False,
     autostart: bool = True,
     state_dir: Path | None = None,
+    service_port: int = DEFAULT_PORT,
 ) -> InstallReport:
     """Installs, updates (re-run) or removes the extension, and with ``server_plugin`` the ST server plugin.
 
     With the plugin comes its link file (``plugin_link``): where the service listens, the secret it proves
     itself with, and, unless ``autostart`` is False, the command line the plugin starts the service with
-    when ST starts (logging to ``<state_dir>/service.log``).
+    when ST starts (logging to ``<state_dir>/service.log``). ``service_port`` is where a new link expects
+    the service until the service itself says otherwise.
 
     Raises InstallError with a user-facing message on any refusal; nothing is changed in that case except when
     the failure happens after an earlier component was already done (the message says which).
@@ -562,7 +564,9 @@ def install_extension(
         )
         report.components.append(plug)
         report.lines.append(_describe(plug, "The server plugin"))
-        _write_service_link(layout, report, autostart=autostart, log=service_log_path(state_dir))
+        _write_service_link(
+            layout, report, autostart=autostart, log=service_log_path(state_dir), port=service_port
+        )
         _handle_server_plugin_config(layout, report, enable=enable_server_plugins)
     elif enable_server_plugins:
         _handle_server_plugin_config(layout, report, enable=True)
@@ -571,7 +575,9 @@ def install_extension(
     return report
 
 
-def _write_service_link(layout: _Layout, report: InstallReport, *, autostart: bool, log: Path) -> None:
+def _write_service_link(
+    layout: _Layout, report: InstallReport, *, autostart: bool, log: Path, port: int
+) -> None:
     """Records where the service is and how to start it, beside the plugin (no ST user can write there).
 
     An existing file keeps its secret and address: a running service already proves itself with that
@@ -581,7 +587,7 @@ def _write_service_link(layout: _Layout, report: InstallReport, *, autostart: bo
     current = read_link(path)
     start = Autostart(command=serve_command(layout.st_dir), log=str(log)) if autostart else None
     link = ServiceLink(
-        url=current.url if current is not None else f"http://127.0.0.1:{DEFAULT_PORT}",
+        url=current.url if current is not None else f"http://127.0.0.1:{port}",
         secret=current.secret if current is not None else new_secret(),
         autostart=start,
     )

@@ -17,9 +17,7 @@ attacks are in ``tests/realst``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +30,11 @@ from aiohttp.test_utils import TestServer
 
 from nanogpt_companion.plugin_link import CHALLENGE_HEADER, new_secret, proof
 from tests.st_server_plugin.support import (
+    REAIM_ATTEMPTS,
     Harness,
+    Impostor,
     TokenIssuer,
+    free_port,
     link_service,
     proving_health,
     start_harness,
@@ -41,52 +42,6 @@ from tests.st_server_plugin.support import (
 )
 
 GUARD = 10  # deadlock guard only; nothing asserts a duration
-
-
-@dataclass
-class Impostor:
-    """Raw TCP listeners on one port at every loopback address available: any connection is recorded."""
-
-    port: int
-    addresses: list[str] = field(default_factory=list)
-    connections: list[tuple[str, bytes]] = field(default_factory=list)
-    servers: list[asyncio.Server] = field(default_factory=list)
-
-    async def start(self) -> None:
-        for address in ("127.0.0.1", "127.0.0.2", "::1"):
-            try:
-                server = await asyncio.start_server(self._accept(address), address, self.port)
-            except OSError:
-                continue  # e.g. no IPv6 here: then nothing can reach the impostor there either
-            self.servers.append(server)
-            self.addresses.append(address)
-
-    def _accept(
-        self, address: str
-    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            data = b""
-            with contextlib.suppress(TimeoutError, ConnectionError):
-                data = await asyncio.wait_for(reader.read(65536), 1)
-            self.connections.append((address, data))
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
-            writer.close()
-
-        return handle
-
-    async def stop(self) -> None:
-        for server in self.servers:
-            server.close()
-            await server.wait_closed()
-
-
-def free_port_on_all_loopbacks() -> int:
-    """A port free on 127.0.0.1 (the impostor then also tries 127.0.0.2 and ::1 on it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -149,22 +104,12 @@ async def linked(
     yield service, TokenIssuer(st_dir / "data"), server.port
 
 
-REAIM_ATTEMPTS = [
-    "http://127.0.0.1:{port}",
-    "http://localhost:{port}",
-    "http://127.1:{port}",
-    "http://0x7f000001:{port}",
-    "http://[::1]:{port}",
-    "http://127.0.0.2:{port}",
-]
-
-
 @pytest.mark.parametrize("template", REAIM_ATTEMPTS)
 async def test_uploaded_token_file_cannot_reaim_the_plugin(
     harness: Harness, linked: tuple[LinkedService, TokenIssuer, int], template: str
 ) -> None:
     service, issue_token, _ = linked
-    impostor = Impostor(free_port_on_all_loopbacks())
+    impostor = Impostor()
     await impostor.start()
     try:
         # What an ST user can do: upload their own token file, with their real token and another URL.
@@ -252,7 +197,7 @@ async def test_port_taken_over_after_the_service_stopped_gets_nothing(harness: H
     """Verification is per connection: pooled keep-alive sockets die with the service, and the stranger that
     binds the port next must prove itself again (and cannot)."""
     service = LinkedService()
-    port = free_port_on_all_loopbacks()
+    port = free_port()
     runner = web.AppRunner(service.app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)

@@ -8,15 +8,18 @@ service's own code (``nanogpt_companion.plugin_link``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gzip
 import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -184,3 +187,87 @@ def install_server_plugin(st_dir: Path, *extra: str) -> str:
         check=True,
     )
     return proc.stdout + proc.stderr
+
+
+# ----- a service route with validators and a body compressed once (as the service's catalogue) -----
+
+CATALOG_BODY = json.dumps({"models": [{"id": f"model-{i}", "name": "x" * 40} for i in range(200)]}).encode()
+# Compressed once (mtime fixed), as the service does per refresh: the plugin must pass these exact bytes.
+CATALOG_GZIP = gzip.compress(CATALOG_BODY, mtime=0)
+CATALOG_ETAG = '"catalog-1"'
+
+
+def validated_route(seen: list[dict[str, object]]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """An ETag, 304 on a match, gzip when accepted; records each request's headers in ``seen``."""
+
+    async def validated(request: web.Request) -> web.Response:
+        seen.append({"path": request.path, "headers": {k.lower(): v for k, v in request.headers.items()}})
+        common = {"ETag": CATALOG_ETAG, "Vary": "Accept-Encoding", "Cache-Control": "no-cache"}
+        if request.headers.get("If-None-Match") == CATALOG_ETAG:
+            return web.Response(status=304, headers=common)
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            return web.Response(
+                body=CATALOG_GZIP,
+                headers={**common, "Content-Encoding": "gzip", "Content-Type": "application/json"},
+            )
+        return web.Response(body=CATALOG_BODY, headers={**common, "Content-Type": "application/json"})
+
+    return validated
+
+
+# ----- re-aim attempts (issue 13 item 3) -----
+
+REAIM_ATTEMPTS = (
+    "http://127.0.0.1:{port}",
+    "http://localhost:{port}",
+    "http://127.1:{port}",
+    "http://0x7f000001:{port}",
+    "http://[::1]:{port}",
+    "http://127.0.0.2:{port}",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Impostor:
+    """Raw TCP listeners on one port at every loopback address available (127.0.0.1, 127.0.0.2, ::1), so
+    every form of a re-aimed URL lands here; each connection is recorded with the first bytes it sent."""
+
+    port: int = field(default_factory=free_port)
+    addresses: list[str] = field(default_factory=list)
+    connections: list[tuple[str, bytes]] = field(default_factory=list)
+    servers: list[asyncio.Server] = field(default_factory=list)
+
+    async def start(self) -> None:
+        for address in ("127.0.0.1", "127.0.0.2", "::1"):
+            try:
+                server = await asyncio.start_server(self._accept(address), address, self.port)
+            except OSError:
+                continue  # e.g. no IPv6 here: then nothing can reach the impostor there either
+            self.servers.append(server)
+            self.addresses.append(address)
+
+    def _accept(
+        self, address: str
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            data = b""
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                data = await asyncio.wait_for(reader.read(65536), 1)
+            self.connections.append((address, data))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            writer.close()
+
+        return handle
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+            await server.wait_closed()

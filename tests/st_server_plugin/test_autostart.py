@@ -220,9 +220,7 @@ def test_a_service_that_ignores_sigterm_is_killed_on_st_exit(setup: Setup) -> No
     setup.link(command=stubborn)
     st = setup.start_st("st", stop_timeout_ms=500)
     try:
-        wait_for(
-            lambda: setup.log.exists() and "handler set" in setup.log.read_text(), "the stub's set-up"
-        )
+        wait_for(lambda: setup.log.exists() and "handler set" in setup.log.read_text(), "the stub's set-up")
         pid = started_pid(st)
         assert pid_alive(pid)
     finally:

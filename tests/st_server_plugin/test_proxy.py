@@ -5,7 +5,6 @@ service."""
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,12 +19,16 @@ from yarl import URL
 
 from nanogpt_companion.plugin_link import CHALLENGE_HEADER, LINK_FILE_NAME, new_secret
 
-from .support import Harness, TokenIssuer, link_service, proving_health
-
-CATALOG_BODY = json.dumps({"models": [{"id": f"model-{i}", "name": "x" * 40} for i in range(200)]}).encode()
-# Compressed once (mtime fixed), as the service does per refresh: the plugin must pass these exact bytes.
-CATALOG_GZIP = gzip.compress(CATALOG_BODY, mtime=0)
-CATALOG_ETAG = '"catalog-1"'
+from .support import (
+    CATALOG_BODY,
+    CATALOG_ETAG,
+    CATALOG_GZIP,
+    Harness,
+    TokenIssuer,
+    link_service,
+    proving_health,
+    validated_route,
+)
 
 # Deadlock guard only (a buffering proxy would hang forever); no test asserts how long anything took.
 GUARD = 10
@@ -100,22 +103,9 @@ def recorder_app(rec: Recorder) -> web.Application:
         rec.seen.append(record)
         return web.json_response(record, headers={"ETag": '"v1"', "Set-Cookie": "upstream=1"})
 
-    async def validated(request: web.Request) -> web.Response:
-        """Like the service's catalogue: an ETag, 304 on a match, a body compressed once, ahead of time."""
-        rec.seen.append({"path": request.path, "headers": {k.lower(): v for k, v in request.headers.items()}})
-        common = {"ETag": CATALOG_ETAG, "Vary": "Accept-Encoding", "Cache-Control": "no-cache"}
-        if request.headers.get("If-None-Match") == CATALOG_ETAG:
-            return web.Response(status=304, headers=common)
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            return web.Response(
-                body=CATALOG_GZIP,
-                headers={**common, "Content-Encoding": "gzip", "Content-Type": "application/json"},
-            )
-        return web.Response(body=CATALOG_BODY, headers={**common, "Content-Type": "application/json"})
-
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_get("/health", health)
-    app.router.add_get("/api/validated", validated)
+    app.router.add_get("/api/validated", validated_route(rec.seen))
     app.router.add_get("/api/events", sse_gated)
     app.router.add_get("/api/forever", sse_forever)
     app.router.add_get("/api/slow", slow)
