@@ -198,6 +198,17 @@ def _serve(args: argparse.Namespace) -> int:
         raise ValueError(f"SillyTavern directory not found: {settings.sillytavern}")
     if settings.data_root is not None and not settings.data_root.is_dir():
         raise ValueError(f"SillyTavern data root not found: {settings.data_root}")
+    from nanogpt_companion.autostart import running_service  # noqa: PLC0415
+
+    existing = running_service(settings.public_url)
+    if existing is not None:
+        print(
+            f"error: the NanoGPT Companion service already runs at {settings.public_url} "
+            f"(version {existing.get('version', '?')}); not starting a second one. SillyTavern's server "
+            "plugin or `nanogpt-companion install-service` may have started it.",
+            file=sys.stderr,
+        )
+        return 1
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = init_app(settings)
     log.info("NanoGPT Companion %s on %s (upstream %s)", __version__, settings.public_url, settings.upstream)

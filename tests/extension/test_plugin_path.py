@@ -18,9 +18,9 @@ import pytest
 from tests.extension import test_extension as base
 from tests.extension.conftest import CHROMIUM, CHROMIUM_ARGS, Harness, artifact, open_page
 from tests.extension.standin_server import free_port
-from tests.fakes.service_fixtures import RunningService, running_stack
+from tests.fakes.service_fixtures import RunningService
 from tests.st_server_plugin.support import Harness as NodeHarness
-from tests.st_server_plugin.support import install_server_plugin, start_harness, stop_harness
+from tests.st_server_plugin.support import plugin_stack, start_harness, stop_harness
 
 VIA_PLUGIN = '#ngc_status_pill[data-status="connected"][data-via="plugin"]'
 PLUGIN_PREFIX = "/api/plugins/nanogpt-companion"
@@ -29,10 +29,7 @@ PLUGIN_PREFIX = "/api/plugins/nanogpt-companion"
 @pytest.fixture(scope="module")
 def service_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     """As the shared fixture, but with the extension and server plugin installed before the service starts."""
-    with running_stack(
-        tmp_path_factory.mktemp("plugin-stack"),
-        prepare=lambda st: install_server_plugin(st.st_dir, "--no-autostart"),
-    ) as svc:
+    with plugin_stack(tmp_path_factory.mktemp("plugin-stack")) as svc:
         yield svc
 
 

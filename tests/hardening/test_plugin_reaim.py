@@ -44,6 +44,16 @@ from tests.st_server_plugin.support import (
 GUARD = 10  # deadlock guard only; nothing asserts a duration
 
 
+def seen_request(request: web.Request) -> dict[str, Any]:
+    """What a test needs to know about a request that reached a server: never more than this."""
+    return {
+        "method": request.method,
+        "path": request.path,
+        "authorization": request.headers.get("Authorization"),
+        "challenge": request.headers.get(CHALLENGE_HEADER),
+    }
+
+
 @dataclass
 class LinkedService:
     """The service the link file names: proves itself, records each API request it gets."""
@@ -53,14 +63,7 @@ class LinkedService:
 
     def app(self) -> web.Application:
         async def api(request: web.Request) -> web.Response:
-            self.seen.append(
-                {
-                    "method": request.method,
-                    "path": request.path,
-                    "authorization": request.headers.get("Authorization"),
-                    "body": (await request.read()).decode(),
-                }
-            )
+            self.seen.append(seen_request(request))
             return web.json_response({"from": "linked service"})
 
         app = web.Application()
@@ -144,14 +147,7 @@ class FakeService:
 
     def app(self) -> web.Application:
         async def anything(request: web.Request) -> web.StreamResponse:
-            self.seen.append(
-                {
-                    "method": request.method,
-                    "path": request.path,
-                    "authorization": request.headers.get("Authorization"),
-                    "challenge": request.headers.get(CHALLENGE_HEADER),
-                }
-            )
+            self.seen.append(seen_request(request))
             challenge = request.headers.get(CHALLENGE_HEADER, "")
             headers: dict[str, str] = {}
             if self.mode == "echo":

@@ -13,14 +13,16 @@ import contextlib
 import gzip
 import json
 import os
+import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from aiohttp import web
@@ -35,7 +37,9 @@ from nanogpt_companion.plugin_link import (
     proof,
     write_link,
 )
+from tests.fakes.service_fixtures import RunningService, free_port, running_stack
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = REPO / "plugin" / "st-server-plugin"
 HARNESS = Path(__file__).with_name("harness.js")
@@ -227,12 +231,6 @@ REAIM_ATTEMPTS = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Impostor:
     """Raw TCP listeners on one port at every loopback address available (127.0.0.1, 127.0.0.2, ::1), so
@@ -271,3 +269,43 @@ class Impostor:
         for server in self.servers:
             server.close()
             await server.wait_closed()
+
+
+# ----- waiting and processes -----
+
+GUARD = 60  # how long a wait may take before a test fails; never a measured duration
+
+
+def wait_for(condition: Callable[[], T], what: str, timeout: float = GUARD) -> T:
+    """Polls ``condition`` until it returns something true (the event the test needs) and returns it;
+    fails after the guard."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def started_pid(console: str) -> int:
+    """The pid in the plugin's "started the service" line of ST's (or the harness's) console."""
+    match = re.search(r"started the NanoGPT Companion service \(pid (\d+)\)", console)
+    assert match, console
+    return int(match.group(1))
+
+
+@contextlib.contextmanager
+def plugin_stack(base: Path) -> Iterator[RunningService]:
+    """The shared two-user stack with the extension and plugin installed (no autostart) before the
+    service starts, so the service writes the link file and ``"plugin": true``."""
+    with running_stack(base, prepare=lambda st: install_server_plugin(st.st_dir, "--no-autostart")) as svc:
+        yield svc

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
+import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,19 +31,16 @@ from tests.fakes.service_fixtures import (
 )
 from tests.fakes.st_fixtures import STInstall
 
-from .support import Harness, install_server_plugin, link_service, start_harness, stop_harness
-
-GUARD = 60  # how long a wait may take before the test fails; never a measured duration
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = GUARD) -> None:
-    """Polls ``condition`` until it is true (the event the test needs), failing after the guard."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from .support import (
+    Harness,
+    install_server_plugin,
+    link_service,
+    pid_alive,
+    start_harness,
+    started_pid,
+    stop_harness,
+    wait_for,
+)
 
 
 def health(port: int) -> int | None:
@@ -53,20 +49,6 @@ def health(port: int) -> int | None:
             return int(resp.status)
     except OSError:
         return None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def started_pid(harness: Harness) -> int:
-    match = re.search(r"started the NanoGPT Companion service \(pid (\d+)\)", harness.output())
-    assert match, harness.output()
-    return int(match.group(1))
 
 
 @dataclass
@@ -128,7 +110,7 @@ def test_st_start_starts_the_service_and_st_stop_stops_it(setup: Setup) -> None:
     st = setup.start_st("st")
     try:
         wait_for(lambda: health(setup.port) == 200, "the service started by the plugin")
-        pid = started_pid(st)
+        pid = started_pid(st.output())
         wait_for(lambda: "is up at" in st.output(), "the plugin to see the service answer its challenge")
         # The service is usable through the plugin for ST's users (it wrote their token files).
         wait_for(
@@ -221,9 +203,29 @@ def test_a_service_that_ignores_sigterm_is_killed_on_st_exit(setup: Setup) -> No
     st = setup.start_st("st", stop_timeout_ms=500)
     try:
         wait_for(lambda: setup.log.exists() and "handler set" in setup.log.read_text(), "the stub's set-up")
-        pid = started_pid(st)
+        pid = started_pid(st.output())
         assert pid_alive(pid)
     finally:
         stop_harness(st)
     assert "did not stop within 500 ms; killing it" in st.output()
     assert not pid_alive(pid)
+
+
+def test_a_second_serve_says_the_service_already_runs(setup: Setup) -> None:
+    """The port is the lock for every way of starting the service; the loser says so before doing anything."""
+    running = start_service(setup.st, setup.upstream, setup.state_dir, st_port=8000, port=setup.port)
+    try:
+        second = subprocess.run(
+            [*setup.command(), "--log-level", "DEBUG"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={k: v for k, v in os.environ.items() if not k.startswith("NANOGPT")},
+        )
+        assert second.returncode == 1
+        assert f"already runs at http://127.0.0.1:{setup.port}" in second.stderr
+        assert "serving SillyTavern user" not in second.stderr  # it stopped before scanning ST's users
+        assert running.process.poll() is None
+    finally:
+        running.stop()

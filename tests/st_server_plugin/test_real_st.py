@@ -22,7 +22,6 @@ import json
 import os
 import re
 import signal
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -44,26 +43,19 @@ from .support import (
     CATALOG_BODY,
     CATALOG_ETAG,
     CATALOG_GZIP,
+    GUARD,
     REAIM_ATTEMPTS,
     Impostor,
     free_port,
+    pid_alive,
     proving_health,
+    started_pid,
     validated_route,
+    wait_for,
 )
 
 PLUGIN = "/api/plugins/nanogpt-companion"
-GUARD = 60  # how long a wait may take before the test fails; never a measured duration
 ALICE_PASSWORD = "alice-has-a-password"
-
-
-def wait_for(condition: Any, what: str, timeout: float = GUARD) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -339,15 +331,13 @@ def test_st_shutdown_stops_the_service_it_started(single: PluginST) -> None:
     """Last in this module: SIGTERM to ST alone (not its process group), as a service manager or `kill`
     would send; ST awaits the plugin's exit(), which stops the service it started."""
     wait_for(lambda: "is up at" in single.st.log_text(), "the service")
-    match = re.search(r"started the NanoGPT Companion service \(pid (\d+)\)", single.st.log_text())
-    assert match
-    pid = int(match.group(1))
+    pid = started_pid(single.st.log_text())
     os.kill(pid, 0)  # alive
     process = single.st.process
     assert process is not None
     process.send_signal(signal.SIGTERM)
     process.wait(GUARD)
-    wait_for(lambda: not _alive(pid), "the service to exit")
+    wait_for(lambda: not pid_alive(pid), "the service to exit")
     assert f"stopped the NanoGPT Companion service (pid {pid})" in single.st.log_text()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{single.port}/health", timeout=2)
@@ -358,14 +348,6 @@ def _token_or_none(setup: PluginST) -> str | None:
         return setup.token()
     except (OSError, ValueError, KeyError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------------------------- multi-user

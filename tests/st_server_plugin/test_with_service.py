@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 
 from tests.fakes.nanogpt_upstream import PAYG_KEY, SUBSCRIBER_KEY
-from tests.fakes.service_fixtures import RunningService, running_stack
+from tests.fakes.service_fixtures import RunningService
 
-from .support import Harness, install_server_plugin, start_harness, stop_harness
+from .support import Harness, plugin_stack, start_harness, stop_harness
 
 GUARD = 15  # deadlock guard for stream reads, never a timing assertion
 
@@ -21,10 +21,7 @@ GUARD = 15  # deadlock guard for stream reads, never a timing assertion
 @pytest.fixture(scope="module")
 def service_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     """The shared stack, with the plugin installed by the installer before the service starts."""
-    with running_stack(
-        tmp_path_factory.mktemp("plugin-stack"),
-        prepare=lambda st: install_server_plugin(st.st_dir, "--no-autostart"),
-    ) as svc:
+    with plugin_stack(tmp_path_factory.mktemp("plugin-stack")) as svc:
         yield svc
 
 
