@@ -551,7 +551,7 @@ function upstreamFailure(err, services) {
     if (err instanceof ProxyError) return err;
     if (err instanceof HandshakeError) {
         return new ProxyError(502, 'service_unverified',
-            `Something answers at the NanoGPT Companion service's address but ${err.message}; refusing to send it anything. Stop whatever else uses that port, then start the service.`);
+            `Something answers at the NanoGPT Companion service's address but ${err.message}; refusing to send it anything. If it is the companion service, start it with --sillytavern <this SillyTavern folder> so it can prove itself; otherwise stop whatever else uses that port.`);
     }
     if (err && err.code === 'ECONNREFUSED') {
         if (services && [...services].some((s) => s.running())) {
