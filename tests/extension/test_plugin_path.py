@@ -30,7 +30,9 @@ def plugin_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealStack
     with real_stack(
         tmp_path_factory.mktemp("st-plugin"),
         NEWEST,
-        install_args=("--server-plugin", "--enable-server-plugins"),
+        # The service is started by the stack (pointed at the fake); ST's own start of it is tested in
+        # tests/st_server_plugin/test_real_st.py.
+        install_args=("--server-plugin", "--enable-server-plugins", "--no-autostart"),
     ) as stack:
         yield stack
 

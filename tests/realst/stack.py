@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -169,9 +170,11 @@ class RealStack:
             f"{ {k: last.get('oai_settings', {}).get(k) for k in _INTERESTING} }"
         )
 
-    def install_extension(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def install_extension(
+        self, *args: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Our own installer, as a user runs it (``--user H``, ``--global``, ``--server-plugin`` ...)."""
-        return run_cli("install-extension", "--sillytavern", str(self.st.folder), *args)
+        return run_cli("install-extension", "--sillytavern", str(self.st.folder), *args, env=env)
 
     def start_service(
         self, *extra_args: str, env: dict[str, str] | None = None, port: int | None = None
@@ -220,7 +223,10 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, check: bool = True, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``env``: variables added to this process's environment (e.g. ``NANOGPT_COMPANION_PORT``)."""
     result = subprocess.run(
         [sys.executable, "-m", "nanogpt_companion", *args],
         capture_output=True,
@@ -228,6 +234,7 @@ def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cwd=REPO,
         timeout=120,
         check=False,
+        env={**os.environ, **env} if env is not None else None,
     )
     if check and result.returncode != 0:
         raise RuntimeError(f"nanogpt-companion {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
@@ -257,13 +264,15 @@ def real_stack(
     config: Mapping[str, Any] | None = None,
     service: bool = True,
     upstream: UpstreamThread | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[RealStack]:
     """ST ``version`` with seeded users, the extension installed, ST started, then the service.
 
     ``users``: handle -> ``seed_user`` options (default: ``default-user`` on NanoGPT with the subscriber
     key). ``install``: our installer per seeded user, globally, or not at all; ``install_args`` are added
     to its command line (``--server-plugin`` ...). ``config``: config.yaml keys.
-    ``upstream``: share a running fake (else one is started and stopped here).
+    ``upstream``: share a running fake (else one is started and stopped here). ``env``: variables for
+    our installer and for ST's process (which a service ST's server plugin starts inherits).
     """
     own_upstream = upstream is None
     fake = upstream or start_fake_upstream()
@@ -278,12 +287,12 @@ def real_stack(
             for handle, options in seeds.items():
                 stack.seed_user(handle, **dict(options))
             if install == "global":
-                stack.install_extension("--global", *install_args)
+                stack.install_extension("--global", *install_args, env=env)
             elif install == "user":
                 for handle in seeds:
-                    stack.install_extension("--user", handle, *install_args)
+                    stack.install_extension("--user", handle, *install_args, env=env)
             try:
-                st.start()
+                st.start(env=dict(env) if env else None)
                 if service:
                     stack.start_service()
                 yield stack
