@@ -19,7 +19,6 @@ import random
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +42,7 @@ from tests.fakes.service_fixtures import (
     start_service,
 )
 from tests.fakes.st_fixtures import FIXTURES, MakeSTInstall, STInstall, UserSpec, build_st_install
+from tests.hardening.support import FixPoker
 from tests.web.conftest import Companion, StartCompanion, start_companion
 
 __all__ = ["start_companion"]  # the in-process app fixture, used by the full-disk test
@@ -84,41 +84,6 @@ def journal_rules(service: RunningService, handle: str = "default-user") -> dict
 
 def temps_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if is_companion_temp(p.name) or p.name.startswith("."))
-
-
-class FixPoker:
-    """Asks the service to fix everything, over and over, from a thread, while a race runs.
-
-    Automatic fixes alone stop early on purpose: a bad value that keeps coming back is taken as the
-    user's choice and only offered from then on. Explicit requests go through the same compare-and-swap
-    write, so they keep the service writing into the writer's stream for the whole race.
-    """
-
-    def __init__(self, service: RunningService) -> None:
-        self.service = service
-        self.statuses: dict[str, int] = {}
-        self.errors: list[str] = []  # a thread cannot fail the test itself; the test checks these
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fix-poker", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                status, body = self.service.request("POST", "/api/doctor/fix", body={"all": True})
-            except OSError as exc:
-                self.errors.append(f"request failed: {exc!r}")
-                return
-            if status != 200:
-                self.errors.append(f"HTTP {status}: {body}")
-                return
-            for result in body["results"]:
-                self.statuses[result["status"]] = self.statuses.get(result["status"], 0) + 1
-            self._stop.wait(0.005)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
 
 def run_race(service: RunningService, target: Path, mode: str, seed: int) -> tuple[int, dict[str, int]]:
