@@ -12,7 +12,10 @@ provider's key, which is never sent to NanoGPT.
 Why a worker thread with a deadline: ``secrets.json`` and ``settings.json`` are the user's files; a slow
 disk must not stall the event loop, and one user's stuck file must not hold up anyone else. Each user has
 at most one lookup in flight; callers wait for it at most ``KEY_LOOKUP_TIMEOUT`` and then go on with the
-last key known.
+last key known. Why ``KEY_FRESH_FOR``: every API request needs its caller's key; a lookup younger than that
+is answered from memory (no thread hop, no system call) at thousands of requests a second. The watcher
+asks for a fresh lookup the moment ``secrets.json`` or ``settings.json`` changes, so a rotated key is
+noticed at once; without the watcher, within that second.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import asyncio
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +39,7 @@ from nanogpt_companion.sillytavern.secrets import CUSTOM_SECRET, GENERIC_SECRET,
 log = logging.getLogger(__name__)
 
 KEY_LOOKUP_TIMEOUT = 5.0
+KEY_FRESH_FOR = 1.0
 Signature = tuple[int, int, int, int]
 
 
@@ -120,15 +125,31 @@ class UserKeys:
     """
 
     def __init__(
-        self, *, timeout: float = KEY_LOOKUP_TIMEOUT, on_change: Callable[[], None] | None = None
+        self,
+        *,
+        timeout: float = KEY_LOOKUP_TIMEOUT,
+        fresh_for: float = KEY_FRESH_FOR,
+        on_change: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._timeout = timeout
+        self._fresh_for = fresh_for
+        self._clock = clock
         self.on_change = on_change
         self._known: dict[str, KeyLookup] = {}
+        self._checked: dict[str, float] = {}  # when each user's lookup last finished
         self._inflight: dict[str, asyncio.Task[KeyLookup]] = {}
         self._slow: set[str] = set()  # users whose lookup missed the deadline (warned once)
 
-    async def get(self, handle: str, paths: UserPaths) -> ResolvedKey:
+    async def get(self, handle: str, paths: UserPaths, *, fresh: bool = False) -> ResolvedKey:
+        """The user's key; ``fresh``: look at the files now (their change was just seen)."""
+        known = self._known.get(handle)
+        if (
+            known is not None
+            and not fresh
+            and self._clock() - self._checked.get(handle, -1e9) < self._fresh_for
+        ):
+            return known.key
         task = self._inflight.get(handle)
         if task is None:
             task = asyncio.ensure_future(asyncio.to_thread(lookup_key, paths, self._known.get(handle)))
@@ -159,6 +180,7 @@ class UserKeys:
             log.error("looking up %s's NanoGPT key failed: %s", handle, type(exc).__name__)
             return
         self._slow.discard(handle)
+        self._checked[handle] = self._clock()
         result = task.result()
         before = self._known.get(handle)
         self._known[handle] = result
@@ -174,6 +196,7 @@ class UserKeys:
 
     def forget(self, handle: str) -> None:
         """The user is gone: their key no longer counts as in use."""
+        self._checked.pop(handle, None)
         if self._known.pop(handle, None) is not None and self.on_change is not None:
             self.on_change()
 

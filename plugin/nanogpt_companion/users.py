@@ -153,15 +153,16 @@ class UserRegistry:
         user = self._users.get(handle)
         return user.paths.token_file if user and user.paths else None
 
-    async def key_for(self, handle: str) -> ResolvedKey:
+    async def key_for(self, handle: str, *, fresh: bool = False) -> ResolvedKey:
         """Configured key first (single-user setups), then the user's ST files (``user_keys``); looked up
-        again whenever those files change, so a key changed in ST takes effect without a restart."""
+        again when those files change, so a key changed in ST takes effect without a restart. ``fresh``:
+        the files were just seen changing, look now."""
         if self._config_key:
             return ResolvedKey(self._config_key, "config")
         user = self._users.get(handle)
         if user is None or user.paths is None:
             return ResolvedKey.none()
-        return await self._keys.get(handle, user.paths)
+        return await self._keys.get(handle, user.paths, fresh=fresh)
 
     def cached_key(self, handle: str) -> ResolvedKey | None:
         """The key last looked up for this user, without touching any file (None: not looked up yet)."""

@@ -91,7 +91,8 @@ class SettingsWatcher:
             while True:
                 self._again.discard(handle)
                 try:
-                    await self._users.key_for(handle)  # the key may live in secrets or depend on settings
+                    # The key may live in secrets.json or depend on settings.json: look again now.
+                    await self._users.key_for(handle, fresh=True)
                     await self._doctor.check_user(handle)
                 except Exception:
                     log.exception("checking %s after a change failed", handle)

@@ -7,6 +7,9 @@ rules are about what happened *after an answer*, so the suites need the status a
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -128,3 +131,37 @@ class FixPoker:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
+
+
+RACING_WRITER = Path(__file__).parents[1] / "fakes" / "racing_st_writer.py"
+
+
+def race_writer(service: RunningService, target: Path, *writer_args: str) -> tuple[str, dict[str, int]]:
+    """Run ``racing_st_writer.py *writer_args`` while a ``FixPoker`` asks for every fix, sampling that
+    ``target`` is always a complete JSON document; returns the writer's output and the fix statuses."""
+    writer = subprocess.Popen(
+        [sys.executable, str(RACING_WRITER), *writer_args], stdout=subprocess.PIPE, text=True
+    )
+    poker = FixPoker(service)
+    samples = 0
+    try:
+        while writer.poll() is None:
+            json.loads(target.read_bytes())  # every sample is a complete JSON document
+            samples += 1
+            time.sleep(0.002)
+    finally:
+        poker.stop()
+    assert poker.errors == []
+    out, _ = writer.communicate(timeout=60)
+    assert writer.returncode == 0
+    assert samples > 50
+    return out, poker.statuses
+
+
+async def first_event_data(resp: Any) -> Any:
+    """The ``data`` of the first event on an open SSE response (the ``hello``), then the response closes."""
+    line = b""
+    while b"data:" not in line:
+        line = await resp.content.readline()
+    resp.close()
+    return json.loads(line.split(b"data: ", 1)[1])

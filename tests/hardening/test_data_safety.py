@@ -18,7 +18,6 @@ import os
 import random
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,30 +37,19 @@ from tests.fakes.service_fixtures import (
     RunningService,
     UpstreamThread,
     free_port,
-    start_fake_upstream,
     start_service,
 )
 from tests.fakes.st_fixtures import FIXTURES, MakeSTInstall, STInstall, UserSpec, build_st_install
-from tests.hardening.support import FixPoker
+from tests.hardening.support import race_writer
 from tests.web.conftest import Companion, StartCompanion, start_companion
 
 __all__ = ["start_companion"]  # the in-process app fixture, used by the full-disk test
 
-RACING_WRITER = Path(__file__).parents[1] / "fakes" / "racing_st_writer.py"
 WRITES = 600  # per race; the settings.json race runs 1,000, these two together stay within seconds
 CRASH_TRIALS = 100
 SHIPPED_PRESET: dict[str, Any] = json.loads((FIXTURES / "openai-preset.Default.json").read_text("utf-8"))
 # The service only fixes presets and profiles unasked when told to; the races need it to act on its own.
 AUTO_ENV = {"NANOGPT_COMPANION_DOCTOR_POLICIES": json.dumps({"preset.ppp": "auto", "profile.ppp": "auto"})}
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[UpstreamThread]:
-    thread = start_fake_upstream()
-    try:
-        yield thread
-    finally:
-        thread.stop()
 
 
 def nanogpt_preset(ppp: str) -> dict[str, Any]:
@@ -87,27 +75,10 @@ def temps_in(folder: Path) -> list[str]:
 
 
 def run_race(service: RunningService, target: Path, mode: str, seed: int) -> tuple[int, dict[str, int]]:
-    """Run the writer against ``target`` while sampling it; returns the writer's last index and the
-    statuses of the fixes requested meanwhile."""
-    writer = subprocess.Popen(
-        [sys.executable, str(RACING_WRITER), mode, str(target), str(WRITES), str(seed)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    poker = FixPoker(service)
-    samples = 0
-    try:
-        while writer.poll() is None:
-            json.loads(target.read_bytes())  # every sample is a complete JSON document
-            samples += 1
-            time.sleep(0.001)
-    finally:
-        poker.stop()
-    assert poker.errors == []
-    out, _ = writer.communicate(timeout=60)
-    assert writer.returncode == 0
-    assert samples > 50
-    return int(out.strip()), poker.statuses
+    """Run the writer against ``target`` while fixes are requested; returns the writer's last index and
+    the statuses of those fixes."""
+    out, statuses = race_writer(service, target, mode, str(target), str(WRITES), str(seed))
+    return int(out.strip()), statuses
 
 
 def assert_quiet(service: RunningService, before: dict[tuple[str, str], int]) -> None:

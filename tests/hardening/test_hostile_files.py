@@ -17,7 +17,6 @@ import os
 import socket
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,23 +44,14 @@ from tests.fakes.service_fixtures import (
     UpstreamThread,
     build_stack_install,
     free_port,
-    start_fake_upstream,
     start_service,
 )
 from tests.fakes.st_fixtures import MakeSTInstall, STInstall, UserSpec
 from tests.fixtures import ST_FIXTURES
+from tests.hardening.support import first_event_data
 
 HEALTH_PROBES = 40
 __all__ = ["start_companion"]  # the in-process app fixture, for the symlink cases
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[UpstreamThread]:
-    thread = start_fake_upstream()
-    try:
-        yield thread
-    finally:
-        thread.stop()
 
 
 def plant_fifo(path: Path) -> None:
@@ -377,8 +367,4 @@ async def test_a_handle_that_is_another_users_folder_gets_no_stream(
     assert companion.client.app[keys.USERS].handles() == ["alice"]
     resp = await companion.get("/api/events", "alice")
     assert resp.status == 200
-    line = b""
-    while b"data:" not in line:
-        line = await resp.content.readline()
-    resp.close()
-    assert json.loads(line.split(b"data: ", 1)[1])["user"] == "alice"
+    assert (await first_event_data(resp))["user"] == "alice"

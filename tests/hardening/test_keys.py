@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +36,10 @@ from tests.fakes.service_fixtures import (
     UpstreamThread,
     build_stack_install,
     free_port,
-    start_fake_upstream,
     start_service,
 )
 from tests.fakes.st_fixtures import MakeSTInstall, UserSpec, build_st_install
+from tests.hardening.support import first_event_data
 from tests.web.conftest import StartCompanion
 
 __all__ = ["start_companion"]
@@ -52,15 +51,6 @@ def key_runs(blob: bytes | str, key: str, n: int = MIN_RUN) -> list[str]:
     """Every ``n``-character run of ``key`` found in ``blob`` (what the redaction promises to remove)."""
     text = blob.decode("utf-8", "replace") if isinstance(blob, bytes) else blob
     return sorted({key[i : i + n] for i in range(len(key) - n + 1) if key[i : i + n] in text})
-
-
-@pytest.fixture
-def upstream() -> Iterator[UpstreamThread]:
-    thread = start_fake_upstream()
-    try:
-        yield thread
-    finally:
-        thread.stop()
 
 
 def requests_by_key(fake: FakeNanoGPT) -> list[tuple[str, str | None]]:
@@ -262,15 +252,20 @@ def one_secret(name: str, value: str) -> dict[str, Any]:
     return {name: [{"id": name, "value": value, "label": name, "active": True}]}
 
 
+def custom_nanogpt_user() -> UserSpec:
+    """The guide's Custom method: Chat Completion, Custom source on NanoGPT's URL, the key in its slot."""
+    return UserSpec(
+        settings=custom_settings("https://nano-gpt.com/api/v1"),
+        secrets=one_secret("api_key_custom", PAYG_KEY),
+    )
+
+
 async def test_the_key_in_the_custom_or_generic_slot_is_used_when_its_url_is_nanogpts(
     make_st_install: MakeSTInstall, start_companion: StartCompanion
 ) -> None:
     st = make_st_install(
         users={
-            "cara": UserSpec(
-                settings=custom_settings("https://nano-gpt.com/api/v1"),
-                secrets=one_secret("api_key_custom", PAYG_KEY),
-            ),
+            "cara": custom_nanogpt_user(),
             "tex": UserSpec(
                 settings=textgen_settings("https://nano-gpt.com/api"),
                 secrets=one_secret("api_key_generic", PAYG_KEY),
@@ -339,10 +334,7 @@ async def test_the_configured_key_comes_first(
 ) -> None:
     st = make_st_install(
         users={
-            "cara": UserSpec(
-                settings=custom_settings("https://nano-gpt.com/api/v1"),
-                secrets=one_secret("api_key_custom", PAYG_KEY),
-            )
+            "cara": custom_nanogpt_user(),
         }
     )
     companion = await start_companion(st, api_key=SUBSCRIBER_KEY)
@@ -386,8 +378,4 @@ async def test_a_ticket_flood_by_one_user_leaves_anothers_stream_working(
         assert (await companion.post("/api/events/ticket", "default-user")).status == 200
     resp = await companion.client.get(f"/api/events?ticket={ticket}")
     assert resp.status == 200
-    line = b""
-    while b"data:" not in line:
-        line = await resp.content.readline()
-    resp.close()
-    assert json.loads(line.split(b"data: ", 1)[1])["user"] == "alice"
+    assert (await first_event_data(resp))["user"] == "alice"

@@ -8,7 +8,6 @@ holds. The service-level race is tests/hardening/test_cas_race.py.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -18,20 +17,11 @@ from nanogpt_companion.sillytavern.documents import is_companion_temp, read_docu
 from nanogpt_companion.sillytavern.errors import ConcurrentModification
 from nanogpt_companion.sillytavern.patching import PatchEdit, patched_text, write_patched
 from nanogpt_companion.sillytavern.swap import exchange_files, replace_when_quiet
-from tests.fixtures import ST_FIXTURES
+from tests.sillytavern.test_documents import PPP, settings_file
 
-SETTINGS = ST_FIXTURES / "settings.nanogpt-source-selected.json"
-PPP = ("oai_settings", "custom_prompt_post_processing")
+__all__ = ["settings_file"]  # the fixture, shared with the other write-path tests
 
 pytestmark = pytest.mark.skipif(os.uname().sysname != "Linux", reason="RENAME_EXCHANGE is Linux-only")
-
-
-@pytest.fixture
-def settings_file(tmp_path: Path) -> Path:
-    path = tmp_path / "default-user" / "settings.json"
-    path.parent.mkdir()
-    shutil.copyfile(SETTINGS, path)
-    return path
 
 
 def st_save(path: Path, content: bytes) -> None:
