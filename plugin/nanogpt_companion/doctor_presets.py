@@ -131,6 +131,3 @@ class PresetReader:
             log.info("not checking preset %s: %s", path.name, exc.reason)
             return _Read(signature, problem=_problem(path.stem, exc))
         return _Read(signature, doc.sha256, _scalars(doc.data))
-
-    def forget(self, handle: str) -> None:
-        self._cache.pop(handle, None)

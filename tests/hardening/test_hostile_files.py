@@ -120,7 +120,13 @@ async def test_a_fifo_as_secrets_json_freezes_nothing(tmp_path: Path, upstream: 
         plant_fifo(secrets)
 
         async def alice_and_me() -> tuple[Any, Any, Any]:
-            account = await api(service, "alice", "/api/account?refresh=1")
+            # Wait for the service to notice (the watcher looks again at once; a key lookup is reused
+            # for at most a second anyway), each poll a real lookup through the refresh path.
+            for _ in range(100):
+                account = await api(service, "alice", "/api/account?refresh=1")
+                if account[0] != 200 or account[1]["key_status"] == "missing":
+                    break
+                await asyncio.sleep(0.1)
             catalog = await api(service, "alice", "/api/catalog")
             mine = await api(service, "default-user", "/api/account")
             return account, catalog, mine

@@ -370,6 +370,8 @@ def replace_file_atomic(
         if created:
             try:
                 os.unlink(tmp)
+            except FileNotFoundError:
+                pass  # kept aside under another name: swap._put_back gave up on a writer saving non-stop
             except OSError as exc:
                 logger.warning("could not remove temp file %s: %s", tmp, exc.strerror)
     _fsync_dir(directory)
