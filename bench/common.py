@@ -322,10 +322,9 @@ async def run_load(
             await pub
         # The last event's delivery: wait until every stream has every event (or give up after 30 s, and
         # the caller's missing_events() says so).
-        settle = time.monotonic() + 30
-        while time.monotonic() < settle and any(
-            len(got) < len(result.events_published) for got in result.events_received
-        ):
+        for _ in range(600):  # 30 s in 50 ms steps
+            if all(len(got) >= len(result.events_published) for got in result.events_received):
+                break
             await asyncio.sleep(0.05)
         for task in streams:
             task.cancel()
