@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from tests.fakes.nanogpt_upstream import FakeAccount, FakeNanoGPT
 from tests.fakes.service_fixtures import (
     RunningService,
     UpstreamThread,
@@ -34,6 +35,7 @@ from tests.fakes.service_fixtures import (
     start_fake_upstream,
     start_service,
 )
+from tests.fakes.st_fixtures import STInstall, UserSpec, build_st_install
 
 log = logging.getLogger(__name__)
 
@@ -134,25 +136,59 @@ class Stack:
         return self.service.token_for(handle)
 
 
+def user_key(index: int) -> str:
+    """The NanoGPT key of the ``index``-th user of a many-user stack (FAKE; the fake upstream knows it)."""
+    return f"sk-nano-FAKE-{700000000000 + index}"
+
+
+def build_many_users(base: Path, st_port: int, n_users: int) -> STInstall:
+    """``n_users`` ST users, each with their own key (one ST install shared by a household or a team)."""
+    users = {
+        f"user{i:02d}": UserSpec(
+            secrets={"api_key_nanogpt": [{"id": "k", "value": user_key(i), "label": "me", "active": True}]}
+        )
+        for i in range(n_users)
+    }
+    return build_st_install(base, users=users, port=st_port)
+
+
+def many_user_accounts(n_users: int) -> list[FakeAccount]:
+    """Every other user subscribes, the rest pay as they go: two distinct catalogues across the keys."""
+    return [FakeAccount(user_key(i), subscriber=i % 2 == 0) for i in range(n_users)]
+
+
 @contextlib.contextmanager
 def stack(
     *,
     latency: float = 0.0,
     n_models: int = 600,
+    n_users: int | None = None,
     pin_cpu: int | None = None,
     env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
     """Fake upstream (background thread) + the real service as a subprocess over a temp ST install.
 
+    Without ``n_users`` the install has the two test users (``default-user`` subscriber, ``alice``
+    pay-as-you-go); with it, ``user00``.. each with their own key (see ``build_many_users``).
     ``pin_cpu`` runs the service under ``taskset -c N`` when taskset exists, so a one-core figure is one
     core and the load generator (this process) does not steal from it.
     """
     base = Path(tempfile.mkdtemp(prefix="nanogpt-bench-"))
-    upstream = start_fake_upstream(latency=latency, n_models=n_models)
+    if n_users is None:
+        upstream = start_fake_upstream(latency=latency, n_models=n_models)
+    else:
+        accounts = many_user_accounts(n_users)
+        upstream = start_fake_upstream(
+            lambda: FakeNanoGPT(latency=latency, n_models=n_models, accounts=accounts)
+        )
     service: RunningService | None = None
     try:
         st_port = free_port()
-        st = build_stack_install(base, st_port)
+        st = (
+            build_stack_install(base, st_port)
+            if n_users is None
+            else build_many_users(base, st_port, n_users)
+        )
         service = start_service(
             st, upstream, base / "state", st_port=st_port, env=env, extra_args=["--no-watch"]
         )

@@ -354,11 +354,11 @@ async def _catalog(args: argparse.Namespace) -> int:
         return 0
     for e in entries:
         price = (
-            f"${e.pricing.prompt:.2f}/${e.pricing.completion:.2f}"
-            if e.pricing.prompt is not None and e.pricing.completion is not None
+            f"${e.prompt:.2f}/${e.completion:.2f}"
+            if e.prompt is not None and e.completion is not None
             else "?"
         )
-        sub = "SUB" if e.subscription.included else "   "
+        sub = "SUB" if e.included else "   "
         ctx = f"{e.context_length // 1000}k" if e.context_length else "?"
         print(f"{sub} {e.id:<60} {price:>18} {ctx:>7}")
     print(f"{len(entries)} of {len(view.snapshot.entries)} models" + (" (stale)" if view.stale else ""))

@@ -22,7 +22,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 PUBLIC_PATHS = frozenset({"/health"})
 TICKET_PATHS = frozenset({"/api/events"})
-CORS_ALLOW_HEADERS = "Authorization, Content-Type"
+# If-None-Match: the extension revalidates its cached catalogue; ETag must be readable to send it back.
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-None-Match"
+CORS_EXPOSE_HEADERS = "ETag"
 CORS_ALLOW_METHODS = "GET, POST, PUT, OPTIONS"
 
 
@@ -63,8 +65,8 @@ def _cors_headers(origin: str) -> dict[str, str]:
         "Access-Control-Allow-Origin": origin,
         "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
         "Access-Control-Allow-Methods": CORS_ALLOW_METHODS,
+        "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS,
         "Access-Control-Max-Age": "600",
-        "Vary": "Origin",
     }
 
 
@@ -97,6 +99,8 @@ async def add_cors_headers(request: web.Request, response: web.StreamResponse) -
     origin = request.headers.get("Origin")
     if origin is not None and origin.rstrip("/") in request.app[keys.ACCESS].origins:
         response.headers.update(_cors_headers(origin))
+        vary = response.headers.get("Vary")  # keep a handler's own Vary (Accept-Encoding)
+        response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
 
 
 def _authenticate(request: web.Request) -> None:
