@@ -165,11 +165,13 @@ def stack(
     n_users: int | None = None,
     pin_cpu: int | None = None,
     env: dict[str, str] | None = None,
+    watch: bool = False,
 ) -> Iterator[Stack]:
     """Fake upstream (background thread) + the real service as a subprocess over a temp ST install.
 
     Without ``n_users`` the install has the two test users (``default-user`` subscriber, ``alice``
-    pay-as-you-go); with it, ``user00``.. each with their own key (see ``build_many_users``).
+    pay-as-you-go); with it, ``user00``.. each with their own key (see ``build_many_users``). ``watch``
+    runs the settings watcher as users run the service (off by default: most figures are about HTTP).
     ``pin_cpu`` runs the service under ``taskset -c N`` when taskset exists, so a one-core figure is one
     core and the load generator (this process) does not steal from it.
     """
@@ -190,7 +192,7 @@ def stack(
             else build_many_users(base, st_port, n_users)
         )
         service = start_service(
-            st, upstream, base / "state", st_port=st_port, env=env, extra_args=["--no-watch"]
+            st, upstream, base / "state", st_port=st_port, env=env, extra_args=[] if watch else ["--no-watch"]
         )
         if pin_cpu is not None and shutil.which("taskset"):
             subprocess.run(

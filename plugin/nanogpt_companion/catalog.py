@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import re
 import time
@@ -41,6 +39,7 @@ from nanogpt_companion.domain import (
     Tier,
 )
 from nanogpt_companion.keys import ResolvedKey
+from nanogpt_companion.memory import release_freed_memory
 from nanogpt_companion.nanogpt.client import ModelListResult, NanoGPTClient
 from nanogpt_companion.nanogpt.errors import (
     KeyRejectedError,
@@ -95,29 +94,7 @@ _BARE_ID_VENDORS = (
 )
 
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None  # not glibc (macOS, musl, Windows): nothing to do
-    return trim
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-async def release_freed_memory() -> None:
-    """Give the memory of a parsed refresh back to the OS.
-
-    A refresh parses a few MB of upstream JSON into short-lived objects; glibc keeps the freed pages
-    for reuse, so a service that idles for days between refreshes would sit on them. ``malloc_trim(0)``
-    (glibc only) returns what is free; it runs in a worker thread (ctypes releases the GIL) so the
-    event loop never waits for it. No ``gc.collect()``: parsed JSON holds no reference cycles, and a
-    full collection would stall every request for tens of milliseconds.
-    """
-    if _MALLOC_TRIM is not None:
-        await asyncio.to_thread(_MALLOC_TRIM, 0)
+ROUND_QUEUE_WAIT = 10.0  # seconds a refresh round waits for another key's before it runs alongside
 
 
 def vendor_of(model_id: str) -> str:
@@ -280,6 +257,9 @@ class CatalogService:
         self._background: set[asyncio.Task[Any]] = set()
         self._upstream: tuple[bool, float] | None = None
         self._pool = EntryPool()  # entries shared by every key's snapshot
+        # One refresh round at a time (see _do_refresh); a round that waited this long goes anyway.
+        self._round = asyncio.Lock()
+        self._round_queue_wait = ROUND_QUEUE_WAIT
 
     def _slot(self, key: ResolvedKey) -> _Slot:
         slot = self._slots.get(key.fingerprint)
@@ -382,6 +362,21 @@ class CatalogService:
         return await self._client.models(tier, api_key=key.reveal())
 
     async def _do_refresh(self, slot: _Slot) -> tuple[CatalogSnapshot, CatalogDiff]:
+        """One key's round, one round at a time: each holds its parsed upstream lists (a few MB of small
+        objects) until it merges them, and ten keys refreshing together (ten ST users at start-up) left
+        ~7 MB of freed-but-pinned heap behind for good. A round that waited ``ROUND_QUEUE_WAIT`` for a
+        slow one (a hanging NanoGPT list) starts anyway: latency beats memory."""
+        try:
+            await asyncio.wait_for(self._round.acquire(), self._round_queue_wait)
+        except TimeoutError:
+            log.debug("catalogue round for %s starts alongside a slow one", slot.key.fingerprint)
+            return await self._do_refresh_locked(slot)
+        try:
+            return await self._do_refresh_locked(slot)
+        finally:
+            self._round.release()
+
+    async def _do_refresh_locked(self, slot: _Slot) -> tuple[CatalogSnapshot, CatalogDiff]:
         was_failing = slot.last_error is not None
         key = ResolvedKey.none() if slot.key_rejected else slot.key
         tiers = [Tier.V1, Tier.SUBSCRIPTION, Tier.PAID] + ([Tier.PERSONALIZED] if key.present else [])
@@ -436,10 +431,12 @@ class CatalogService:
         now = self._clock()
         # Merging, then serialising, ~600 entries: each step is ~10 ms of CPU; let waiting requests in
         # between them rather than stalling the loop for the whole build.
-        merged = merge_tiers(lists)
+        serialised = self._pool.serialise(merge_tiers(lists))
+        # The parsed upstream lists (a few MB of short-lived objects) go before the snapshot's long-lived
+        # entries are made, so those do not end up scattered over the freed pages, pinning them.
+        del lists, results, result
         await asyncio.sleep(0)
-        snapshot = CatalogSnapshot.build(merged, now, status, self._pool)
-        del merged
+        snapshot = CatalogSnapshot(self._pool.adopt(serialised), now, status)
         await asyncio.sleep(0)
         slot.checked_at = now
         slot.last_error = ErrorInfo(code=errors[0].code, message=str(errors[0])) if errors else None
@@ -453,7 +450,8 @@ class CatalogService:
         self._pool.retain(s.snapshot for s in self._slots.values() if s.snapshot is not None)
         if self._store is not None:
             try:
-                await self._store.save_catalog_snapshot(slot.key.fingerprint, now, snapshot.to_store())
+                payload = await asyncio.to_thread(snapshot.to_store)
+                await self._store.save_catalog_snapshot(slot.key.fingerprint, now, payload)
             except Exception:
                 log.exception("could not save the catalogue snapshot")
         if self._on_refresh is not None and (previous is None or not diff.empty):

@@ -56,6 +56,7 @@ DIFF_FIELDS: dict[str, str] = {
 GZIP_LEVEL = 9  # once per refresh and variant, off the event loop: the smallest body is worth ~5 ms
 MAX_CACHED_VARIANTS = 12  # per snapshot: the extension's one or two, plus a few CLI/script queries
 MAX_CACHED_BYTES = 3 * 1024 * 1024  # per snapshot, plain and compressed bodies together
+STORE_LEVEL = 6
 
 
 def _exact(data: bytes) -> bytes:
@@ -84,28 +85,32 @@ class PackedEntry:
         "vendor",
     )
 
-    def __init__(self, entry: CatalogEntry, full: bytes, interned: dict[Any, Any]) -> None:
-        data = entry.model_dump(mode="json")
-        summary = {k: data[k] for k in SUMMARY_KEYS if k not in ("pricing", "subscription")}
-        summary["pricing"] = {k: data["pricing"][k] for k in _PRICE_KEYS}
-        summary["subscription"] = {k: data["subscription"][k] for k in _COVERAGE_KEYS}
+    def __init__(self, full: bytes, interned: dict[Any, Any]) -> None:
+        """From an entry's JSON (``CatalogEntry.model_dump(mode="json")``, serialised): every kept string
+        is made here, after the refresh's temporaries are gone, so they sit together in memory instead
+        of pinning the parse's freed pages."""
+        data = orjson.loads(full)
+        pricing, coverage = data["pricing"], data["subscription"]
+        summary = {k: data[k] for k in SUMMARY_KEYS}
+        summary["pricing"] = {k: pricing[k] for k in _PRICE_KEYS}
+        summary["subscription"] = {k: coverage[k] for k in _COVERAGE_KEYS}
         self.full = full
-        self.summary = _exact(orjson.dumps({k: summary[k] for k in SUMMARY_KEYS}))
-        self.id = entry.id
-        self.name = entry.name
+        self.summary = _exact(orjson.dumps(summary))
+        self.id: str = data["id"]
+        self.name: str = data["name"]
         # Small repeated values are shared, not stored 600 times per key.
-        self.vendor: str = interned.setdefault(entry.vendor, entry.vendor)
-        tiers = tuple(str(t) for t in entry.tiers)
+        self.vendor: str = interned.setdefault(data["vendor"], data["vendor"])
+        tiers = tuple(data["tiers"])
         self.tiers: tuple[str, ...] = interned.setdefault(tiers, tiers)
-        caps = frozenset(name for name, on in entry.capabilities.items() if on is True)
+        caps = frozenset(name for name, on in data["capabilities"].items() if on is True)
         self.capabilities: frozenset[str] = interned.setdefault(caps, caps)
-        self.is_router = entry.is_router
-        self.prompt = entry.pricing.prompt
-        self.completion = entry.pricing.completion
-        self.context_length = entry.context_length
-        self.created = entry.created
-        self.included = entry.subscription.included
-        self.input_multiplier = entry.subscription.input_multiplier
+        self.is_router: bool = data["is_router"]
+        self.prompt: float | None = pricing["prompt"]
+        self.completion: float | None = pricing["completion"]
+        self.context_length: int | None = data["context_length"]
+        self.created: int | None = data["created"]
+        self.included: bool | None = coverage["included"]
+        self.input_multiplier: float | None = coverage["input_multiplier"]
 
     def entry(self) -> CatalogEntry:
         """The full record, rebuilt from the bytes (validated again: cheap, and never a partial record)."""
@@ -130,13 +135,36 @@ class EntryPool:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def serialise(self, entries: Iterable[CatalogEntry]) -> list[PackedEntry | bytes]:
+        """First step of a build: each entry's JSON, or the pooled entry that has exactly that JSON.
+
+        Separate from ``adopt`` so the caller can drop the parsed upstream lists in between.
+        """
+        out: list[PackedEntry | bytes] = []
+        for entry in entries:
+            full = orjson.dumps(entry.model_dump(mode="json"))
+            hit = self._entries.get(full)
+            out.append(hit if hit is not None else full)
+        return out
+
+    def adopt(self, serialised: Iterable[PackedEntry | bytes]) -> list[PackedEntry]:
+        """Second step: pool what is new."""
+        out: list[PackedEntry] = []
+        for item in serialised:
+            if isinstance(item, PackedEntry):
+                out.append(item)
+                continue
+            hit = self._entries.get(item)
+            if hit is None:
+                # The kept copy is made now, after the refresh's temporaries are freed, so it lands in
+                # reused memory instead of pinning pages between them.
+                full = _exact(item)
+                hit = self._entries[full] = PackedEntry(full, self._interned)
+            out.append(hit)
+        return out
+
     def pack(self, entry: CatalogEntry) -> PackedEntry:
-        full = orjson.dumps(entry.model_dump(mode="json"))
-        hit = self._entries.get(full)
-        if hit is None:
-            full = _exact(full)
-            hit = self._entries[full] = PackedEntry(entry, full, self._interned)
-        return hit
+        return self.adopt(self.serialise([entry]))[0]
 
     def retain(self, snapshots: Iterable[CatalogSnapshot]) -> None:
         live = {e.full: e for snapshot in snapshots for e in snapshot.entries}
@@ -361,7 +389,7 @@ class CatalogSnapshot:
         pool: EntryPool | None = None,
     ) -> CatalogSnapshot:
         pool = pool if pool is not None else EntryPool()
-        return cls([pool.pack(e) for e in entries], fetched_at, tiers)
+        return cls(pool.adopt(pool.serialise(entries)), fetched_at, tiers)
 
     def same_content(self, other: CatalogSnapshot | None) -> bool:
         return other is not None and other.content_hash == self.content_hash
@@ -418,15 +446,26 @@ class CatalogSnapshot:
         return sum(b.size for b in self._bodies.values())
 
     def to_store(self) -> bytes:
+        """The snapshot as the store keeps it: zlib-compressed JSON (an eighth of the bytes through
+        SQLite's page cache and on disk). CPU-bound for ~10 ms: call it from a worker thread."""
         tiers = {k: v.as_json() for k, v in self.tiers.items()}
-        return b'{"tiers":' + orjson.dumps(tiers) + b',"models":' + self.models_json(self.entries) + b"}"
+        plain = b'{"tiers":' + orjson.dumps(tiers) + b',"models":' + self.models_json(self.entries) + b"}"
+        return zlib.compress(plain, STORE_LEVEL)
 
     @classmethod
     def from_store(cls, fetched_at: float, payload: bytes, pool: EntryPool | None = None) -> CatalogSnapshot:
-        raw = orjson.loads(payload)
-        entries = [CatalogEntry.model_validate(item) for item in raw["models"]]
-        tiers = {
-            k: TierStatus(v["ok"], v["count"], ErrorInfo(**v["error"]) if v.get("error") else None)
-            for k, v in raw.get("tiers", {}).items()
-        }
-        return cls.build(entries, fetched_at, tiers, pool)
+        pool = pool if pool is not None else EntryPool()
+        serialised, tiers = _read_stored(payload, pool)  # the parsed payload is gone when this returns
+        return cls(pool.adopt(serialised), fetched_at, tiers)
+
+
+def _read_stored(payload: bytes, pool: EntryPool) -> tuple[list[PackedEntry | bytes], dict[str, TierStatus]]:
+    # Plain JSON is what versions before compression stored.
+    raw = orjson.loads(payload if payload[:1] == b"{" else zlib.decompress(payload))
+    # Validated again: a snapshot written by another version must not slip past the contract.
+    serialised = pool.serialise(CatalogEntry.model_validate(item) for item in raw["models"])
+    tiers = {
+        k: TierStatus(v["ok"], v["count"], ErrorInfo(**v["error"]) if v.get("error") else None)
+        for k, v in raw.get("tiers", {}).items()
+    }
+    return serialised, tiers

@@ -151,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web  # noqa: PLC0415 - keep `--help` and the other commands fast
 
+    from nanogpt_companion.memory import use_one_malloc_arena  # noqa: PLC0415
     from nanogpt_companion.web.app import init_app  # noqa: PLC0415
 
     settings = _settings(
@@ -167,6 +168,7 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.data_root is not None and not settings.data_root.is_dir():
         raise ValueError(f"SillyTavern data root not found: {settings.data_root}")
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    use_one_malloc_arena()  # before any worker thread: see memory.py (idle RSS)
     app = init_app(settings)
     log.info("NanoGPT Companion %s on %s (upstream %s)", __version__, settings.public_url, settings.upstream)
     web.run_app(

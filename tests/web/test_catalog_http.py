@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from nanogpt_companion.domain import CatalogEntry, CatalogSummary
+from tests.fakes.nanogpt_upstream import SUBSCRIBER_KEY
 from tests.web.conftest import ST_ORIGIN, Companion
 
 SUMMARY = "/api/catalog?fields=summary&include_routers=false"  # what the extension asks for
@@ -44,11 +45,11 @@ async def test_unchanged_catalogue_answers_304_with_the_same_etag(companion: Com
 async def test_refresh_that_changes_nothing_keeps_the_etag(companion: Companion) -> None:
     _, headers, _ = await raw_get(companion, SUMMARY)
     before = headers["ETag"]
-    upstream_calls = companion.upstream.fake.count("/api/v1/models")
+    upstream_calls = companion.upstream.fake.count("/api/v1/models", key=SUBSCRIBER_KEY)
     refresh = await companion.post("/api/catalog/refresh")
     assert refresh.status == 200
     assert (await refresh.json())["diff"] == {"added": [], "removed": [], "changed": []}
-    assert companion.upstream.fake.count("/api/v1/models") == upstream_calls + 1  # really re-checked
+    assert companion.upstream.fake.count("/api/v1/models", key=SUBSCRIBER_KEY) == upstream_calls + 1
     status, headers, _ = await raw_get(companion, SUMMARY, **{"If-None-Match": before})
     assert status == 304 and headers["ETag"] == before
 
