@@ -290,3 +290,50 @@ async def test_unchanged_refresh_keeps_the_snapshot_and_its_etag(
     assert changed is not first and changed.content_hash != first.content_hash
     assert [c["id"] for c in diff.changed] == [fake_nanogpt.fake.ids("paid")[0]]
     await service.close()
+
+
+class RecordingCatalog(CatalogService):
+    """The real service, noting when each key's upstream calls start and end (the order is the witness)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.events: list[tuple[str, str]] = []
+        self.personalized_asked = asyncio.Event()
+
+    async def _fetch_tier(self, tier, key):
+        self.events.append(("start", key.fingerprint))
+        if tier is Tier.PERSONALIZED:
+            self.personalized_asked.set()
+        try:
+            return await super()._fetch_tier(tier, key)
+        finally:
+            self.events.append(("end", key.fingerprint))
+
+
+async def test_refresh_rounds_of_different_keys_do_not_overlap(client: NanoGPTClient, fake_nanogpt) -> None:
+    fake_nanogpt.fake.faults.latency(0.05)
+    service = RecordingCatalog(client, None)
+    keys = [ResolvedKey(SUBSCRIBER_KEY, "config"), ResolvedKey(PAYG_KEY, "config"), ResolvedKey.none()]
+    views = await asyncio.gather(*(service.get(k) for k in keys))
+    assert all(v.snapshot.entries for v in views)
+    owners = [fp for _, fp in service.events]
+    # Each key's calls form one block: a round's parsed lists are gone before the next round starts.
+    blocks = [fp for i, fp in enumerate(owners) if i == 0 or owners[i - 1] != fp]
+    assert sorted(blocks) == sorted(k.fingerprint for k in keys)
+    await service.close()
+
+
+async def test_a_round_stuck_upstream_does_not_hold_the_others_back(
+    client: NanoGPTClient, fake_nanogpt
+) -> None:
+    fake_nanogpt.fake.faults.latency(30, "/api/personalized/v1/models")  # only keyed rounds ask for it
+    service = RecordingCatalog(client, None)
+    service._round_queue_wait = 0.05
+    stuck = asyncio.create_task(service.get(ResolvedKey(PAYG_KEY, "config")))
+    await service.personalized_asked.wait()  # the keyed round is now waiting on NanoGPT
+    anonymous = await service.get(ResolvedKey.none())  # queues briefly, then runs alongside
+    assert anonymous.snapshot.entries
+    assert not stuck.done()
+    stuck.cancel()
+    await asyncio.gather(stuck, return_exceptions=True)
+    await service.close()
