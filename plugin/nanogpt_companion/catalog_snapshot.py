@@ -18,6 +18,7 @@ is built once and reused until the snapshot is replaced.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import zlib
 from collections import OrderedDict
@@ -290,7 +291,7 @@ class Body:
 
     def etag(self, encoding: Encoding) -> str:
         # A representation per content coding (RFC 9110 8.8.3), matched on the shared part.
-        return f'"{self.tag}-gz"' if encoding == "gzip" else f'"{self.tag}"'
+        return f'"{self.tag}.gz"' if encoding == "gzip" else f'"{self.tag}"'
 
     def matches(self, if_none_match: str) -> bool:
         """Weak comparison (If-None-Match), any of our codings of this representation."""
@@ -301,7 +302,7 @@ class Body:
             if candidate.startswith("W/"):
                 candidate = candidate[2:]
             opaque = candidate.strip('"')
-            if opaque.endswith("-gz"):
+            if opaque.endswith(".gz"):  # "." is not in the base64url alphabet of the tag
                 opaque = opaque[:-3]
             if opaque == self.tag:
                 return True
@@ -417,7 +418,8 @@ class CatalogSnapshot:
             return cached
         # Everything the bytes depend on: the content, the variant and the fetch time in the meta.
         seed = b"%s|%r|" % (self.content_hash.encode(), self.fetched_at)
-        tag = hashlib.blake2b(seed + key, digest_size=16).hexdigest()
+        # 96 bits, base64url: plenty for a validator, and short (it crosses the wire twice per reload).
+        tag = base64.urlsafe_b64encode(hashlib.blake2b(seed + key, digest_size=12).digest()).decode()
 
         def build() -> bytes:
             entries = filter_entries(

@@ -21,6 +21,7 @@ import pytest
 from tests.extension import test_extension as base
 from tests.extension.conftest import CHROMIUM, CHROMIUM_ARGS, Harness, artifact, open_page
 from tests.extension.standin_server import free_port
+from tests.extension.test_catalog_cache import FROM_CACHE, FROM_SERVICE, load
 from tests.fakes.service_fixtures import REPO, RunningService, running_stack
 from tests.st_server_plugin.support import Harness as NodeHarness
 from tests.st_server_plugin.support import start_harness, stop_harness
@@ -167,6 +168,27 @@ def test_catalog_use_via_plugin(page: Any, harness: Harness) -> None:
     base.test_catalog_filter_and_use_selects_through_st_handler(page, harness)
     assert page.is_visible(VIA_PLUGIN)
     assert "/api/catalog" in {p.split("?")[0] for p in plugin_paths(harness)}
+
+
+def test_saved_catalogue_is_revalidated_through_the_plugin(browser: Any, harness: Harness) -> None:
+    """The plugin passes If-None-Match in and the ETag out, so a reload costs a 304 on this path too."""
+    harness.reset_settings()
+    context = browser.new_context()
+    try:
+        page, requests = load(context, harness)
+        page.wait_for_selector(FROM_SERVICE, state="attached")
+        assert page.is_visible(VIA_PLUGIN)
+        first = requests.seen[-1]
+        assert first["status"] == 200 and first["etag"]
+        page.close()
+        page, requests = load(context, harness)
+        page.wait_for_selector(FROM_SERVICE, state="attached")
+        assert requests.seen[-1]["if_none_match"] == first["etag"]
+        assert requests.seen[-1]["status"] == 304
+        assert page.query_selector(FROM_CACHE) is None
+        assert "/api/catalog" in plugin_paths(harness)
+    finally:
+        context.close()
 
 
 def test_live_fix_over_sse_and_undo_via_plugin(page: Any, harness: Harness) -> None:
