@@ -273,6 +273,8 @@ async def run_load(
     concurrency: int = 64,
     publish_every: float = 1.0,
     publish: Callable[[], Awaitable[float | None]] | None = None,
+    extra_headers: dict[str, str] | None = None,
+    auto_decompress: bool = True,
 ) -> LoadResult:
     """Hold ``sse_clients`` event streams (for ``tokens[0]``) open while sending up to ``rate`` requests/s.
 
@@ -284,7 +286,9 @@ async def run_load(
     result = LoadResult()
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(base_url, connector=connector, timeout=timeout) as session:
+    async with aiohttp.ClientSession(
+        base_url, connector=connector, timeout=timeout, auto_decompress=auto_decompress
+    ) as session:
         sse_headers = {"Authorization": f"Bearer {tokens[0]}"}
         readies = [asyncio.Event() for _ in range(sse_clients)]
         result.events_received = [[] for _ in range(sse_clients)]
@@ -302,7 +306,7 @@ async def run_load(
             for i in range(sse_clients)
         ]
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30)
-        headers = [{"Authorization": f"Bearer {t}"} for t in tokens]
+        headers = [{"Authorization": f"Bearer {t}", **(extra_headers or {})} for t in tokens]
         slots = asyncio.Semaphore(concurrency)
         inflight: set[asyncio.Task[None]] = set()
 

@@ -7,6 +7,8 @@ once per snapshot and variant rather than per request.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from aiohttp import web
 
 from nanogpt_companion.catalog_snapshot import Body, Encoding
@@ -16,6 +18,7 @@ from nanogpt_companion.catalog_snapshot import Body, Encoding
 CACHE_CONTROL = "private, no-cache"
 
 
+@lru_cache(maxsize=64)  # a browser sends the same few strings on every request
 def accepted_encoding(header: str | None) -> Encoding:
     """``gzip`` when the client accepts it (``gzip``, ``x-gzip`` or ``*`` with a non-zero q), else plain."""
     if not header:
@@ -52,7 +55,7 @@ async def serve_body(request: web.Request, body: Body) -> web.Response:
         return web.Response(status=304, headers=headers)
     if encoding == "gzip":
         headers["Content-Encoding"] = "gzip"
-        data = await body.gzipped()
+        data = body.gzip if body.gzip is not None else await body.gzipped()
     else:
         data = body.identity()
     return web.Response(body=data, content_type="application/json", headers=headers)
