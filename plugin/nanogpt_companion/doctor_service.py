@@ -43,6 +43,7 @@ from nanogpt_companion.sillytavern.errors import (
 from nanogpt_companion.sillytavern.patching import PatchEdit, write_patched
 from nanogpt_companion.sillytavern.presets import list_presets
 from nanogpt_companion.sillytavern.secrets import secrets_format
+from nanogpt_companion.sillytavern.server_config import ServerExposure, read_server_exposure
 from nanogpt_companion.sillytavern.version import UNKNOWN_VERSION, STVersion, detect_st_version
 from nanogpt_companion.store import JournalEntry, Store
 from nanogpt_companion.users import UserRegistry
@@ -266,6 +267,7 @@ class DoctorService:
             catalogue=catalogue,
             account=account,
             family_table=self._family_table,
+            st_server=await self._st_server(),
         )
         findings = diagnose(ctx)
         # A finding we fixed automatically is back: the user put the value back. Respect that.
@@ -281,6 +283,13 @@ class DoctorService:
         state.checked_at = time.time()
         self._publish_findings(handle)
         return True
+
+    async def _st_server(self) -> ServerExposure | None:
+        """ST's own server settings, for ``st.exposed`` (needs the ST folder, not just a data root)."""
+        st_dir = self._settings.sillytavern
+        if st_dir is None:
+            return None
+        return await asyncio.to_thread(read_server_exposure, st_dir, self._users.data_root)
 
     def _read_presets(self, paths: UserPaths) -> dict[str, Document]:
         result: dict[str, Document] = {}

@@ -1,5 +1,5 @@
-"""The catalogue kept in the browser between page loads and revalidated with If-None-Match (headless
-Chromium, the stand-in page, the real service and the fake upstream)."""
+"""The catalogue kept in the browser between page loads and revalidated by the browser with the service's
+ETag, in real SillyTavern (newest): several page loads in one browser profile, as a user reloading ST."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ from typing import Any
 
 import pytest
 
-from tests.extension.conftest import Harness
-from tests.extension.test_extension import connect_nanogpt_list, js, open_drawer, wait_connected
+from tests.extension.st_ui import connect_builtin, open_drawer
+from tests.realst.browser import PROBLEM_WATCHER, STPage
+from tests.realst.fixtures import check_page
+from tests.realst.stack import CLEAN_OAI, DEFAULT_USER, RealStack
 
 CATALOG_REQUEST = "/api/catalog?fields=summary"
 FROM_CACHE = '#ngc_catalog_summary[data-source="cache"]'
 FROM_SERVICE = '#ngc_catalog_summary[data-source="service"]'
 READ_LOCALFORAGE = """async () => {
-    const db = localforage.createInstance({ name: 'nanogpt-companion', storeName: 'catalog' });
+    const db = SillyTavern.libs.localforage.createInstance(
+        { name: 'nanogpt-companion', storeName: 'catalog' });
     const owners = await db.getItem('owners');
     return { owners, record: owners ? await db.getItem('catalog:' + owners[0]) : null };
 }"""
@@ -24,7 +27,9 @@ READ_INDEXEDDB = """() => new Promise((resolve, reject) => {
     const open = indexedDB.open('nanogpt-companion');
     open.onerror = () => reject(open.error);
     open.onsuccess = () => {
-        const store = open.result.transaction('catalog').objectStore('catalog');
+        const db = open.result;
+        if (!db.objectStoreNames.contains('catalog')) return resolve({ owners: null, record: null });
+        const store = db.transaction('catalog').objectStore('catalog');
         const owners = store.get('owners');
         owners.onsuccess = () => {
             if (!owners.result) return resolve({ owners: null, record: null });
@@ -33,11 +38,26 @@ READ_INDEXEDDB = """() => new Promise((resolve, reject) => {
         };
     };
 })"""
+# A page of ST without localforage (neither in SillyTavern.libs nor as a global), to see the fallback.
+HIDE_LOCALFORAGE = """
+(() => {
+    let st;
+    Object.defineProperty(window, 'SillyTavern', { configurable: true, get: () => st, set: (v) => {
+        const libs = Object.fromEntries(Object.entries(v?.libs ?? {}).filter(([k]) => k !== 'localforage'));
+        st = { ...v, libs };
+    } });
+    Object.defineProperty(window, 'localforage', { configurable: true, get: () => undefined, set: () => {} });
+})();
+"""
+
+
+def is_catalog_request(request: Any) -> bool:
+    return CATALOG_REQUEST in request.url and request.method == "GET"
 
 
 class CatalogRequests:
     """Every GET of the catalogue list as it crossed the wire (Chromium's DevTools protocol: a 304 the
-    browser's cache turned into a 200 for the page is still a 304 here); ``hold`` keeps the next one
+    browser's cache turned into a 200 for the page is still a 304 here); ``hold`` keeps the requests
     unanswered until ``release()`` (request interception: the browser's HTTP cache is off then)."""
 
     def __init__(self, page: Any, *, hold: bool = False) -> None:
@@ -46,9 +66,9 @@ class CatalogRequests:
         self._requests: dict[str, dict[str, Any]] = {}
         cdp = page.context.new_cdp_session(page)
         cdp.send("Network.enable")
+        cdp.on("Network.requestWillBeSent", self._request)
         cdp.on("Network.requestWillBeSentExtraInfo", self._sent)
         cdp.on("Network.responseReceivedExtraInfo", self._received)
-        cdp.on("Network.requestWillBeSent", self._request)
         if hold:
             page.route("**/api/catalog?*", self._route)
 
@@ -93,157 +113,156 @@ class CatalogRequests:
         self.held.clear()
 
 
+class Profile:
+    """One browser profile (its IndexedDB and HTTP cache survive between the pages it opens)."""
+
+    def __init__(self, browser: Any, stack: RealStack, *, init_script: str = "") -> None:
+        self.stack = stack
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.context.add_init_script(PROBLEM_WATCHER + init_script)
+        self.pages: list[STPage] = []
+
+    def load(self, *, hold: bool = False) -> tuple[STPage, CatalogRequests]:
+        """Open ST and wait until the catalogue request was answered; with ``hold``, only until it was
+        sent (it stays unanswered until ``requests.release()``)."""
+        page = self.context.new_page()
+        st_page = STPage(page, self.context, self.stack.url)
+        page.on("pageerror", lambda exc: st_page.page_errors.append(str(exc)))
+        self.pages.append(st_page)
+        requests = CatalogRequests(page, hold=hold)
+        if hold:
+            with page.expect_request(is_catalog_request, timeout=60000):
+                page.goto(self.stack.url + "/")
+        else:
+            with page.expect_response(lambda r: is_catalog_request(r.request), timeout=60000):
+                page.goto(self.stack.url + "/")
+        st_page.wait_app_ready()
+        return st_page, requests
+
+    def close(self) -> None:
+        try:
+            for page in self.pages:
+                check_page(page)
+        finally:
+            self.context.close()
+
+
 @pytest.fixture
-def context(browser: Any, harness: Harness) -> Iterator[Any]:
-    """One browser profile for several page loads (the cache lives in its IndexedDB)."""
-    harness.standin.bootstrap_override = None
-    harness.reset_settings()
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+def profile(realst_browser: Any, stack: RealStack) -> Iterator[Profile]:
+    stack.seed_user(DEFAULT_USER, oai=CLEAN_OAI)
+    p = Profile(realst_browser, stack)
     try:
-        yield ctx
+        yield p
     finally:
-        ctx.close()
-        harness.standin.with_localforage = True
+        p.close()
 
 
-def load(context: Any, harness: Harness, *, hold: bool = False) -> tuple[Any, CatalogRequests]:
-    """Open ST and wait until the catalogue request was answered; with ``hold``, only until it was sent
-    (it stays unanswered until ``requests.release()``)."""
-    page = context.new_page()
-    requests = CatalogRequests(page, hold=hold)
-    if hold:
-        with page.expect_request(is_catalog_request, timeout=15000):
-            page.goto(harness.st_url + "/")
-    else:
-        with page.expect_response(lambda r: is_catalog_request(r.request), timeout=15000):
-            page.goto(harness.st_url + "/")
-    return page, requests
-
-
-def is_catalog_request(request: Any) -> bool:
-    return CATALOG_REQUEST in request.url and request.method == "GET"
-
-
-def enriched_labels(page: Any) -> int:
-    return int(
-        js(
-            page,
-            "[...document.querySelectorAll('#model_nanogpt_select option')]"
-            ".filter(o => o.text.includes(' per 1M')).length",
-        )
-    )
-
-
-@pytest.mark.parametrize("storage", ["localforage", "indexeddb"])
-def test_reload_shows_the_saved_catalogue_at_once_then_gets_a_304(
-    context: Any, harness: Harness, storage: str
-) -> None:
-    harness.standin.with_localforage = storage == "localforage"
-    page, requests = load(context, harness)
-    wait_connected(page)
-    page.wait_for_selector(FROM_SERVICE, state="attached")
+def test_reload_shows_the_saved_catalogue_at_once_then_gets_a_304(profile: Profile, stack: RealStack) -> None:
+    assert stack.service is not None
+    page, requests = profile.load()
+    page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=30000)
     first = requests.seen[-1]
     assert first["status"] == 200 and first["if_none_match"] is None
     assert first["encoding"] == "gzip"
-    saved = js(page, READ_LOCALFORAGE if storage == "localforage" else READ_INDEXEDDB)
+    saved = page.js(READ_LOCALFORAGE)  # ST's own localforage holds it
     assert saved["record"]["etag"] == first["etag"]
-    assert len(saved["record"]["payload"]["models"]) > 500
+    assert len(saved["record"]["payload"]["models"]) > 300
     assert "description" not in saved["record"]["payload"]["models"][0]  # the list projection
-    assert harness.service.token_for("default-user") not in json.dumps(
-        saved
-    )  # keyed by a hash, never the token
-    page.close()
+    assert stack.service.token_for(DEFAULT_USER) not in json.dumps(saved)  # keyed by a hash, not the token
+    page.page.close()
 
-    # Next page load: the browser revalidates, the service answers 304, the saved copy stays.
-    page, requests = load(context, harness)
-    page.wait_for_selector(FROM_SERVICE, state="attached")
-    again = requests.seen[-1]
-    assert again == {"if_none_match": first["etag"], "status": 304, "etag": first["etag"], "encoding": None}
-    assert "saved copy" not in page.text_content("#ngc_catalog_summary")
-    page.close()
+    # Reload: the browser revalidates, the service answers 304, the saved copy stays.
+    page, requests = profile.load()
+    page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=30000)
+    assert requests.seen[-1] == {
+        "if_none_match": first["etag"],
+        "status": 304,
+        "etag": first["etag"],
+        "encoding": None,
+    }
+    assert "saved copy" not in (page.page.text_content("#ngc_catalog_summary") or "")
+    page.page.close()
 
-    # And when the service is slow to answer, ST's select is enriched from the saved copy meanwhile.
-    page, requests = load(context, harness, hold=True)
-    page.wait_for_selector(FROM_CACHE, state="attached")
-    connect_nanogpt_list(page)
-    page.wait_for_function(
-        "[...document.querySelectorAll('#model_nanogpt_select option')].some(o => o.text.includes(' per 1M'))"
+    # The service is slow to answer: ST's own model select is enriched from the saved copy meanwhile.
+    page, requests = profile.load(hold=True)
+    page.page.wait_for_selector(FROM_CACHE, state="attached", timeout=30000)
+    connect_builtin(page)
+    page.page.wait_for_function(
+        "[...document.querySelectorAll('#model_nanogpt_select option')]"
+        ".filter(o => o.text.includes(' per 1M')).length > 100"
     )
-    assert enriched_labels(page) > 400
-    assert "saved copy" in page.text_content("#ngc_catalog_summary")
+    assert "saved copy" in (page.page.text_content("#ngc_catalog_summary") or "")
     assert len(requests.held) == 1 and requests.seen == []  # asked, not answered yet
-    with page.expect_response(lambda r: is_catalog_request(r.request)):
+    with page.page.expect_response(lambda r: is_catalog_request(r.request)):
         requests.release()
-    page.wait_for_selector(FROM_SERVICE, state="attached")  # same ETag: confirmed, not re-read
+    page.page.wait_for_selector(FROM_SERVICE, state="attached")  # same ETag: confirmed, not re-read
     assert requests.seen[-1]["etag"] == first["etag"]
-    assert "saved copy" not in page.text_content("#ngc_catalog_summary")
-    page.close()
 
 
-def test_changed_catalogue_replaces_the_saved_copy(context: Any, harness: Harness) -> None:
-    page, requests = load(context, harness)
-    page.wait_for_selector(FROM_SERVICE, state="attached")
+def test_changed_catalogue_replaces_the_saved_copy(profile: Profile, stack: RealStack) -> None:
+    assert stack.service is not None
+    page, requests = profile.load()
+    page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=30000)
     before = requests.seen[-1]["etag"]
-    page.close()
-    fake = harness.service.upstream.fake
+    page.page.close()
+    fake = stack.upstream.fake
     model_id = fake.ids("paid")[0]
-    harness.service.upstream.call(lambda: fake.set_price(model_id, prompt=321.0))
-    status, body = harness.service.request("POST", "/api/catalog/refresh")
-    assert status == 200 and model_id in [c["id"] for c in body["diff"]["changed"]]
-
-    page, requests = load(context, harness)
-    page.wait_for_selector(FROM_SERVICE, state="attached")
-    answer = requests.seen[-1]
-    assert answer["if_none_match"] == before and answer["status"] == 200 and answer["etag"] != before
-    saved = js(page, READ_LOCALFORAGE)
-    assert saved["record"]["etag"] == answer["etag"]
-    entry = next(m for m in saved["record"]["payload"]["models"] if m["id"] == model_id)
-    assert entry["pricing"]["prompt"] == 321.0
-    page.close()
-
-
-def test_details_load_on_demand(context: Any, harness: Harness) -> None:
-    page, _ = load(context, harness)
-    page.wait_for_selector(FROM_SERVICE, state="attached")
-    asked: list[str] = []
-    page.on("request", lambda r: asked.append(r.url) if "/api/catalog/model" in r.url else None)
-    open_drawer(page)
-    page.click("#ngc_browse")
-    page.wait_for_selector("dialog.popup .ngc-catalog .ngc-model")
-    _, full = harness.service.request("GET", "/api/catalog?include_routers=false")
-    described = next(m for m in full["models"] if m.get("description"))
-    row = f'.ngc-catalog .ngc-model[data-id="{described["id"]}"]'
-    page.fill('.ngc-catalog [data-f="q"]', described["id"])
-    page.click(f'{row} button[data-act="info"]')
-    page.wait_for_selector(f"{row} .ngc-model-description")
-    assert page.text_content(f"{row} .ngc-model-description").strip() == described["description"].strip()
-    assert page.get_attribute(f'{row} button[data-act="info"]', "aria-expanded") == "true"
-    assert len(asked) == 1
-    page.click(f'{row} button[data-act="info"]')  # closes; opening again needs no new request
-    page.click(f'{row} button[data-act="info"]')
-    page.wait_for_selector(f"{row} .ngc-model-description")
-    assert len(asked) == 1
-    page.close()
-
-
-def test_no_storage_at_all_still_loads_the_catalogue(browser: Any, harness: Harness) -> None:
-    harness.standin.with_localforage = False
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-    ctx.add_init_script("Object.defineProperty(window, 'indexedDB', { value: undefined })")
-    errors: list[str] = []
+    old_price = fake.model(model_id)["pricing"]["prompt"]
+    stack.upstream.call(lambda: fake.set_price(model_id, prompt=321.0))
     try:
-        for _ in range(2):
-            page, requests = load(ctx, harness)
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.wait_for_selector(FROM_SERVICE, state="attached")
-            # Nothing saved: each page load waits for the service (the browser's own HTTP cache may still
-            # turn the list into a 304), and nothing breaks.
-            assert requests.seen[-1]["status"] in (200, 304)
-            assert js(page, "document.querySelector('#ngc_catalog_summary').textContent").startswith(
-                str(len(harness.service.request("GET", "/api/catalog?include_routers=false")[1]["models"]))
-            )
-            page.close()
-        assert errors == []
+        status, body = stack.service.request("POST", "/api/catalog/refresh")
+        assert status == 200 and model_id in [c["id"] for c in body["diff"]["changed"]]
+        page, requests = profile.load()
+        page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=30000)
+        answer = requests.seen[-1]
+        assert answer["if_none_match"] == before and answer["status"] == 200 and answer["etag"] != before
+        saved = page.js(READ_LOCALFORAGE)
+        assert saved["record"]["etag"] == answer["etag"]
+        entry = next(m for m in saved["record"]["payload"]["models"] if m["id"] == model_id)
+        assert entry["pricing"]["prompt"] == 321.0
+    finally:  # the stack is shared by the session: put the fake back
+        stack.upstream.call(lambda: fake.set_price(model_id, prompt=old_price))
+        stack.service.request("POST", "/api/catalog/refresh")
+
+
+def test_without_localforage_the_catalogue_is_kept_in_indexeddb(
+    realst_browser: Any, stack: RealStack
+) -> None:
+    stack.seed_user(DEFAULT_USER, oai=CLEAN_OAI)
+    profile = Profile(realst_browser, stack, init_script=HIDE_LOCALFORAGE)
+    try:
+        page, requests = profile.load()
+        assert page.js("() => SillyTavern.libs.localforage === undefined && window.localforage === undefined")
+        page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=30000)
+        saved = page.js(READ_INDEXEDDB)
+        assert saved["record"]["etag"] == requests.seen[-1]["etag"]
+        page.page.close()
+        page, _ = profile.load(hold=True)
+        page.page.wait_for_selector(FROM_CACHE, state="attached", timeout=30000)  # shown before the answer
     finally:
-        ctx.close()
-        harness.standin.with_localforage = True
+        profile.close()
+
+
+def test_details_load_on_demand(profile: Profile, stack: RealStack) -> None:
+    assert stack.service is not None
+    _, full = stack.service.request("GET", "/api/catalog?include_routers=false")
+    described = next(m for m in full["models"] if m.get("description") and not m.get("thinking_base"))
+    page, _ = profile.load()
+    page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=30000)
+    asked: list[str] = []
+    page.page.on("request", lambda r: asked.append(r.url) if "/api/catalog/model" in r.url else None)
+    open_drawer(page)
+    page.page.click("#ngc_browse")
+    page.page.wait_for_selector("dialog.popup .ngc-catalog .ngc-model")
+    page.page.fill('.ngc-catalog [data-f="q"]', described["id"])
+    row = f'.ngc-catalog .ngc-model[data-id="{described["id"]}"]'
+    page.page.click(f'{row} button[data-act="info"]')
+    page.page.wait_for_selector(f"{row} .ngc-model-description")
+    shown = page.page.text_content(f"{row} .ngc-model-description") or ""
+    assert shown.strip() == described["description"].strip()
+    assert page.page.get_attribute(f'{row} button[data-act="info"]', "aria-expanded") == "true"
+    assert len(asked) == 1
+    page.page.click(f'{row} button[data-act="info"]')  # closes; opening again needs no new request
+    page.page.click(f'{row} button[data-act="info"]')
+    page.page.wait_for_selector(f"{row} .ngc-model-description")
+    assert len(asked) == 1
