@@ -25,7 +25,7 @@ from bench.common import BENCH_MARK, machine
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 HELPERS = {"__init__", "__main__", "common"}
-ORDER = ("catalog", "wire", "doctor_latency", "load", "extension_render")
+ORDER = ("catalog", "wire", "realst_ui", "doctor_latency", "load", "extension_render")
 README = REPO / "README.md"
 README_START = "<!-- bench:performance:start -->"
 README_END = "<!-- bench:performance:end -->"

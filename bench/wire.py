@@ -1,24 +1,19 @@
-"""Bytes on the wire for the catalogue at each ST page load: the first load (empty browser cache), a reload
-with nothing changed (the saved copy revalidated: 304) and a reload after the catalogue changed; direct to
-the service and through the server plugin.
+"""Bytes on the wire for the catalogue at each page load of real SillyTavern (newest): the first load (empty
+browser profile), a reload with nothing changed (the saved copy revalidated: 304) and a reload after the
+catalogue changed; direct to the service and through the server plugin (installed by our installer, loaded
+by ST, behind ST's session and compression middleware).
 
-Run: ``python -m bench.wire``. Headless Chromium loads the ST stand-in page with the real extension, the
-real service and the fake upstream (600 models); Chromium's DevTools protocol counts what crossed the socket
-for the catalogue request (request line and headers, response headers and body as sent, CORS preflight
-included when one was needed). The baseline is the same list fetched without the extension's cache and
-validators, as every page load moved it before this change (the full list, uncompressed), measured in the
-same run.
-
-The plugin path runs the real plugin (``tests/st_server_plugin/harness.js``) behind the stand-in ST, which
-has no compression middleware: real ST compresses the plugin's answer per request, so the stand-in's
-"changed" figure through the plugin is the plain list; the real-ST figure comes with the real-ST harness.
+Run: ``python -m bench.wire``. Headless Chromium, the real extension, the real service and the fake
+upstream (600 models); Chromium's DevTools protocol counts what crossed the socket for the catalogue request
+(request line and headers, response headers and body as sent, a CORS preflight when one was needed). The
+baseline is what a page load moved before this change: the full list, uncompressed, no validator (the
+old extension's request), fetched from the service in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -29,10 +24,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from playwright.sync_api import sync_playwright
-from tests.extension.conftest import CHROMIUM, CHROMIUM_ARGS
-from tests.extension.standin_server import LoopThread, StandIn
-from tests.fakes.service_fixtures import RunningService, running_stack
-from tests.st_server_plugin.support import start_harness, stop_harness
+from tests.realst.browser import CHROMIUM, PROBLEM_WATCHER, launch_chromium
+from tests.realst.stack import CLEAN_OAI, DEFAULT_USER, RealStack, real_stack
+from tests.realst.versions import NEWEST
 
 from bench.common import Figure, Report
 
@@ -46,11 +40,17 @@ class Exchange:
     """One request to the catalogue URL as Chromium saw it (a preflight is an exchange of its own)."""
 
     method: str
-    sent: int = 0
+    path: str = ""
+    header_bytes: int = 0
     received_headers: int = 0
     received_body: int = 0
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sent(self) -> int:
+        """Request line + "Name: value\\r\\n" per header + the blank line (HTTP/1.1 on loopback)."""
+        return len(f"{self.method or 'OPTIONS'} {self.path} HTTP/1.1\r\n") + self.header_bytes + 2
 
     @property
     def total(self) -> int:
@@ -85,13 +85,14 @@ class WireMeter:
     def _sent(self, ev: dict[str, Any]) -> None:
         if CATALOG in ev["request"]["url"]:
             self._catalog.add(ev["requestId"])
-            self._get(ev).method = ev["request"]["method"]
+            ex = self._get(ev)
+            ex.method = ev["request"]["method"]
+            url = urlsplit(ev["request"]["url"])
+            ex.path = url.path + ("?" + url.query if url.query else "")
 
     def _sent_headers(self, ev: dict[str, Any]) -> None:
         ex = self._get(ev)
-        # Request line + "Name: value\r\n" per header + the blank line (HTTP/1.1 on loopback).
-        line = f"GET {CATALOG}&include_routers=false HTTP/1.1\r\n"
-        ex.sent = len(line) + 2 + sum(len(k) + len(v) + 4 for k, v in ev["headers"].items())
+        ex.header_bytes = sum(len(k) + len(v) + 4 for k, v in ev["headers"].items())
         ex.headers = {k.lower(): v for k, v in ev["headers"].items()}
 
     def _received_headers(self, ev: dict[str, Any]) -> None:
@@ -116,41 +117,32 @@ class WireMeter:
 
 
 @contextmanager
-def scene(plugin: bool) -> Iterator[tuple[RunningService, StandIn, str]]:
-    with tempfile.TemporaryDirectory() as tmp, running_stack(Path(tmp) / "stack") as service:
-        loop = LoopThread()
-        node = start_harness(Path(tmp) / "node", service.data_root) if plugin else None
-        token = json.loads(service.token_file("default-user").read_text())
-        token["plugin"] = plugin  # the service sets this when it sees the plugin installed in ST
-        standin = StandIn(
-            data_root=service.data_root,
-            upstream_models_url=f"{service.upstream.base_url}/v1/models?detailed=true",
-            bootstrap_override=json.dumps(token).encode(),
-            plugin_url=node.base if node is not None else None,
-        )
-        try:
-            yield service, standin, loop.serve(standin.app(), service.st_port)
-        finally:
-            if node is not None:
-                stop_harness(node)
-            loop.close()
+def scene(plugin: bool) -> Iterator[RealStack]:
+    args = ("--server-plugin", "--enable-server-plugins", "--no-autostart") if plugin else ()
+    with tempfile.TemporaryDirectory() as tmp, real_stack(Path(tmp), NEWEST, install_args=args) as stack:
+        stack.seed_user(DEFAULT_USER, oai=CLEAN_OAI)
+        yield stack
 
 
-def page_load(context: Any, url: str) -> WireMeter:
+def page_load(context: Any, url: str, plugin: bool) -> WireMeter:
     page = context.new_page()
     meter = WireMeter(page)
-    with page.expect_response(lambda r: CATALOG in r.url and r.request.method == "GET", timeout=30000):
+    with page.expect_response(lambda r: CATALOG in r.url and r.request.method == "GET", timeout=60000):
         page.goto(url + "/")
-    page.wait_for_selector('#ngc_catalog_summary[data-source="service"]', state="attached", timeout=30000)
+    page.wait_for_selector('#ngc_catalog_summary[data-source="service"]', state="attached", timeout=60000)
+    via = page.get_attribute("#ngc_status_pill", "data-via")
+    if via != ("plugin" if plugin else "direct"):
+        raise RuntimeError(f"the extension went {via}, not {'through the plugin' if plugin else 'direct'}")
     page.close()
     return meter
 
 
-def change_catalogue(service: RunningService, round_: int) -> None:
-    fake = service.upstream.fake
+def change_catalogue(stack: RealStack, round_: int) -> None:
+    assert stack.service is not None
+    fake = stack.upstream.fake
     model_id = fake.ids("paid")[round_]
-    service.upstream.call(lambda: fake.set_price(model_id, prompt=50.0 + round_))
-    status, _ = service.request("POST", "/api/catalog/refresh")
+    stack.upstream.call(lambda: fake.set_price(model_id, prompt=50.0 + round_))
+    status, _ = stack.service.request("POST", "/api/catalog/refresh")
     if status != 200:
         raise RuntimeError(f"refresh failed: {status}")
 
@@ -175,23 +167,23 @@ def old_load_bytes(url: str, headers: dict[str, str], request_bytes: int) -> int
 
 
 def measure(browser: Any, plugin: bool) -> dict[str, Any]:
-    with scene(plugin) as (service, _standin, url):
+    with scene(plugin) as stack:
+        assert stack.service is not None
         context = browser.new_context()
+        context.add_init_script(PROBLEM_WATCHER)
         try:
-            first = page_load(context, url)
-            reload = page_load(context, url)
-            change_catalogue(service, 0)
-            changed = page_load(context, url)
+            first = page_load(context, stack.url, plugin)
+            reload = page_load(context, stack.url, plugin)
+            change_catalogue(stack, 0)
+            changed = page_load(context, stack.url, plugin)
         finally:
             context.close()
         get = next(ex for ex in first.exchanges if ex.method == "GET")
-        if plugin:
-            base_url = url + "/api/plugins/nanogpt-companion"
-            auth = {}
-        else:
-            base_url = service.url
-            auth = {"Authorization": f"Bearer {service.token_for('default-user')}"}
-        baseline = old_load_bytes(base_url, {"Accept-Encoding": "identity", **auth}, get.sent)
+        auth = {
+            "Authorization": f"Bearer {stack.service.token_for(DEFAULT_USER)}",
+            "Accept-Encoding": "identity",
+        }
+        baseline = old_load_bytes(stack.service.url, auth, get.sent)
         return {"first": first, "reload": reload, "changed": changed, "baseline": baseline}
 
 
@@ -200,7 +192,7 @@ def main() -> Report:
     if not CHROMIUM.exists():
         sys.exit("/usr/bin/chromium is required")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch_chromium(pw)
         try:
             results = {
                 "direct": measure(browser, plugin=False),
@@ -209,7 +201,7 @@ def main() -> Report:
         finally:
             browser.close()
     for path, m in results.items():
-        where = "direct" if path == "direct" else "through the server plugin (stand-in ST, no compression)"
+        where = "direct" if path == "direct" else "through the server plugin"
         for name, label, target in (
             ("first", "first page load, empty browser", None),
             ("reload", "reload, catalogue unchanged", UNCHANGED_TARGET),

@@ -63,7 +63,10 @@ class PluginTransport {
     }
 
     request(path, init = {}) {
-        const headers = { ...(this.getHeaders?.() ?? {}), ...(init.headers ?? {}) };
+        // ST checks its CSRF token on writes only (csrf-sync ignores GET, every supported version): the
+        // catalogue's revalidation, a request on every page load, goes without ST's JSON + CSRF headers.
+        const light = (init.method ?? 'GET') === 'GET' && init.cache === 'default';
+        const headers = { ...(light ? {} : this.getHeaders?.() ?? {}), ...(init.headers ?? {}) };
         return this.fetch(PLUGIN_BASE + path, { ...init, headers, cache: init.cache ?? 'no-store' });
     }
 
