@@ -23,32 +23,6 @@ READ_LOCALFORAGE = """async () => {
     const owners = await db.getItem('owners');
     return { owners, record: owners ? await db.getItem('catalog:' + owners[0]) : null };
 }"""
-READ_INDEXEDDB = """() => new Promise((resolve, reject) => {
-    const open = indexedDB.open('nanogpt-companion');
-    open.onerror = () => reject(open.error);
-    open.onsuccess = () => {
-        const db = open.result;
-        if (!db.objectStoreNames.contains('catalog')) return resolve({ owners: null, record: null });
-        const store = db.transaction('catalog').objectStore('catalog');
-        const owners = store.get('owners');
-        owners.onsuccess = () => {
-            if (!owners.result) return resolve({ owners: null, record: null });
-            const rec = store.get('catalog:' + owners.result[0]);
-            rec.onsuccess = () => resolve({ owners: owners.result, record: rec.result });
-        };
-    };
-})"""
-# A page of ST without localforage (neither in SillyTavern.libs nor as a global), to see the fallback.
-HIDE_LOCALFORAGE = """
-(() => {
-    let st;
-    Object.defineProperty(window, 'SillyTavern', { configurable: true, get: () => st, set: (v) => {
-        const libs = Object.fromEntries(Object.entries(v?.libs ?? {}).filter(([k]) => k !== 'localforage'));
-        st = { ...v, libs };
-    } });
-    Object.defineProperty(window, 'localforage', { configurable: true, get: () => undefined, set: () => {} });
-})();
-"""
 
 
 def is_catalog_request(request: Any) -> bool:
@@ -225,22 +199,40 @@ def test_changed_catalogue_replaces_the_saved_copy(profile: Profile, stack: Real
         stack.service.request("POST", "/api/catalog/refresh")
 
 
-def test_without_localforage_the_catalogue_is_kept_in_indexeddb(
-    realst_browser: Any, stack: RealStack
-) -> None:
-    stack.seed_user(DEFAULT_USER, oai=CLEAN_OAI)
-    profile = Profile(realst_browser, stack, init_script=HIDE_LOCALFORAGE)
-    try:
-        page, requests = profile.load()
-        assert page.js("() => SillyTavern.libs.localforage === undefined && window.localforage === undefined")
-        page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=30000)
-        saved = page.js(READ_INDEXEDDB)
-        assert saved["record"]["etag"] == requests.seen[-1]["etag"]
-        page.page.close()
-        page, _ = profile.load(hold=True)
-        page.page.wait_for_selector(FROM_CACHE, state="attached", timeout=30000)  # shown before the answer
-    finally:
-        profile.close()
+def test_storage_fallbacks(st_page: STPage) -> None:
+    """The cache module in a real ST page: without localforage it uses IndexedDB itself; without either it
+    keeps nothing and says so; it keeps the last few ST users' copies and never the token."""
+    result = st_page.js(
+        """async (base) => {
+        const { CatalogCache, ownerKey, KEEP_OWNERS } = await import(base + 'catalog-cache.js');
+        const idb = CatalogCache.open({ indexedDB: window.indexedDB });
+        const none = CatalogCache.open({});
+        const payload = { models: [{ id: 'v/m', name: 'M' }], fetched_at: 1 };
+        const owners = Array.from({ length: KEEP_OWNERS + 2 },
+            (_, i) => ownerKey('http://127.0.0.1:8719', 'tok' + i));
+        for (const o of owners) await idb.save(o, '"tag-' + o + '"', payload);
+        const kept = [];
+        for (const o of owners) kept.push((await idb.load(o))?.etag ?? null);
+        return {
+            kinds: [idb.kind, none.kind, CatalogCache.open(globalThis).kind],
+            kept,
+            owners,
+            noneSaved: await none.save(owners[0], '"x"', payload),
+            noneLoaded: await none.load(owners[0]),
+            stable: ownerKey('u', 'secret-token') === ownerKey('u', 'secret-token'),
+            leaks: ownerKey('u', 'secret-token').includes('secret'),
+            other: ownerKey('u', 'a') !== ownerKey('u', 'b'),
+        };
+    }""",
+        "/scripts/extensions/third-party/nanogpt-companion/src/",
+    )
+    assert result["kinds"] == ["indexeddb", "none", "localforage"]
+    owners = result["owners"]
+    # The newest KEEP_OWNERS owners are kept, the oldest dropped.
+    assert result["kept"][-4:] == [f'"tag-{o}"' for o in owners[-4:]]
+    assert result["kept"][:2] == [None, None]
+    assert result["noneSaved"] is False and result["noneLoaded"] is None
+    assert result["stable"] and not result["leaks"] and result["other"]
 
 
 def test_details_load_on_demand(profile: Profile, stack: RealStack) -> None:
