@@ -53,12 +53,22 @@ class LocalForageBackend {
 class IndexedDbBackend {
     constructor(indexedDB) {
         this.kind = 'indexeddb';
-        this.opening = new Promise((resolve, reject) => {
-            const req = indexedDB.open(DB_NAME, 1);
-            req.onupgradeneeded = () => req.result.createObjectStore(STORE_NAME);
+        // Whatever version the database has (localforage may have made it first, at its own version); the
+        // store is added by an upgrade only when it is missing.
+        const open = (version) => new Promise((resolve, reject) => {
+            const req = version === undefined ? indexedDB.open(DB_NAME) : indexedDB.open(DB_NAME, version);
+            req.onupgradeneeded = () => {
+                if (!req.result.objectStoreNames.contains(STORE_NAME)) req.result.createObjectStore(STORE_NAME);
+            };
             req.onsuccess = () => resolve(req.result);
             req.onerror = () => reject(req.error);
             req.onblocked = () => reject(new Error('database blocked'));
+        });
+        this.opening = open().then((db) => {
+            if (db.objectStoreNames.contains(STORE_NAME)) return db;
+            const next = db.version + 1;
+            db.close();
+            return open(next);
         });
     }
 
