@@ -184,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web  # noqa: PLC0415 - keep `--help` and the other commands fast
 
+    from nanogpt_companion.memory import use_one_malloc_arena  # noqa: PLC0415
     from nanogpt_companion.web.app import init_app  # noqa: PLC0415
 
     settings = _settings(
@@ -213,6 +214,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 1
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    use_one_malloc_arena()  # before any worker thread: see memory.py (idle RSS)
     app = init_app(settings)
     log.info("NanoGPT Companion %s on %s (upstream %s)", __version__, settings.public_url, settings.upstream)
     web.run_app(
@@ -396,11 +398,11 @@ async def _catalog(args: argparse.Namespace) -> int:
         return 0
     for e in entries:
         price = (
-            f"${e.pricing.prompt:.2f}/${e.pricing.completion:.2f}"
-            if e.pricing.prompt is not None and e.pricing.completion is not None
+            f"${e.prompt:.2f}/${e.completion:.2f}"
+            if e.prompt is not None and e.completion is not None
             else "?"
         )
-        sub = "SUB" if e.subscription.included else "   "
+        sub = "SUB" if e.included else "   "
         ctx = f"{e.context_length // 1000}k" if e.context_length else "?"
         print(f"{sub} {e.id:<60} {price:>18} {ctx:>7}")
     print(f"{len(entries)} of {len(view.snapshot.entries)} models" + (" (stale)" if view.stale else ""))

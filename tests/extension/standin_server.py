@@ -41,8 +41,24 @@ STANDIN_DIR = HERE / "standin"
 FIXTURES = SHARED_FIXTURES
 HANDLE = "default-user"
 CSRF_TOKEN = "standin-csrf"  # what the stand-in's getRequestHeaders() sends (st-standin.js)
-_FORWARD_REQUEST_HEADERS = {"accept", "content-type", "last-event-id", "cache-control"}
-_FORWARD_RESPONSE_HEADERS = ("Content-Type", "Cache-Control", "X-Accel-Buffering", "Retry-After")
+# ST hands the plugin the browser's request as it came; these are the headers the extension's calls carry.
+_FORWARD_REQUEST_HEADERS = {
+    "accept",
+    "accept-encoding",
+    "content-type",
+    "last-event-id",
+    "cache-control",
+    "if-none-match",
+}
+_FORWARD_RESPONSE_HEADERS = (
+    "Content-Type",
+    "Content-Encoding",
+    "Cache-Control",
+    "X-Accel-Buffering",
+    "Retry-After",
+    "ETag",
+    "Vary",
+)
 
 
 def _lib_paths() -> dict[str, Path]:
@@ -57,6 +73,8 @@ def _lib_paths() -> dict[str, Path]:
         # ST 1.18 ships select2 4.1.0-rc.0 (public/lib/select2.min.js) and wraps its model selects in it.
         "select2.js": nm / "select2/dist/js/select2.min.js",
         "select2.css": nm / "select2/dist/css/select2.min.css",
+        # ST ships localforage 1.10 (public/lib.js) as a page global and in SillyTavern.libs.
+        "localforage.js": nm / "localforage/dist/localforage.min.js",
     }
 
 
@@ -91,6 +109,7 @@ class StandIn:
     plugin_url: str | None = None  # the plugin's mount point in the Node harness; None = not installed
     plugin_calls: list[tuple[str, str]] = field(default_factory=list)  # (method, path) that reached it
     csrf_rejections: int = 0
+    with_localforage: bool = True  # False: a page without ST's localforage (the extension falls back)
     _client: ClientSession | None = None
 
     def app(self) -> web.Application:
@@ -112,6 +131,8 @@ class StandIn:
             root, _sep, leaf = key.partition(".")
             settings[root][leaf] = value
         html = (STANDIN_DIR / "index.html").read_text()
+        if not self.with_localforage:
+            html = html.replace('<script src="/lib/localforage.js"></script>', "")
         # "</" is escaped so a settings value can never close the inline script.
         payload = json.dumps(settings).replace("</", "<\\/")
         return web.Response(text=html.replace("/*__ST_SETTINGS__*/null", payload), content_type="text/html")
@@ -184,6 +205,9 @@ class StandIn:
                 if name in up.headers:
                     resp.headers[name] = up.headers[name]
             await resp.prepare(request)
+            if up.status in (204, 304):  # no body, whatever framing headers say
+                await resp.write_eof()
+                return resp
             try:
                 async for chunk in up.content.iter_any():
                     await resp.write(chunk)

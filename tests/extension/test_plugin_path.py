@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.extension.st_ui import oai, open_drawer, reveal, wait_catalog
+from tests.extension.test_catalog_cache import FROM_SERVICE, Profile
 from tests.fakes.service_fixtures import free_port
 from tests.realst.browser import CHROMIUM, CHROMIUM_ARGS, STPage
 from tests.realst.stack import CLEAN_OAI, RealStack, real_stack
@@ -119,6 +120,28 @@ def test_the_extension_works_through_the_plugin(plugin_stack: RealStack, st_page
     assert page.slash("/nano-sync").startswith("Catalogue synced")
     assert ("POST", "/api/catalog/refresh") in traffic.plugin
     assert traffic.direct == []
+
+
+def test_saved_catalogue_is_revalidated_through_the_plugin(
+    plugin_stack: RealStack, realst_browser: Any
+) -> None:
+    """The plugin passes compression and validators through: the service's gzip list on a first load, a
+    304 on the reload, as on the direct path."""
+    plugin_stack.seed_user(oai=CLEAN_OAI)
+    profile = Profile(realst_browser, plugin_stack)
+    try:
+        page, requests = profile.load()
+        page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=30000)
+        page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=30000)
+        first = requests.seen[-1]
+        assert first["status"] == 200 and first["encoding"] == "gzip" and first["etag"]
+        page.page.close()
+        page, requests = profile.load()
+        page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=30000)
+        assert requests.seen[-1]["if_none_match"] == first["etag"]
+        assert requests.seen[-1]["status"] == 304
+    finally:
+        profile.close()
 
 
 def test_direct_url_unreachable_falls_back_to_plugin(plugin_stack: RealStack, st_page_for: Any) -> None:

@@ -332,7 +332,8 @@
         translate: (text) => text,
         getCurrentLocale: () => 'en',
     };
-    window.SillyTavern = { getContext: () => ctx };
+    // script.js: `globalThis.SillyTavern = { libs, getContext }`; libs (public/lib.js) carries localforage.
+    window.SillyTavern = { libs: window.localforage ? { localforage: window.localforage } : {}, getContext: () => ctx };
 
     // ----- initial UI state from settings (as ST's loadOpenAISettings / textgen load do) -----
     $('#main_api').val(main_api);
