@@ -98,7 +98,7 @@ def test_the_extension_works_through_the_plugin(plugin_stack: RealStack, st_page
     the event stream, a live fix and its undo (POSTs through ST's CSRF check)."""
     plugin_stack.seed_user(oai={**CLEAN_OAI, "nanogpt_model": plugin_stack.unused_model()})
     page, traffic = _open(plugin_stack, st_page_for, seed=False)
-    page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=30000)
+    page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=60000)
     assert page.page.text_content("#ngc_status_pill") == "connected via ST plugin"
     open_drawer(page)
     page.page.wait_for_function("document.querySelector('#ngc_usd').textContent.startsWith('$')")
@@ -131,13 +131,13 @@ def test_saved_catalogue_is_revalidated_through_the_plugin(
     profile = Profile(realst_browser, plugin_stack)
     try:
         page, requests = profile.load()
-        page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=30000)
-        page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=30000)
+        page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=60000)
+        page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=60000)
         first = requests.seen[-1]
         assert first["status"] == 200 and first["encoding"] == "gzip" and first["etag"]
         page.page.close()
         page, requests = profile.load()
-        page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=30000)
+        page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=60000)
         assert requests.seen[-1]["if_none_match"] == first["etag"]
         assert requests.seen[-1]["status"] == 304
     finally:
@@ -160,7 +160,7 @@ def test_direct_url_unreachable_falls_back_to_plugin(plugin_stack: RealStack, st
         )
 
     page, _traffic = _open(plugin_stack, st_page_for, before_load=stale_token_file)
-    page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=30000)
+    page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=60000)
     open_drawer(page)
     page.page.wait_for_function("document.querySelector('#ngc_usd').textContent.startsWith('$')")
     assert page.page.query_selector_all("#toast-container .toast") == []
@@ -181,7 +181,7 @@ def test_opened_from_another_device(
         )
         traffic = Traffic(page, plugin_stack.service.url)
         page.wait_app_ready()
-        page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=30000)
+        page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=60000)
         assert page.js("location.hostname") == "st.lan"
         open_drawer(page)
         page.page.wait_for_function("document.querySelector('#ngc_usd').textContent.startsWith('$')")
