@@ -4,6 +4,10 @@ A token is the capability to act as one ST user: it is written into that user's
 ``user/files/nanogpt-companion.json``, which ST serves only to that logged-in user, so the extension can
 read it same-origin and nobody else can. Without an ST data root there is one local user whose token
 file lives in the service's state dir.
+
+Only the service writes token files. The one-shot commands (``doctor``, ``catalog``) build a read-only
+registry: they read the tokens the service wrote and never touch ST's folders, so running one of them next
+to a service on another port cannot point the extension at the wrong URL.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from nanogpt_companion import API_VERSION, __version__
 from nanogpt_companion.keys import ResolvedKey
 from nanogpt_companion.sillytavern.dataroot import UserPaths, discover_users
 from nanogpt_companion.sillytavern.secrets import read_nanogpt_key
-from nanogpt_companion.sillytavern.tokenfile import ensure_token_file
+from nanogpt_companion.sillytavern.tokenfile import ensure_token_file, read_token
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +50,11 @@ class UserRegistry:
         config_key: str | None,
         st_dir: Path | None = None,
         on_change: Callable[[list[str], list[str]], None] | None = None,
+        write_token_files: bool = True,
     ) -> None:
         self._st_dir = st_dir
+        self._write_token_files = write_token_files
+        self._root_seen: bool | None = None  # data root present at the last scan (logged when it changes)
         self._data_root = data_root
         self._state_dir = state_dir
         self._public_url = public_url
@@ -63,22 +70,33 @@ class UserRegistry:
         return self._data_root
 
     def refresh(self) -> tuple[list[str], list[str]]:
-        """Re-scan the data root; write token files for new users. Returns (added, removed) handles."""
+        """Re-scan the data root; write token files for new users. Returns (added, removed) handles.
+
+        A read-only registry reads each user's existing token instead (``""`` when there is none yet).
+        """
         if self._data_root is None:
             found = [UserPaths(LOCAL_USER, self._state_dir / "local")]
         else:
+            self._note_data_root()
             found = discover_users(self._data_root)
         current: dict[str, User] = {}
         plugin = self._st_dir is not None and (self._st_dir / "plugins" / "nanogpt-companion").is_dir()
         for paths in found:
             existing = self._users.get(paths.handle)
-            try:
-                token = ensure_token_file(paths, self._public_url, __version__, API_VERSION, plugin=plugin)
-            except OSError as exc:
-                log.warning("cannot write the token file for user %s: %s", paths.handle, exc.strerror or exc)
-                if existing is None:
-                    continue
-                token = existing.token
+            if not self._write_token_files:
+                token = read_token(paths) or ""
+            else:
+                try:
+                    token = ensure_token_file(
+                        paths, self._public_url, __version__, API_VERSION, plugin=plugin
+                    )
+                except OSError as exc:
+                    log.warning(
+                        "cannot write the token file for user %s: %s", paths.handle, exc.strerror or exc
+                    )
+                    if existing is None:
+                        continue
+                    token = existing.token
             is_local = self._data_root is None
             current[paths.handle] = User(paths.handle, None if is_local else paths, token)
         added = sorted(current.keys() - self._users.keys())
@@ -90,6 +108,22 @@ class UserRegistry:
             self._on_change(added, removed)
         return added, removed
 
+    def _note_data_root(self) -> None:
+        """Say once that ST has not created its data folder yet, and once when it appears (first start)."""
+        assert self._data_root is not None
+        present = self._data_root.is_dir()
+        if present == self._root_seen:
+            return
+        if not present:
+            log.info(
+                "SillyTavern's data folder %s does not exist yet (SillyTavern was never started?); "
+                "users are picked up as SillyTavern creates them",
+                self._data_root,
+            )
+        elif self._root_seen is False:
+            log.info("SillyTavern created its data folder %s", self._data_root)
+        self._root_seen = present
+
     def handles(self) -> list[str]:
         return sorted(self._users)
 
@@ -100,7 +134,7 @@ class UserRegistry:
         """The user this token belongs to. Compares every token in constant time."""
         match: User | None = None
         for user in self._users.values():
-            if hmac.compare_digest(user.token.encode(), token.encode()):
+            if user.token and hmac.compare_digest(user.token.encode(), token.encode()):
                 match = user
         return match
 
