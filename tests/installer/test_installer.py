@@ -25,6 +25,7 @@ from nanogpt_companion.installer import (
     install_extension,
     st_data_root,
 )
+from tests.fakes.st_fixtures import build_unstarted_st, first_start
 from tests.fixtures import ST_FIXTURES
 
 FIXTURES = ST_FIXTURES
@@ -397,15 +398,7 @@ def test_default_sources_are_found_in_the_checkout() -> None:
 
 @pytest.fixture
 def fresh_st(tmp_path: Path) -> Path:
-    """SillyTavern as unpacked and never started: its code (public/scripts/extensions/ with the built-in
-    extensions, no third-party/ folder), no config.yaml and no data root yet."""
-    st = tmp_path / "FreshTavern"
-    builtin = st / "public" / "scripts" / "extensions" / "regex"
-    builtin.mkdir(parents=True)
-    (builtin / "manifest.json").write_text('{"display_name": "Regex"}\n')
-    (st / "default").mkdir()
-    shutil.copy(FIXTURES / "config.default.yaml", st / "default" / "config.yaml")
-    return st
+    return build_unstarted_st(tmp_path / "fresh")
 
 
 def global_copy(st: Path) -> Path:
@@ -414,13 +407,6 @@ def global_copy(st: Path) -> Path:
 
 def user_copy(st: Path, handle: str = "default-user") -> Path:
     return st / "data" / handle / "extensions" / "nanogpt-companion"
-
-
-def first_start(st: Path, *handles: str) -> None:
-    """What ST's first start leaves behind for each user: the folder and its settings.json."""
-    for handle in handles or ("default-user",):
-        (st / "data" / handle / "extensions").mkdir(parents=True)
-        shutil.copy(FIXTURES / "settings.seed.default-content.json", st / "data" / handle / "settings.json")
 
 
 def test_never_started_st_gets_the_extension_for_every_user(fresh_st: Path, ext_source: Path) -> None:

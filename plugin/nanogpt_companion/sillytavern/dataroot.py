@@ -161,7 +161,8 @@ def discover_users(data_root: Path) -> list[UserPaths]:
     try:
         resolved_root = data_root.resolve(strict=True)
     except OSError:
-        logger.warning("ST data root %s does not exist", data_root)
+        # Normal before ST's first start; callers that run for long say so once (UserRegistry).
+        logger.debug("ST data root %s does not exist", data_root)
         return []
     users: list[UserPaths] = []
     try:
