@@ -33,6 +33,17 @@ from tests.fakes.st_fixtures import STInstall, UserSpec, build_st_install
 REPO = Path(__file__).resolve().parents[2]
 
 
+def wait_for(predicate: Callable[[], Any], what: str, within: float = 60.0) -> Any:
+    """Poll until ``predicate()`` is truthy (the event a test needs); fail saying what never came."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

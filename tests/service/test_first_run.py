@@ -11,23 +11,10 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from tests.fakes.service_fixtures import REPO, free_port, start_fake_upstream, start_service
+from tests.fakes.service_fixtures import REPO, free_port, start_fake_upstream, start_service, wait_for
 from tests.fakes.st_fixtures import STInstall, build_unstarted_st, first_start
-
-
-def wait_for(predicate: Callable[[], Any], what: str, within: float = 60.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def install_extension(st_dir: Path) -> str:

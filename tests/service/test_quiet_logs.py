@@ -6,10 +6,7 @@ requests it sent were answered, the scheduled rounds it waited for reached the f
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from tests.doctor_service.conftest import nanogpt_settings, st_save
 from tests.fakes.nanogpt_upstream import PAYG_KEY, SUBSCRIBER_KEY
@@ -20,20 +17,11 @@ from tests.fakes.service_fixtures import (
     free_port,
     start_fake_upstream,
     start_service,
+    wait_for,
 )
 
 V1 = "/api/v1/models"
 BALANCE = "/api/check-balance"
-
-
-def wait_for(predicate: Callable[[], Any], what: str, within: float = 60.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def lines(service: RunningService, needle: str) -> list[str]:
