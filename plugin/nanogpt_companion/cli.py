@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -290,9 +290,11 @@ async def _catalogue_gaps(
     say plainly which checks were skipped instead of reporting "no problems" for checks that never ran.
     """
     from nanogpt_companion.catalog import CatalogUnavailable  # noqa: PLC0415
+    from nanogpt_companion.nanogpt.errors import NanoGPTError  # noqa: PLC0415
 
     catalog, users = services["catalog"], services["users"]
     gaps: dict[str, str] = {}
+    said: set[str] = set()
     for handle in handles:
         key = users.key_for(handle)
         if offline:
@@ -306,8 +308,14 @@ async def _catalogue_gaps(
             continue
         if view.stale:
             # A catalogue saved by an earlier run: try for a current one, but one from the store beats none.
-            with contextlib.suppress(Exception):
+            try:
                 await catalog.refresh(key)
+            except NanoGPTError as exc:
+                saved = time.strftime("%Y-%m-%d %H:%M", time.localtime(view.snapshot.fetched_at))
+                note = f"note: {exc} Checked against NanoGPT's model list as saved on {saved}."
+                if note not in said:
+                    said.add(note)
+                    print(note, file=sys.stderr)
     return gaps
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from nanogpt_companion.keys import ResolvedKey
+from nanogpt_companion.store import Store
 from tests.doctor_service.conftest import nanogpt_settings
 from tests.fakes.service_fixtures import (
     REPO,
@@ -21,7 +23,7 @@ from tests.fakes.service_fixtures import (
     start_fake_upstream,
     start_service,
 )
-from tests.fakes.st_fixtures import STInstall, UserSpec, build_st_install
+from tests.fakes.st_fixtures import MULTI_KEY_ACTIVE, STInstall, UserSpec, build_st_install
 
 CATALOGUE_RULES = "reasoning, images, context, model.gone, textgen.nanogpt"
 
@@ -178,3 +180,29 @@ def test_serve_help_explains_data_root() -> None:
     assert "(instead of DIR)" not in text
     assert "--data-root DIR SillyTavern's data folder, the one holding a folder per user (instead of" in text
     assert "--sillytavern; by default it is dataRoot from the SillyTavern folder's config.yaml)" in text
+
+
+async def test_doctor_says_when_it_checked_against_a_saved_catalogue(
+    tmp_path: Path, upstream: UpstreamThread
+) -> None:
+    st = healthy_install(tmp_path)
+    state = tmp_path / "s"
+    online = cli(
+        "doctor", "--sillytavern", str(st.st_dir), "--upstream", upstream.base_url, "--state-dir", str(state)
+    )
+    assert online.returncode == 0, online.stdout + online.stderr
+    # That run saved the catalogue; make it a day old, as if NanoGPT had been unreachable since.
+    fingerprint = ResolvedKey(MULTI_KEY_ACTIVE, "sillytavern").fingerprint
+    async with Store(state / "companion.sqlite3") as store:
+        saved = await store.last_catalog_snapshot(fingerprint)
+        assert saved is not None
+        await store.save_catalog_snapshot(fingerprint, saved[0] - 86400, saved[1])
+
+    done = cli(
+        "doctor", "--sillytavern", str(st.st_dir), "--upstream", unreachable(), "--state-dir", str(state)
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr  # every check ran, against the saved list
+    assert "skipped" not in done.stdout
+    [note] = done.stderr.splitlines()
+    assert note.startswith("note: NanoGPT is not answering") and "as saved on" in note
