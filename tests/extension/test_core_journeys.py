@@ -14,6 +14,7 @@ from tests.extension.st_ui import (
     connect_builtin,
     oai,
     open_drawer,
+    open_top_drawer,
     record_st_events,
     reveal,
     send_message,
@@ -21,7 +22,7 @@ from tests.extension.st_ui import (
     wait_catalog,
 )
 from tests.realst.browser import STPage
-from tests.realst.stack import RealStack
+from tests.realst.stack import CLEAN_OAI, RealStack
 from tests.realst.versions import version_tuple
 
 SELECT2_FROM = (1, 18, 0)  # ST wraps #model_nanogpt_select in select2 from 1.18.0 (public/scripts/openai.js)
@@ -116,7 +117,8 @@ def test_enrichment_of_sts_own_model_select(versioned_stack: RealStack, st_page_
 
 def test_live_fix_over_sse_then_undo(versioned_stack: RealStack, st_page_for: Any) -> None:
     stack = versioned_stack
-    page: STPage = st_page_for(stack)
+    stack.seed_user(oai={**CLEAN_OAI, "nanogpt_model": stack.unused_model()})
+    page: STPage = st_page_for(stack, seed=False)
     open_drawer(page)
     # The user picks "None" in ST's own select (API Connections): ST saves settings.json, the
     # service's watcher sees it, the doctor finds PPP unset for NanoGPT (an automatic fix) and, because
@@ -155,9 +157,7 @@ def test_fix_written_while_st_was_closed_is_undone_from_recent_fixes(
     reverse as a live fix that ST's own handler applies."""
     stack = versioned_stack
     assert stack.service is not None
-    # A model of its own, so a decline left by another test (tied to source + model) does not apply.
-    model = sorted(stack.fake.ids("subscription"))[7]
-    stack.seed_user(oai={"custom_prompt_post_processing": "", "nanogpt_model": model})
+    stack.seed_user(oai={"custom_prompt_post_processing": "", "nanogpt_model": stack.unused_model()})
     settings = stack.wait_for_settings(lambda s: s["oai_settings"]["custom_prompt_post_processing"] != "")
     fixed = settings["oai_settings"]["custom_prompt_post_processing"]
     _, journal = stack.service.request("GET", "/api/doctor/journal?limit=5")
@@ -181,3 +181,27 @@ def test_fix_written_while_st_was_closed_is_undone_from_recent_fixes(
         next(e for e in after["entries"] if e["journal_id"] == entry["journal_id"])["undone_at"] is not None
     )
     stack.wait_for_settings(lambda s: s["oai_settings"]["custom_prompt_post_processing"] == "")
+
+
+def test_enrichment_of_sts_custom_source_select(versioned_stack: RealStack, st_page_for: Any) -> None:
+    """The guide's second method: ST's Custom (OpenAI-compatible) source at NanoGPT's URL, with the key in
+    the Custom key field (the settings and secrets ST wrote for that set-up). ST lists bare ids there."""
+    stack = versioned_stack
+    stack.seed_user(settings="settings.custom-nanogpt.json", oai=CLEAN_OAI)
+    page: STPage = st_page_for(stack, seed=False)
+    wait_catalog(page)
+    open_top_drawer(page, "api")
+    page.page.click("#api_button_openai")
+    page.page.wait_for_function("document.querySelectorAll('#model_custom_select option').length > 100")
+    page.page.wait_for_function(
+        "[...document.querySelectorAll('#model_custom_select option')].some(o => o.text.includes(' per 1M'))"
+    )
+    options = page.js(
+        "() => [...document.querySelectorAll('#model_custom_select option')]"
+        ".map(o => ({v: o.value, t: o.text}))"
+    )
+    assert {o["v"] for o in options if o["v"]} == set(stack.fake.ids("subscription"))
+    enriched = [o for o in options if " per 1M" in o["t"]]
+    assert len(enriched) > len(options) * 0.9
+    assert all(o["t"].startswith(o["v"]) for o in enriched), "ST's label (the id) stays first"
+    page.screenshot(f"core-enrichment-custom-{stack.version}.png", full_page=False)

@@ -72,15 +72,16 @@ def test_offline_requests_use_the_cached_failure_until_the_next_retry(tmp_path: 
         try:
             first, body = service.request("GET", "/api/catalog")
             assert first == 503 and body["error"]["code"] == "upstream_unavailable"
-            attempts = upstream.fake.count(V1)
+            # default-user's key only: alice's catalogue has its own round (started by her first check).
+            attempts = upstream.fake.count(V1, key=SUBSCRIBER_KEY)
             assert attempts >= 1
             answered = [service.request("GET", "/api/catalog")[0] for _ in range(30)]
             assert answered == [503] * 30
-            assert upstream.fake.count(V1) == attempts  # 30 requests served, none went upstream
+            assert upstream.fake.count(V1, key=SUBSCRIBER_KEY) == attempts  # 30 served, none went upstream
 
             status, _ = service.request("POST", "/api/catalog/refresh")
             assert status == 503
-            assert upstream.fake.count(V1) > attempts  # the explicit refresh did try
+            assert upstream.fake.count(V1, key=SUBSCRIBER_KEY) > attempts  # the explicit refresh did try
             assert len(lines(service, "could not fetch NanoGPT's")) == 1
         finally:
             service.stop()
