@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
@@ -31,13 +31,18 @@ from tests.fakes.nanogpt_upstream import PAYG_KEY, FakeNanoGPT
 from tests.fakes.st_fixtures import STInstall, UserSpec, build_st_install
 
 REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], Any], what: str, within: float = 60.0) -> Any:
-    """Poll until ``predicate()`` is truthy (the event a test needs); fail saying what never came."""
-    deadline = time.monotonic() + within
+GUARD = 60  # how long a wait may take before a test fails; never a measured duration
+
+
+def wait_for(condition: Callable[[], T], what: str, timeout: float = GUARD) -> T:
+    """Polls ``condition`` until it returns something true (the event the test needs) and returns it;
+    fails after the guard, saying what never came."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = predicate()
+        value = condition()
         if value:
             return value
         time.sleep(0.05)
