@@ -8,6 +8,12 @@ while ``subscription`` and ``paid`` are disjoint by definition.
 Freshness: NanoGPT serves the lists with ``s-maxage=300``; we never refresh a key faster than ``ttl``
 unless asked, serve stale data while revalidating in the background, and let concurrent callers share one
 upstream round (single flight).
+
+Offline: after a round that got no list at all, nothing goes upstream for that key until the next scheduled
+retry (``retry_interval``, the background loop's tick): requests in between get the cached failure (or the
+stale catalogue) at once instead of waiting on another round of connection attempts. Only an explicit
+refresh ("Sync now") tries sooner. The log says when lists start failing and when they come back, not
+every round in between.
 """
 
 from __future__ import annotations
@@ -212,6 +218,9 @@ class _Slot:
     checked_at: float = 0.0
     refreshing: asyncio.Task[tuple[CatalogSnapshot, CatalogDiff]] | None = None
     last_error: ErrorInfo | None = None
+    failure: NanoGPTError | None = None  # why the last round got no list at all (re-raised until retry_at)
+    retry_at: float = 0.0  # after such a round: no automatic upstream attempt before this time
+    failure_reached: bool = False  # that failure came from NanoGPT itself (not an unreachable NanoGPT)
     not_before: float = 0.0
     last_used: float = 0.0
     loaded_from_store: bool = False
@@ -251,10 +260,14 @@ class CatalogService:
         ttl: float = 300.0,
         clock: Callable[[], float] = time.time,
         on_refresh: OnRefresh | None = None,
+        retry_interval: float | None = None,
     ) -> None:
         self._client = client
         self._store = store
         self._ttl = ttl
+        # The background loop wakes this often; a failed key is retried on its next tick, not by requests.
+        self._tick = min(ttl, 60.0)
+        self._retry_interval = self._tick if retry_interval is None else retry_interval
         self._clock = clock
         self._on_refresh = on_refresh
         self._slots: dict[str, _Slot] = {}
@@ -281,13 +294,15 @@ class CatalogService:
             await self._load_from_store(slot)
         now = self._clock()
         if slot.snapshot is None:
+            if slot.failure is not None and now < slot.retry_at and slot.refreshing is None:
+                raise CatalogUnavailable(slot.failure)  # offline: the cached failure until the next retry
             try:
                 snapshot, _ = await self._refresh_shared(slot)
             except NanoGPTError as exc:
                 raise CatalogUnavailable(exc) from exc
             return CatalogView(snapshot, stale=False, error=None)
         expired = now - slot.checked_at >= self._ttl
-        if expired and slot.refreshing is None and now >= slot.not_before:
+        if expired and slot.refreshing is None and now >= max(slot.not_before, slot.retry_at):
             self._start_background(slot)
         return CatalogView(slot.snapshot, stale=expired or slot.last_error is not None, error=slot.last_error)
 
@@ -346,7 +361,7 @@ class CatalogService:
         removed while nothing watched the files is not refreshed again.
         """
         while True:
-            await asyncio.sleep(min(self._ttl, 60.0))
+            await asyncio.sleep(self._tick)
             if active_keys is not None:
                 try:
                     self.retain(await active_keys())
@@ -358,7 +373,8 @@ class CatalogService:
                 if slot.dropped:
                     continue  # dropped by a key change while this round was running
                 due = slot.snapshot is None or now - slot.checked_at >= self._ttl
-                if due and now - slot.last_used <= active_within and now >= slot.not_before:
+                ready = now >= max(slot.not_before, slot.retry_at)
+                if due and now - slot.last_used <= active_within and ready:
                     with contextlib.suppress(NanoGPTError):
                         await self._refresh_shared(slot)
 
@@ -410,6 +426,7 @@ class CatalogService:
 
     async def _do_refresh_locked(self, slot: _Slot) -> tuple[CatalogSnapshot, CatalogDiff]:
         was_failing = slot.last_error is not None
+        started = self._clock()
         key = ResolvedKey.none() if slot.key_rejected else slot.key
         tiers = [Tier.V1, Tier.SUBSCRIPTION, Tier.PAID] + ([Tier.PERSONALIZED] if key.present else [])
         results = await asyncio.gather(
@@ -430,21 +447,26 @@ class CatalogService:
                 status[tier.value] = TierStatus(False, 0, ErrorInfo(code=result.code, message=str(result)))
             elif isinstance(result, BaseException):
                 raise result
-        if errors:
-            # One line per round; a warning only when the failure starts, so a service left running
-            # through a long outage does not fill its log.
-            failed = [name for name, st in status.items() if not st.ok]
-            log.log(
-                logging.INFO if was_failing else logging.WARNING,
-                "could not fetch NanoGPT's %s model list%s: %s",
-                ", ".join(failed),
-                "s" if len(failed) > 1 else "",
-                errors[0],
-            )
         reached = len(errors) < len(tiers) or any(
             not isinstance(e, UpstreamUnavailableError | MalformedResponseError) for e in errors
         )
+        was_reachable = self._upstream is None or self._upstream[0]
         self._upstream = (reached, self._clock())
+        if errors:
+            # Said when it starts, not every round until it ends: an unreachable NanoGPT once for the whole
+            # service (every key fails alike), a failure NanoGPT reported once per key. The rounds that keep
+            # failing are logged at DEBUG only.
+            starts = was_reachable if not reached else not was_failing
+            failed = [name for name, st in status.items() if not st.ok]
+            got_none = not any(t in lists for t in (Tier.V1, Tier.SUBSCRIPTION, Tier.PAID))
+            log.log(
+                logging.WARNING if starts else logging.DEBUG,
+                "could not fetch NanoGPT's %s model list%s: %s%s",
+                ", ".join(failed),
+                "s" if len(failed) > 1 else "",
+                errors[0],
+                f" (retrying every {self._retry_interval:.0f} s)" if starts and got_none else "",
+            )
         if any(isinstance(e, KeyRejectedError) for e in errors):
             slot.key_rejected = True
             log.warning("NanoGPT rejected the key; model lists are fetched without it until it changes")
@@ -455,7 +477,10 @@ class CatalogService:
         if not any(t in lists for t in (Tier.V1, Tier.SUBSCRIPTION, Tier.PAID)):
             error = errors[0]
             slot.last_error = ErrorInfo(code=error.code, message=str(error))
+            slot.failure, slot.retry_at = error, started + self._retry_interval
+            slot.failure_reached = reached
             raise error
+        slot.failure, slot.retry_at = None, 0.0
         if previous is not None:
             # A tier that failed this round keeps its memberships from the last good round, so a passing
             # fault does not flip every model's SUB badge.
@@ -474,10 +499,21 @@ class CatalogService:
         await asyncio.sleep(0)
         slot.checked_at = now
         slot.last_error = ErrorInfo(code=errors[0].code, message=str(errors[0])) if errors else None
+        # A refresh that changed nothing is a heartbeat: DEBUG. The first list, a change, the end of an
+        # outage (once for the service) or of this key's own failures: INFO.
+        back_online = not was_reachable and reached
+        recovered = was_failing and not errors and (back_online or slot.failure_reached)
+        slot.failure_reached = False
+        news = "NanoGPT answers again; " if back_online else ""
         if previous is not None and snapshot.same_content(previous):
             # Nothing changed: keep the snapshot the clients have (same bytes, same ETags, no store write).
             await release_freed_memory()
-            log.info("catalogue checked: %d models, unchanged", len(previous.entries))
+            log.log(
+                logging.INFO if recovered else logging.DEBUG,
+                "%scatalogue checked: %d models, unchanged",
+                news,
+                len(previous.entries),
+            )
             return previous, CatalogDiff()
         diff = diff_catalogues(previous.entries if previous else [], snapshot.entries)
         slot.snapshot = snapshot
@@ -491,8 +527,10 @@ class CatalogService:
         if self._on_refresh is not None and (previous is None or not diff.empty):
             self._on_refresh(slot.key.fingerprint, snapshot, diff)
         await release_freed_memory()
-        log.info(
-            "catalogue refreshed: %d models (%s)",
+        log.log(
+            logging.INFO if previous is None or not diff.empty or recovered else logging.DEBUG,
+            "%scatalogue refreshed: %d models (%s)",
+            news,
             len(snapshot.entries),
             ", ".join(f"{k}={v.count if v.ok else 'error'}" for k, v in status.items()),
         )

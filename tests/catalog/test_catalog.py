@@ -23,6 +23,7 @@ from nanogpt_companion.catalog_snapshot import EntryPool
 from nanogpt_companion.domain import CatalogSummary, Tier
 from nanogpt_companion.keys import ResolvedKey
 from nanogpt_companion.nanogpt.client import NanoGPTClient
+from nanogpt_companion.nanogpt.errors import NanoGPTError
 from nanogpt_companion.nanogpt.schemas import UpstreamModel
 from nanogpt_companion.store import Store
 from tests.fakes.nanogpt_fixtures import FakeNanoGPTServer
@@ -336,4 +337,61 @@ async def test_a_round_stuck_upstream_does_not_hold_the_others_back(
     assert not stuck.done()
     stuck.cancel()
     await asyncio.gather(stuck, return_exceptions=True)
+
+
+async def test_offline_requests_get_the_cached_failure_until_the_scheduled_retry(
+    client: NanoGPTClient, fake_nanogpt: FakeNanoGPTServer
+) -> None:
+    clock = Clock()
+    service = CatalogService(client, None, ttl=300, clock=clock)  # retried every 60 s by the background loop
+    key = ResolvedKey(PAYG_KEY, "config")
+    fake = fake_nanogpt.fake
+    fake.faults.reset(after_bytes=0)
+    with pytest.raises(CatalogUnavailable):
+        await service.get(key)
+    attempts = fake.count("/api/v1/models")
+    for _ in range(20):  # every one answered, none sent upstream
+        with pytest.raises(CatalogUnavailable) as raised:
+            await service.get(key)
+        assert raised.value.error.code == "upstream_unavailable"
+    assert fake.count("/api/v1/models") == attempts
+    with pytest.raises(NanoGPTError):
+        await service.refresh(key)  # "Sync now" always tries
+    tried = fake.count("/api/v1/models")
+    assert tried > attempts
+    fake.faults.clear()
+    clock.now += 59
+    with pytest.raises(CatalogUnavailable):
+        await service.get(key)  # the refresh above started the wait afresh
+    assert fake.count("/api/v1/models") == tried
+    clock.now += 2
+    view = await service.get(key)  # the next scheduled retry is due: a request may make it
+    assert not view.stale and fake.count("/api/v1/models") == tried + 1
+    await service.close()
+
+
+async def test_offline_stale_catalogue_is_not_revalidated_on_every_request(
+    client: NanoGPTClient, fake_nanogpt: FakeNanoGPTServer
+) -> None:
+    clock = Clock()
+    service = CatalogService(client, None, ttl=300, clock=clock)
+    key = ResolvedKey(PAYG_KEY, "config")
+    fake = fake_nanogpt.fake
+    await service.get(key)
+    fake.faults.reset(after_bytes=0)
+    clock.now += 400
+    view = await service.get(key)  # expired: served stale, revalidated in the background (which fails)
+    assert view.stale
+    await asyncio.gather(*service._background)  # the background round has finished
+    attempts = fake.count("/api/v1/models")
+    views = [await service.get(key) for _ in range(20)]
+    assert all(v.stale and v.error is not None for v in views)
+    assert not service._background  # no new round was started by those 20 requests
+    assert fake.count("/api/v1/models") == attempts
+    fake.faults.clear()
+    clock.now += 61
+    await service.get(key)  # due again: this request starts the retry
+    await asyncio.gather(*service._background)
+    assert fake.count("/api/v1/models") > attempts
+    assert not (await service.get(key)).stale
     await service.close()
