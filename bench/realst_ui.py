@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import sync_playwright
-from tests.realst.browser import PROBLEM_WATCHER, launch_chromium
+from tests.realst.browser import PAGE_INIT_SCRIPT, launch_chromium
 from tests.realst.stack import CLEAN_OAI, DEFAULT_USER, load_version_fixture, real_stack
 from tests.realst.versions import NEWEST
 
@@ -87,7 +87,7 @@ def main(quick: bool) -> Report:
             try:
                 for _ in range(runs):
                     context = browser.new_context(viewport={"width": 1280, "height": 900})
-                    context.add_init_script(PROBLEM_WATCHER + STAMPS)
+                    context.add_init_script(PAGE_INIT_SCRIPT + STAMPS)
                     try:
                         first.append(one_load(context, stack.url))
                         reload.append(one_load(context, stack.url))

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from playwright.sync_api import sync_playwright
-from tests.realst.browser import CHROMIUM, PROBLEM_WATCHER, launch_chromium
+from tests.realst.browser import CHROMIUM, PAGE_INIT_SCRIPT, launch_chromium
 from tests.realst.stack import CLEAN_OAI, DEFAULT_USER, RealStack, real_stack
 from tests.realst.versions import NEWEST
 
@@ -170,7 +170,7 @@ def measure(browser: Any, plugin: bool) -> dict[str, Any]:
     with scene(plugin) as stack:
         assert stack.service is not None
         context = browser.new_context()
-        context.add_init_script(PROBLEM_WATCHER)
+        context.add_init_script(PAGE_INIT_SCRIPT)
         try:
             first = page_load(context, stack.url, plugin)
             reload = page_load(context, stack.url, plugin)

@@ -201,6 +201,11 @@ export class ServiceClient {
                 transport = await this.probePlugin();
                 health = transport?.health ?? null;
             }
+            if (!transport && this.pluginRefusal) {
+                // The plugin is there but refuses this page's host name (its DNS-rebinding guard): saying
+                // "not running" would send the user to restart a service that runs fine.
+                return { status: STATUS.NOT_RUNNING, detail: { reason: 'bad_host', host: globalThis.location?.hostname ?? '', message: this.pluginRefusal } };
+            }
             if (!transport) return { status: STATUS.NOT_RUNNING, detail: { reason: 'unreachable', url: direct.base } };
         }
         if (!(Number(health?.api_version) >= API_VERSION)) {
@@ -220,6 +225,7 @@ export class ServiceClient {
         const res = await this.fetch(`${PLUGIN_BASE}/health`, { headers: this.getRequestHeaders(), cache: 'no-store' }).catch(() => null);
         const body = res ? await res.json().catch(() => null) : null;
         const health = res && res.ok ? body : null;
+        this.pluginRefusal = res?.status === 421 && body?.error?.code === 'bad_host' ? String(body.error.message ?? '') : null;
         if (!health || health.status !== 'ok') {
             // A JSON error from a gateway status is the plugin itself saying the service is down: the plugin
             // is there, so keep probing it on every retry, or a phone would stay offline for minutes after

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.extension.st_ui import connect_builtin, open_drawer
-from tests.realst.browser import PROBLEM_WATCHER, STPage
+from tests.realst.browser import PAGE_INIT_SCRIPT, STPage
 from tests.realst.fixtures import check_page
 from tests.realst.stack import CLEAN_OAI, DEFAULT_USER, RealStack
 
@@ -93,7 +93,7 @@ class Profile:
     def __init__(self, browser: Any, stack: RealStack, *, init_script: str = "") -> None:
         self.stack = stack
         self.context = browser.new_context(viewport={"width": 1280, "height": 900})
-        self.context.add_init_script(PROBLEM_WATCHER + init_script)
+        self.context.add_init_script(PAGE_INIT_SCRIPT + init_script)
         self.pages: list[STPage] = []
 
     def load(self, *, hold: bool = False) -> tuple[STPage, CatalogRequests]:

@@ -34,6 +34,9 @@ def plugin_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealStack
         # The service is started by the stack (pointed at the fake); ST's own start of it is tested in
         # tests/st_server_plugin/test_real_st.py.
         install_args=("--server-plugin", "--enable-server-plugins", "--no-autostart"),
+        # A LAN name the user listed, as ST's own host warning tells them to (the plugin's DNS-rebinding
+        # guard answers only loopback names, IP addresses and these).
+        config={"hostWhitelist.hosts": ["st.lan"]},
     ) as stack:
         yield stack
 
@@ -169,11 +172,11 @@ def test_direct_url_unreachable_falls_back_to_plugin(plugin_stack: RealStack, st
 def test_opened_from_another_device(
     plugin_stack: RealStack, realst_browser: Any, expect_problems: Any
 ) -> None:
-    """ST opened as http://st.lan:<port>/ (a LAN name, not loopback; ST's default config serves it): the
-    extension goes straight to the plugin and never tries the service's loopback URL."""
+    """ST opened as http://st.lan:<port>/ (a LAN name in hostWhitelist.hosts, not loopback): the extension
+    goes straight to the plugin and never tries the service's loopback URL."""
     assert plugin_stack.service is not None
     plugin_stack.seed_user(oai={**CLEAN_OAI, "nanogpt_model": plugin_stack.unused_model()})
-    args = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP st.lan 127.0.0.1"]
+    args = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP st.lan 127.0.0.1, MAP other.lan 127.0.0.1"]
     lan = realst_browser.browser_type.launch(executable_path=str(CHROMIUM), args=args)
     try:
         page = STPage.open(
@@ -194,6 +197,26 @@ def test_opened_from_another_device(
         page.screenshot("drawer-remote-400px.png", full_page=False)
         assert traffic.direct == []
         assert page.problems() == []
+        page.close()
+
+        # A name nobody listed (what a DNS-rebinding page would use): the plugin refuses it, and the panel
+        # says why and what to do instead of "service not running".
+        seen: dict[str, Traffic] = {}
+        service_url = plugin_stack.service.url
+        page = STPage.open(
+            lan,
+            f"http://other.lan:{plugin_stack.st.port}",
+            width=400,
+            height=800,
+            before_load=lambda p: seen.setdefault("t", Traffic(STPage(p, p.context, ""), service_url)),
+        )
+        traffic = seen["t"]
+        open_drawer(page)
+        message = page.page.wait_for_selector("#ngc_status_message:has-text('hostWhitelist.hosts')")
+        assert "other.lan" in message.inner_text()
+        assert page.js("document.querySelector('#ngc_status_pill').dataset.status") == "not_running"
+        page.screenshot("drawer-remote-unlisted-name.png", full_page=False)
+        assert traffic.direct == [] and ("GET", "/health") in traffic.plugin
         page.close()
     finally:
         lan.close()

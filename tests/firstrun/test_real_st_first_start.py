@@ -55,7 +55,7 @@ def dismiss_welcome(page: STPage) -> None:
 def test_first_start_loads_the_extension_without_error_toasts(
     version: str, tmp_path: Path, upstream: UpstreamThread, realst_browser: Any
 ) -> None:
-    with realst.test_internet(upstream, tmp_path / "ca") as internet:  # (a module attribute: not a test)
+    with realst.fake_internet(upstream, tmp_path / "ca") as internet:
         st = RealSillyTavern.create(version, tmp_path, proxy_url=internet.url, ca_pem=internet.ca.ca_pem)
         stack = realst.RealStack(st=st, upstream=upstream, internet=internet, base=tmp_path, handles=[])
         assert not [p for p in st.data_root.iterdir() if not p.name.startswith("_")]  # no user yet
