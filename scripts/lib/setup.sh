@@ -65,20 +65,6 @@ ensure_project_installed() {
     printf '%s %s\n' "$fingerprint" "$extras" >"$STAMP"
 }
 
-# ensure_npm_packages DIR: `npm ci` in DIR when its package-lock.json changed since the last install.
-ensure_npm_packages() {
-    local dir="$1" stamp="$1/node_modules/.nanogpt-companion-lock"
-    [ -f "$dir/package-lock.json" ] || return 0
-    local lock
-    lock="$(.venv/bin/python -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$dir/package-lock.json")"
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$lock" ]; then
-        return 0
-    fi
-    echo "Installing the npm packages of $dir into $dir/node_modules"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-    printf '%s\n' "$lock" >"$stamp"
-}
-
 # ensure_chromium: Debian's chromium for the browser tests (never a downloaded browser). The only step
 # that changes the system, and only when chromium is missing.
 ensure_chromium() {

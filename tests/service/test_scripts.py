@@ -137,14 +137,7 @@ def test_changed_pyproject_tries_to_install_and_starts_anyway_offline(project: P
 
 
 def test_test_setup_says_one_line_per_install_and_nothing_when_all_is_there(project: Path) -> None:
-    npm_dir = project / "tests" / "extension"
-    npm_dir.mkdir(parents=True)
-    shutil.copy(REPO / "tests" / "extension" / "package-lock.json", npm_dir / "package-lock.json")
-    lock_hash = bash(project, "sha256sum tests/extension/package-lock.json | cut -d' ' -f1").stdout.strip()
-    (npm_dir / "node_modules").mkdir()
-    (npm_dir / "node_modules" / ".nanogpt-companion-lock").write_text(f"{lock_hash}\n")
-
-    wants_tests = bash(project, "ensure_project_installed test; ensure_npm_packages tests/extension")
+    wants_tests = bash(project, "ensure_project_installed test")
     assert wants_tests.returncode == 0, wants_tests.stderr
     assert wants_tests.stdout.splitlines() == [
         "Installing NanoGPT Companion with its [test] dependencies into .venv (new dependency group)"
@@ -155,7 +148,7 @@ def test_test_setup_says_one_line_per_install_and_nothing_when_all_is_there(proj
     (project / STAMP).write_text(f"{fingerprint} test\n")  # as after a successful install of the extras
     quiet = bash(
         project,
-        "ensure_project_installed test; ensure_npm_packages tests/extension; ensure_project_installed",
+        "ensure_project_installed test; ensure_project_installed",
     )
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
 
