@@ -23,6 +23,8 @@ class DoctorContext:
     catalogue: Mapping[str, CatalogEntry] | None = None  # None = unknown: rules that need it stay silent
     account: AccountSnapshot | None = None
     family_table: FamilyTable = field(default_factory=builtin_family_table)
+    # Model ids a catalogue refresh saw disappear -> when (unix time): tells "removed" from "mistyped".
+    removed_models: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -34,6 +36,7 @@ class DoctorContext:
         account: AccountSnapshot | None = None,
         family_table: FamilyTable | None = None,
         st_version: STVersion | None = None,
+        removed_models: Mapping[str, float] | None = None,
     ) -> DoctorContext:
         """Convenience: detects the ST version from ``settings`` unless one is given."""
         return cls(
@@ -43,4 +46,5 @@ class DoctorContext:
             catalogue=catalogue,
             account=account,
             family_table=family_table if family_table is not None else builtin_family_table(),
+            removed_models=removed_models or {},
         )

@@ -108,11 +108,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     users = app[keys.USERS]
     bus = app[keys.BUS]
 
+    # `doctor` is assigned below; this runs only once the catalogue refreshes, after start-up.
     def publish_catalog(fingerprint: str, snapshot: CatalogSnapshot, diff: CatalogDiff) -> None:
         event = {"fetched_at": snapshot.fetched_at, "count": len(snapshot.entries), "diff": diff.as_json()}
         for handle in users.handles():
             if users.key_for(handle).fingerprint == fingerprint:
                 bus.publish(handle, "catalog", event)
+        if doctor is not None:
+            doctor.on_catalog_refresh(fingerprint, diff)
 
     async def key_for(handle: str) -> Any:
         return users.key_for(handle)

@@ -25,7 +25,7 @@ _META: tuple[RuleMeta, ...] = (
         "ppp.nanogpt",
         "Prompt Post-Processing for NanoGPT",
         "auto",
-        "Sets Prompt Post-Processing to a mode that suits NanoGPT's models when it is unset or unsafe.",
+        "Sets Prompt Post-Processing to a mode that suits NanoGPT's models when it is unset.",
     ),
     RuleMeta(
         "ppp.tools",
@@ -55,13 +55,13 @@ _META: tuple[RuleMeta, ...] = (
         "web_search",
         "Web search does nothing here",
         "ask",
-        "Web search is on for the Custom source, which does not pass it to NanoGPT.",
+        "Web search is on for the Custom source, which ignores the switch; the :online model suffix works.",
     ),
     RuleMeta(
         "images",
         "Inline images and the model's vision support",
         "ask",
-        "Inline images are sent to a model that cannot see them, or not sent to one that can.",
+        "Inline images go to a model that cannot see them (Custom source), or never reach one that can.",
     ),
     RuleMeta(
         "context",
@@ -71,9 +71,22 @@ _META: tuple[RuleMeta, ...] = (
     ),
     RuleMeta(
         "model.gone",
-        "Selected model no longer exists",
+        "Selected model is not in NanoGPT's list",
         "ask",
-        "The selected model is not in NanoGPT's list any more (removed or renamed).",
+        "The selected model is not in NanoGPT's list: removed by NanoGPT, or a mistyped id.",
+    ),
+    RuleMeta(
+        "textgen.endpoint",
+        "Text Completion address NanoGPT does not serve",
+        "ask",
+        "Text Completion points at a NanoGPT address without a completions route (subscription, "
+        "v1legacy...).",
+    ),
+    RuleMeta(
+        "textgen.context",
+        "Text Completion context does not match the model",
+        "ask",
+        "Text Completion's context size is larger than the model accepts, or far smaller than it could be.",
     ),
     RuleMeta(
         "textgen.nanogpt",
@@ -111,6 +124,7 @@ def make_finding(
     details: dict[str, Any] | None = None,
     title: str | None = None,
     default_policy: Policy | None = None,
+    raises_cost: bool = False,
 ) -> Finding:
     """A finding with a stable id: advice-only findings put what identifies the situation in ``extra``."""
     meta = RULE_META[rule]
@@ -125,5 +139,6 @@ def make_finding(
         preset=preset,
         patch=patch,
         default_policy=default_policy or meta.default_policy,
+        raises_cost=raises_cost,
         details=details or {},
     )
