@@ -157,11 +157,12 @@ class DoctorService:
             await self.recheck(handle)
         elif state.checked_at is None:
             await self.check_user(handle)
-        decisions = await self._decisions(handle, state.findings)
-        shown = [(f, decisions[f.id]) for f in state.findings if decisions[f.id].policy != "off"]
+        findings = state.findings  # a scan may replace the list while the policies are read
+        decisions = await self._decisions(handle, findings)
+        shown = [(f, decisions[f.id]) for f in findings if decisions[f.id].policy != "off"]
         return {
             "findings": [self._finding_json(f, d, state) for f, d in shown],
-            "muted": len(state.findings) - len(shown),
+            "muted": len(findings) - len(shown),
             "st_version": state.version.display,
             "checked_at": state.checked_at,
             "tab_open": self._live.tab_open(handle),
