@@ -67,10 +67,19 @@ class Harness:
     page_errors: list[str] = field(default_factory=list)
 
     def reset_settings(self, **oai: Any) -> dict[str, Any]:
-        """A fresh settings.json (as ST last saved it), optionally with some oai_settings changed."""
+        """A fresh settings.json (as ST last saved it), optionally with some oai_settings changed.
+
+        The service is made to read the fresh file before any change (a Re-check): the doctor remembers
+        a value a user kept after an undo until the setting holds another value, so without that a
+        previous test's undo would still stand for the next test, as it would for a real user.
+        """
         settings: dict[str, Any] = json.loads(SETTINGS_FIXTURE.read_text())
-        settings["oai_settings"].update(oai)
         self.standin.write_settings(settings)
+        status, _ = self.service.request("GET", "/api/doctor?refresh=1")
+        assert status == 200
+        if oai:
+            settings["oai_settings"].update(oai)
+            self.standin.write_settings(settings)
         return settings
 
     def console_errors(self) -> list[str]:

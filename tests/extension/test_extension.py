@@ -413,9 +413,38 @@ def test_formatting_error_surfaces_matching_fix(page: Any) -> None:
         " 'Chat Completion API')"
     )
     page.wait_for_selector('.ngc-suggestion button[data-fix="__suggestion__"]')
-    assert "semi" in page.text_content(".ngc-suggestion")
+    # Named as ST names it, with the value the service allows for this ST (1.18, no function calling).
+    assert "Semi-strict (alternating roles; no tools)" in page.text_content(".ngc-suggestion")
     page.click('.ngc-suggestion button[data-fix="__suggestion__"]')
     assert page.input_value("#custom_prompt_post_processing") == "semi"
+
+
+@pytest.mark.parametrize(("version", "expected"), [("1.13.0", "semi"), ("1.12.14", None)])
+def test_formatting_error_suggestion_passes_the_version_gate(
+    browser: Any, harness: Harness, version: str, expected: str | None
+) -> None:
+    """Issue 10 item 6: the value comes from the service's table for this ST. With function calling on,
+    1.13.0 has no "with tools" modes (and sends the NanoGPT source no tools): "semi", never "semi_tools".
+    1.12.14 ignores PPP for the NanoGPT source: explained, with nothing to apply."""
+    settings = harness.reset_settings(function_calling=True)
+    settings["currentVersion"] = version
+    harness.standin.write_settings(settings)
+    _, report = harness.service.request("GET", "/api/doctor?refresh=1")
+    assert report["st_version"] == version
+    page = open_page(browser, harness)
+    try:
+        wait_connected(page)
+        open_drawer(page)
+        page.evaluate("toastr.error('Conversation roles must alternate user/assistant', 'Chat Completion')")
+        suggestion = page.wait_for_selector(".ngc-suggestion")
+        if expected is None:
+            assert suggestion.query_selector("button") is None
+            assert "does not apply Prompt Post-Processing" in suggestion.text_content()
+        else:
+            page.click('.ngc-suggestion button[data-fix="__suggestion__"]')
+            assert page.input_value("#custom_prompt_post_processing") == expected
+    finally:
+        page.context.close()
 
 
 # ----- slash commands -----
@@ -534,7 +563,7 @@ def test_pure_helpers(page: Any) -> None:
                    'System message must be at the beginning.',
                    'The first message must use the user role', 'rate limited']
                 .map(e => f.matchFormattingError(e)?.ppp ?? null),
-            tools: f.pppWithTools('semi', true),
+            noTwin: typeof f.pppWithTools,
             nano: [f.isNanoGptUrl('https://nano-gpt.com/api/v1'), f.isNanoGptUrl('https://evil.com/nano-gpt.com')],
             spark: f.sparkline([1, null, 3], 100, 20, 0).points.map(p => [p.x, p.y]),
             backoff: [f.backoffDelay(0, 1000, 60000, () => 0.5), f.backoffDelay(30, 1000, 60000, () => 0.5)],
@@ -554,7 +583,8 @@ def test_pure_helpers(page: Any) -> None:
     assert r["suffix"] == " · $0.1/? per 1M · SUB x2"
     assert r["fold"] == [["b", ["b:thinking"]], ["o:thinking", []]]
     assert r["errs"] == ["semi", "semi", "strict", None]
-    assert r["tools"] == "semi_tools"
+    # The "with tools" choice is the service's (version-gated); the extension keeps no table of its own.
+    assert r["noTwin"] == "undefined"
     assert r["nano"] == [True, False]
     assert r["spark"] == [[0, 20], [100, 0]]
     assert r["backoff"] == [1000, 60000]
@@ -647,10 +677,7 @@ def test_fix_written_while_no_tab_was_open_can_be_undone_from_recent_fixes(
     """No ST tab open: the service fixes settings.json itself and journals it. The next time ST is
     opened, the doctor panel lists that fix under "Recent fixes"; its Undo goes through the service,
     which (the tab being open now) sends the reverse as a live fix that ST's own handler applies."""
-    # A model of its own, so a decline left by another test's undo (tied to source + model) does not apply.
-    _, cat = harness.service.request("GET", "/api/catalog?tier=v1")
-    model = cat["models"][7]["id"]
-    harness.reset_settings(custom_prompt_post_processing="", nanogpt_model=model)
+    harness.reset_settings(custom_prompt_post_processing="")
     deadline_polls = 300
     fixed = ""
     for _ in range(deadline_polls):
@@ -671,6 +698,8 @@ def test_fix_written_while_no_tab_was_open_can_be_undone_from_recent_fixes(
         row = page.wait_for_selector(f'#ngc_recent_fixes li[data-journal="{entry["journal_id"]}"]')
         assert row.get_attribute("data-mode") == "file"
         assert "closed" in row.text_content()
+        # In ST's words (issue 10 item 16), not raw keys.
+        assert "Prompt Post-Processing: None → Merge consecutive roles (no tools)" in row.text_content()
         page.screenshot(path=artifact("drawer-recent-fixes.png"), full_page=True)
         before = js(page, "window.stStandIn.handlerCalls['#custom_prompt_post_processing:change'] || 0")
         row.query_selector("button[data-undo]").click()
@@ -687,6 +716,9 @@ def test_fix_written_while_no_tab_was_open_can_be_undone_from_recent_fixes(
         # Carrying out an undo is not itself something to undo, and it is announced as an undo.
         assert page.is_disabled("#ngc_undo")
         page.wait_for_selector("#toast-container .toast:has-text('Undone')")
+        assert "Prompt Post-Processing: Merge consecutive roles (no tools) → None" in page.text_content(
+            "#toast-container"
+        )
         assert harness.page_errors == []
     finally:
         page.context.close()
