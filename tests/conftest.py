@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.fakes.nanogpt_fixtures",
     "tests.fakes.st_fixtures",
     "tests.fakes.service_fixtures",
+    "tests.realst.fixtures",
 ]
 
 

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Literal
 import orjson
 from aiohttp import web
 
+from tests.fakes.nanogpt_inference import InferenceBehaviour, add_inference_routes
 from tests.fixtures import NANOGPT_FIXTURES
 
 logger = logging.getLogger(__name__)
@@ -453,6 +454,10 @@ class FakeNanoGPT:
         "/api/subscription/v1/models": "subscription",
         "/api/paid/v1/models": "paid",
         "/api/personalized/v1/models": "personalized",
+        # Not documented by NanoGPT; clients that use these bases (ST's Custom source, LiteLLM) ask them for
+        # /models. Assumed to mirror v1 here, so ST's Custom source can list models on every base.
+        "/api/v1legacy/models": "v1",
+        "/api/v1thinking/models": "v1",
     }
 
     def __init__(
@@ -481,6 +486,15 @@ class FakeNanoGPT:
             self.app.router.add_get(path, self._models_handler)
         self.app.router.add_post("/api/check-balance", self._balance_handler)
         self.app.router.add_get("/api/subscription/v1/usage", self._usage_handler)
+        self.inference = InferenceBehaviour()
+        add_inference_routes(
+            self.app,
+            self.inference,
+            known_model=lambda model_id: model_id in self._models,
+            authorised=lambda key: self._account(key) is not None,
+            key_of=lambda request: _presented_key(request)[0],
+            key_id=key_id,
+        )
 
     # ---- catalogue -----------------------------------------------------------------------------------
 

@@ -1,0 +1,145 @@
+"""How a user reaches things in real SillyTavern's UI, for the browser tests.
+
+ST keeps the API connection settings (``#rm_api_block``), the AI response settings (``#left-nav-panel``) and
+the Extensions panel (``#rm_extensions_block``, where our drawer lives) in top-bar drawers that start
+closed; a user clicks the top-bar icon first, then our drawer's header. These helpers do the same clicks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.realst.browser import STPage
+
+CONNECTED = '#ngc_status_pill[data-status="connected"]'
+_TOP_DRAWERS = {
+    "api": ("#sys-settings-button", "#rm_api_block"),
+    "ai": ("#ai-config-button", "#left-nav-panel"),
+    "extensions": ("#extensions-settings-button", "#rm_extensions_block"),
+}
+
+
+def open_top_drawer(page: STPage, which: str) -> None:
+    """Open one of ST's top-bar panels (ST closes the others when one opens, as for a user)."""
+    button, content = _TOP_DRAWERS[which]
+    if not page.page.is_visible(content):
+        page.page.click(f"{button} .drawer-toggle")
+        page.page.wait_for_selector(content, state="visible")
+    _wait_still(page)
+
+
+def _wait_still(page: STPage) -> None:
+    """ST opens and closes its panels with jQuery animations; act only once nothing moves."""
+    page.page.wait_for_function("() => !window.jQuery || jQuery(':animated').length === 0")
+
+
+_DRAWER_FOR = {content: which for which, (_button, content) in _TOP_DRAWERS.items()}
+
+
+def reveal(page: STPage, selector: str) -> None:
+    """Make an ST control visible the way a user would: open the top-bar panel that holds it, then every
+    closed inline drawer (ST's collapsible sections) around it."""
+    top = page.js(
+        """(sel) => { const el = document.querySelector(sel);
+        const d = el?.closest('.drawer-content'); return d ? '#' + d.id : null; }""",
+        selector,
+    )
+    if top in _DRAWER_FOR:
+        open_top_drawer(page, _DRAWER_FOR[top])
+    for _ in range(5):
+        if page.page.is_visible(selector):
+            return
+        toggled = page.js(
+            """(sel) => { const el = document.querySelector(sel);
+            for (let d = el?.closest('.inline-drawer'); d; d = d.parentElement?.closest('.inline-drawer')) {
+                const content = d.querySelector(':scope > .inline-drawer-content');
+                if (content && getComputedStyle(content).display === 'none') {
+                    const toggle = ':scope > .inline-drawer-toggle, :scope > .inline-drawer-header';
+                    d.querySelector(toggle)?.click();
+                    return true;
+                }
+            }
+            return false; }""",
+            selector,
+        )
+        _wait_still(page)
+        if not toggled:
+            break
+    page.page.wait_for_selector(selector, state="visible")
+
+
+def open_drawer(page: STPage) -> None:
+    """The Extensions panel, then our drawer in it."""
+    open_top_drawer(page, "extensions")
+    closed = page.js(
+        "() => getComputedStyle(document.getElementById('ngc_drawer_content')).display === 'none'"
+    )
+    if closed:
+        page.page.click(".ngc-drawer .inline-drawer-header")
+    page.page.wait_for_selector("#ngc_drawer_content", state="visible")
+    _wait_still(page)
+
+
+def wait_connected(page: STPage, timeout: float = 30000) -> None:
+    page.page.wait_for_selector(CONNECTED, state="attached", timeout=timeout)
+
+
+def wait_catalog(page: STPage) -> None:
+    page.page.wait_for_function("document.querySelector('#ngc_catalog_summary')?.textContent.length > 0")
+
+
+def oai(page: STPage, key: str) -> Any:
+    return page.js("(k) => SillyTavern.getContext().chatCompletionSettings[k]", key)
+
+
+def record_st_events(page: STPage, *names: str) -> None:
+    """Start recording ST's own events (``eventSource``) into ``window.__ngcStEvents``."""
+    page.js(
+        """(names) => {
+        const c = SillyTavern.getContext();
+        window.__ngcStEvents = window.__ngcStEvents || [];
+        for (const n of names) c.eventSource.on(n, (...a) => window.__ngcStEvents.push([n, a[0]]));
+    }""",
+        list(names),
+    )
+
+
+def st_events(page: STPage, name: str) -> list[Any]:
+    return list(page.js("(n) => (window.__ngcStEvents || []).filter(e => e[0] === n).map(e => e[1])", name))
+
+
+def connect_builtin(page: STPage) -> int:
+    """Press ST's Connect (API Connections) and wait for ST's own fill of the NanoGPT model list."""
+    open_top_drawer(page, "api")
+    page.page.click("#api_button_openai")
+    page.page.wait_for_function("document.querySelectorAll('#model_nanogpt_select option').length > 100")
+    wait_online(page)
+    return int(page.js("document.querySelectorAll('#model_nanogpt_select option').length"))
+
+
+def wait_online(page: STPage, timeout: float = 30000) -> None:
+    """ST's own connection status (the plug icon): anything but "no connection"."""
+    page.page.wait_for_function(
+        "() => SillyTavern.getContext().onlineStatus !== 'no_connection'", timeout=timeout
+    )
+
+
+_REPLY_DONE = """(n) => {
+    const chat = SillyTavern.getContext().chat;
+    const last = chat[chat.length - 1];
+    const streaming = document.querySelector('#mes_stop')?.offsetParent !== null;
+    return chat.length >= n + 2 && !last.is_user && last.mes.length > 0 && !streaming;
+}"""
+
+
+def send_message(page: STPage, text: str, *, timeout: float = 30000) -> str:
+    """Type into ST's chat box as a user does and return the reply ST shows (a character is opened
+    first when none is: ST's welcome screen has no chat to send in)."""
+    if page.js("() => SillyTavern.getContext().characterId") is None:
+        page.js("async () => { await SillyTavern.getContext().selectCharacterById(0); }")
+        page.page.wait_for_function("() => SillyTavern.getContext().chat.length > 0")
+    before = int(page.js("() => SillyTavern.getContext().chat.length"))
+    page.page.fill("#send_textarea", text)
+    page.page.click("#send_but")
+    page.page.wait_for_function(_REPLY_DONE, arg=before, timeout=timeout)
+    return str(page.js("() => SillyTavern.getContext().chat.at(-1).mes"))
