@@ -24,6 +24,7 @@ from nanogpt_companion.doctor.engine import RULES
 from nanogpt_companion.doctor.finding import Finding, Policy
 from nanogpt_companion.store import Store
 
+
 def slot_of(finding: Finding) -> str:
     """The setting a finding would change: file plus key paths. Stable across models and sources."""
     where = "settings" if finding.preset is None else f"preset:{finding.preset}"

@@ -9,7 +9,7 @@
 //    results: {value: {case: [...messages after post-processing]}}}
 // The converter mutates its input, so every run gets a fresh deep copy. The placeholder ST inserts for a
 // user-first layout is set to a marker through ST's own environment override (SILLYTAVERN_PROMPTPLACEHOLDER),
-// so an inserted message can be told from a real one. Used by tests/realst/test_ppp_oracle.py.
+// so an inserted message can be told from a real one. Used by tests/doctor/test_ppp_oracle.py.
 
 import fs from 'node:fs';
 import path from 'node:path';

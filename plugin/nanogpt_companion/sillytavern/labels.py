@@ -3,7 +3,7 @@
 Findings, journal entries and the extension's toasts name a setting and its values the way the user sees
 them in ST ("Prompt Post-Processing: None -> Merge consecutive roles"), never as raw keys. The texts are
 the labels of each version's ``public/index.html`` (the heading or checkbox text next to the control, and
-the option texts of selects); ``tests/realst/test_st_labels.py`` checks them against every installed
+the option texts of selects); ``tests/doctor/test_st_labels.py`` checks them against every installed
 version. Pure: no I/O.
 """
 
@@ -28,7 +28,6 @@ SETTING_LABELS: dict[str, tuple[str, str]] = {
     "custom_model": ("custom_model_id", "Enter a Model ID"),
     "nanogpt_model": ("model_nanogpt_select", "NanoGPT Model"),
     "generic": ("generic_api_url_text", "Server URL"),  # textgenerationwebui_settings.server_urls.generic
-    "generic_model": ("generic_model_textgenerationwebui", "Enter a Model ID"),
     "max_context": ("max_context", "Context (tokens)"),
 }
 

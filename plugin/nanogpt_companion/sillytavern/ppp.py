@@ -2,7 +2,7 @@
 
 These are facts about ST's code, not advice: every row is checked against ST's own converter
 (``postProcessPrompt`` in ``src/prompt-converters.js``) run under Node for each installed version by
-``tests/realst/test_ppp_oracle.py``, and the value list against that version's ``PROMPT_PROCESSING_TYPE`` and
+``tests/doctor/test_ppp_oracle.py``, and the value list against that version's ``PROMPT_PROCESSING_TYPE`` and
 the options of its ``#custom_prompt_post_processing`` select (``public/index.html``). Read by hand for the
 versions in between (npm tarballs): 1.12.7 and 1.12.8 ``mergeMessages`` (images), 1.12.10 (``semi``),
 1.13.0 (``single``), 1.13.1 (``*_tools``). Pure: no I/O.
