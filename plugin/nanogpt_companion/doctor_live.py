@@ -61,9 +61,9 @@ class LiveDispatcher:
         """The tab went away without answering: these fixes were never applied."""
         return list(self._pending.pop(handle, {}).values())
 
-    def awaiting(self, handle: str) -> set[str]:
-        """Finding ids sent to the tab and not answered yet."""
-        return {fix.finding.id for fix in self._pending.get(handle, {}).values()}
+    def pending(self, handle: str) -> list[Finding]:
+        """Findings sent to the tab and not answered yet."""
+        return [fix.finding for fix in self._pending.get(handle, {}).values()]
 
 
 def _event(fix: PendingLiveFix) -> dict[str, Any]:

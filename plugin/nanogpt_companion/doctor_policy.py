@@ -37,6 +37,11 @@ def kept_value(finding: Finding) -> str:
     return _dump([op.old for op in finding.patch])
 
 
+def written_value(finding: Finding) -> str:
+    """What the slot holds once the fix is applied, in the same form."""
+    return _dump([op.value for op in finding.patch])
+
+
 def _dump(values: list[Any]) -> str:
     return orjson.dumps(values, option=orjson.OPT_SORT_KEYS).decode()
 

@@ -34,7 +34,14 @@ from nanogpt_companion.doctor.finding import Finding, Policy
 from nanogpt_companion.doctor.rules.common import ppp_choices
 from nanogpt_companion.doctor_files import FileFixer, reverse_of
 from nanogpt_companion.doctor_live import LiveDispatcher
-from nanogpt_companion.doctor_policy import Decision, PolicyBook, kept_value, slot_of
+from nanogpt_companion.doctor_policy import (
+    Decision,
+    PolicyBook,
+    kept_value,
+    slot_of,
+    value_in,
+    written_value,
+)
 from nanogpt_companion.doctor_result import FixResult
 from nanogpt_companion.domain import AccountSnapshot, CatalogEntry, ErrorInfo
 from nanogpt_companion.events import EventBus
@@ -65,8 +72,9 @@ class UserState:
     version: STVersion = UNKNOWN_VERSION
     checked_at: float | None = None
     error: ErrorInfo | None = None
-    # Slot -> the value our automatic fix replaced: seeing that value again means the user put it back.
-    auto_fixed: dict[str, str] = field(default_factory=dict)
+    # Slot -> (the value our automatic fix replaced, the value it wrote). The replaced value back means
+    # the user put it back; any third value means they moved on, and the memory ends.
+    auto_fixed: dict[str, tuple[str, str]] = field(default_factory=dict)
     ppp: dict[str, Any] = field(default_factory=dict)  # what the extension may write for PPP (report "ppp")
     profile_names: dict[int, str] = field(default_factory=dict)  # for labels of profile changes
 
@@ -260,9 +268,9 @@ class DoctorService:
             removed_models=removed,
         )
         findings = diagnose(ctx)
-        await self._note_reverts(handle, state, findings)
         documents: dict[str | None, Any] = {stem: d.data for stem, d in presets.items()}
         documents[None] = doc.data
+        await self._note_reverts(handle, state, documents)
         await self._policies.reconcile(handle, documents)
         state.findings = findings
         state.ppp = ppp_choices(ctx)
@@ -270,19 +278,23 @@ class DoctorService:
         self._publish_findings(handle)
         return True
 
-    async def _note_reverts(self, handle: str, state: UserState, findings: Sequence[Finding]) -> None:
+    async def _note_reverts(
+        self, handle: str, state: UserState, documents: Mapping[str | None, Any]
+    ) -> None:
         """A setting we fixed automatically holds its old value again: the user put it back. Respect that."""
-        awaiting_tab = self._live.awaiting(handle)
-        for finding in findings:
-            slot = slot_of(finding)
+        awaiting_tab = {slot_of(fix) for fix in self._live.pending(handle)}
+        for slot, (replaced, wrote) in list(state.auto_fixed.items()):
             # A live fix the tab has not applied yet is still expected to be seen (ST may save other
-            # changes first); only a finding back after the fix took effect is the user's choice.
-            if slot not in state.auto_fixed or finding.id in awaiting_tab:
+            # changes first); only the old value back after the fix took effect is the user's choice.
+            if slot in awaiting_tab:
                 continue
-            replaced = state.auto_fixed.pop(slot)
-            if kept_value(finding) == replaced:
+            now = value_in(slot, documents)
+            if now == wrote:
+                continue  # the fix holds
+            del state.auto_fixed[slot]
+            if now == replaced:
                 await self._policies.decline(handle, slot, replaced)
-                log.info("user %s reverted the %s fix; keeping it as a suggestion", handle, finding.rule)
+                log.info("user %s put back a value the doctor had fixed; keeping it as a suggestion", handle)
 
     def _read_presets(self, paths: UserPaths) -> dict[str, Document]:
         result: dict[str, Document] = {}
@@ -376,7 +388,7 @@ class DoctorService:
             result = await self._route(handle, paths, state, finding)
             wrote_file = wrote_file or result.status == "applied"
             if automatic and result.status in ("applied", "sent_live"):
-                state.auto_fixed[slot_of(finding)] = kept_value(finding)
+                state.auto_fixed[slot_of(finding)] = (kept_value(finding), written_value(finding))
             results.append(result)
         if wrote_file:
             # Findings reflect the fixed file; no new round of automatic fixes.

@@ -200,7 +200,13 @@ def test_text_completion_context_against_the_model():
     assert over.severity == "warning" and patch_values(over) == {("max_context",): 32768}
     assert '"Context (tokens)"' in over.explanation
     [low] = by_rule(run(_textgen(model, max_context=2048), catalogue=catalogue()), "textgen.context")
-    assert low.severity == "info" and low.raises_cost
+    # ST's slider takes at most 8192 until "Unlocked" is ticked (power-user.js MAX_CONTEXT_DEFAULT).
+    assert low.severity == "info" and low.raises_cost and patch_values(low) == {("max_context",): 8192}
+    unlocked = _textgen(model, max_context=2048)
+    unlocked["power_user"]["max_context_unlocked"] = True
+    [free] = by_rule(run(unlocked, catalogue=catalogue()), "textgen.context")
+    assert patch_values(free) == {("max_context",): 32768}
+    assert by_rule(run(_textgen(model, max_context=8192), catalogue=catalogue()), "textgen.context") == []
     assert by_rule(run(_textgen(model, max_context=30000), catalogue=catalogue()), "textgen.context") == []
 
 

@@ -242,11 +242,20 @@ def check_context(ctx: DoctorContext) -> list[Finding]:
 
 
 def context_findings(
-    rule: str, path: tuple[str | int, ...], model: str, current: int, limit: int
+    rule: str,
+    path: tuple[str | int, ...],
+    model: str,
+    current: int,
+    limit: int,
+    *,
+    ceiling: int | None = None,
 ) -> list[Finding]:
-    """Shared by Chat and Text Completion: over the model's limit is a problem, far below a cost choice."""
+    """Shared by Chat and Text Completion: over the model's limit is a problem, far below a cost choice.
+
+    ``ceiling``: the most ST's control accepts; a suggestion never goes above it."""
     label = setting_label(path)
     details = {"model": model, "context_length": limit, "current": current}
+    target = min(limit, ceiling) if ceiling is not None else limit
     if current > limit:
         return [
             make_finding(
@@ -260,17 +269,22 @@ def context_findings(
                 details=details,
             )
         ]
-    if current < limit * FAR_BELOW_FRACTION:
+    if current < limit * FAR_BELOW_FRACTION and target > current:
+        capped = (
+            f" SillyTavern's slider goes up to {target:,} unless you tick its \"Unlocked\" box."
+            if target < limit
+            else ""
+        )
         return [
             make_finding(
                 rule,
                 explanation=(
                     f'"{label}" is {current:,} tokens, while {model} can use {limit:,}. ST forgets older '
                     "messages much earlier than it needs to. A bigger context costs more per message, so "
-                    "raise it only as far as you like."
+                    f"raise it only as far as you like.{capped}"
                 ),
                 severity="info",
-                patch=(PatchOp(path=path, value=limit, old=current),),
+                patch=(PatchOp(path=path, value=target, old=current),),
                 raises_cost=True,
                 details=details,
             )

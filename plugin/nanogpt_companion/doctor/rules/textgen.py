@@ -22,6 +22,8 @@ from nanogpt_companion.domain import CatalogEntry
 from nanogpt_companion.nanogpt.endpoints import ParsedNanoURL, get_endpoint, parse_nanogpt_url
 
 MAX_LISTED = 50
+MAX_CONTEXT_DEFAULT = 8192
+MAX_CONTEXT_UNLOCKED = 512 * 1024
 # What the Generic type keeps of a request: temperature, top_p, frequency/presence penalty, seed, stop,
 # logit bias, max tokens (plus model, prompt, stream, logprobs, n, best_of).
 SENT_SAMPLERS = (
@@ -104,7 +106,14 @@ def check_textgen_context(ctx: DoctorContext) -> list[Finding]:
     current = as_int(ctx.settings.get("max_context"))
     if limit is None or limit <= 0 or current is None or current <= 0:
         return []
-    return context_findings("textgen.context", ("max_context",), conn.model, current, limit)
+    # ST's slider stops at 8192 unless "Unlocked" is ticked (power-user.js MAX_CONTEXT_DEFAULT /
+    # MAX_CONTEXT_UNLOCKED, the same in 1.13.5 L75-77 and 1.19.0 L82-84): never suggest more than it takes.
+    power_user = as_mapping(ctx.settings.get("power_user"))
+    unlocked = power_user is not None and power_user.get("max_context_unlocked") is True
+    ceiling = MAX_CONTEXT_UNLOCKED if unlocked else MAX_CONTEXT_DEFAULT
+    return context_findings(
+        "textgen.context", ("max_context",), conn.model, current, limit, ceiling=ceiling
+    )
 
 
 def text_completion_capable(entry: CatalogEntry) -> bool | None:
