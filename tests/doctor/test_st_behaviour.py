@@ -197,8 +197,13 @@ def test_text_completion_standard_address_is_fine(url):
 def test_text_completion_context_against_the_model():
     model = "ArliAI/Gemma-3-27B-ArliAI-RPMax-v3"  # 32768
     [over] = by_rule(run(_textgen(model, max_context=65536), catalogue=catalogue()), "textgen.context")
-    assert over.severity == "warning" and patch_values(over) == {("max_context",): 32768}
+    # Within the model's 32768 and what ST's locked slider takes (8192); unlocked, the model's own limit.
+    assert over.severity == "warning" and patch_values(over) == {("max_context",): 8192}
     assert '"Context (tokens)"' in over.explanation
+    over_unlocked = _textgen(model, max_context=65536)
+    over_unlocked["power_user"]["max_context_unlocked"] = True
+    [big] = by_rule(run(over_unlocked, catalogue=catalogue()), "textgen.context")
+    assert patch_values(big) == {("max_context",): 32768}
     [low] = by_rule(run(_textgen(model, max_context=2048), catalogue=catalogue()), "textgen.context")
     # ST's slider takes at most 8192 until "Unlocked" is ticked (power-user.js MAX_CONTEXT_DEFAULT).
     assert low.severity == "info" and low.raises_cost and patch_values(low) == {("max_context",): 8192}

@@ -119,7 +119,11 @@ class RealSillyTavern:
         """Set config.yaml keys (takes effect at the next start, as in ST)."""
         for key, value in dotted.items():
             _set_dotted(self.config, key, value)
-        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False), encoding="utf-8")
+        # A new file, renamed over the old: the copy is hard-linked to the shared cache (instance_copy), and
+        # writing in place would change the cache's config.yaml and every other running copy's.
+        tmp = self.config_path.with_name("config.yaml.tmp")
+        tmp.write_text(yaml.safe_dump(self.config, sort_keys=False), encoding="utf-8")
+        os.replace(tmp, self.config_path)
 
     def log_text(self) -> str:
         try:

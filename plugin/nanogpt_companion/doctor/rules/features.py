@@ -263,9 +263,10 @@ def context_findings(
                 explanation=(
                     f'"{label}" is {current:,} tokens, but {model} accepts at most {limit:,}. Long chats '
                     "would be rejected or cut off by NanoGPT instead of being trimmed by ST."
+                    + (f" {target:,} is as far as SillyTavern's slider goes." if target < limit else "")
                 ),
                 severity="warning",
-                patch=(PatchOp(path=path, value=limit, old=current),),
+                patch=(PatchOp(path=path, value=target, old=current),),
                 details=details,
             )
         ]
