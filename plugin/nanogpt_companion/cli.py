@@ -1,10 +1,13 @@
-"""Command line: ``serve`` | ``doctor`` | ``install-extension`` | ``catalog``. Thin: parse, then call in."""
+"""Command line: ``serve`` | ``doctor`` | ``install-extension`` | ``install-service`` | ``catalog``.
+
+Thin: parse, then call in."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Sequence
@@ -61,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra Host name accepted, e.g. a LAN address you bind to (repeatable)",
     )
     serve.add_argument("--no-watch", action="store_true", help="do not watch SillyTavern's settings files")
+    serve.add_argument(
+        "--log-file", type=Path, metavar="FILE", help="append the log to FILE instead of stderr"
+    )
 
     doctor = sub.add_parser("doctor", help="check SillyTavern's settings for NanoGPT problems")
     _add_common(doctor)
@@ -89,9 +95,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="set enableServerPlugins: true in ST's config.yaml (a backup is made first)",
     )
     install.add_argument(
+        "--no-autostart",
+        action="store_true",
+        help="with --server-plugin: do not let SillyTavern start the service when it starts",
+    )
+    install.add_argument(
         "--force",
         action="store_true",
         help="replace an existing folder of that name that this installer did not create",
+    )
+
+    service = sub.add_parser(
+        "install-service",
+        help="run the service at log-in (systemd user unit, macOS LaunchAgent, Windows scheduled task)",
+    )
+    service_where = service.add_mutually_exclusive_group()
+    service_where.add_argument("--sillytavern", type=Path, metavar="DIR", help="SillyTavern directory")
+    service_where.add_argument("--data-root", type=Path, metavar="DIR", help="SillyTavern data root instead")
+    service.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML configuration file for the service"
+    )
+    service.add_argument(
+        "--uninstall", action="store_true", help="stop the service and remove what was installed"
     )
 
     catalog = sub.add_parser("catalog", help="print the NanoGPT model catalogue")
@@ -115,12 +140,15 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     )
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, log_file: Path | None = None) -> None:
+    handler: logging.Handler = (
+        logging.FileHandler(log_file, encoding="utf-8") if log_file else logging.StreamHandler(sys.stderr)
+    )
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
+        datefmt="%Y-%m-%d %H:%M:%S" if log_file else "%H:%M:%S",
+        handlers=[handler],
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
@@ -134,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_doctor(args))
         if args.command == "install-extension":
             return _install(args)
+        if args.command == "install-service":
+            return _install_service(args)
         if args.command == "catalog":
             return asyncio.run(_catalog(args))
     except ValidationError as exc:
@@ -161,11 +191,24 @@ def _serve(args: argparse.Namespace) -> int:
         allow_hosts=args.allow_hosts,
         watch=False if args.no_watch else None,
     )
-    _configure_logging(settings.log_level)
+    if args.log_file is not None:
+        args.log_file.parent.mkdir(parents=True, exist_ok=True)
+    _configure_logging(settings.log_level, args.log_file)
     if settings.sillytavern is not None and not settings.sillytavern.is_dir():
         raise ValueError(f"SillyTavern directory not found: {settings.sillytavern}")
     if settings.data_root is not None and not settings.data_root.is_dir():
         raise ValueError(f"SillyTavern data root not found: {settings.data_root}")
+    from nanogpt_companion.autostart import running_service  # noqa: PLC0415
+
+    existing = running_service(settings.public_url)
+    if existing is not None:
+        print(
+            f"error: the NanoGPT Companion service already runs at {settings.public_url} "
+            f"(version {existing.get('version', '?')}); not starting a second one. SillyTavern's server "
+            "plugin or `nanogpt-companion install-service` may have started it.",
+            file=sys.stderr,
+        )
+        return 1
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = init_app(settings)
     log.info("NanoGPT Companion %s on %s (upstream %s)", __version__, settings.public_url, settings.upstream)
@@ -371,6 +414,7 @@ async def _catalog(args: argparse.Namespace) -> int:
 def _install(args: argparse.Namespace) -> int:
     from nanogpt_companion.installer import InstallError, install_extension  # noqa: PLC0415
 
+    service_settings = load_settings()  # where the service will run (NANOGPT_COMPANION_* variables)
     try:
         report = install_extension(
             args.sillytavern,
@@ -381,6 +425,9 @@ def _install(args: argparse.Namespace) -> int:
             server_plugin=args.server_plugin,
             enable_server_plugins=args.enable_server_plugins,
             force=args.force,
+            autostart=not args.no_autostart,
+            state_dir=service_settings.state_dir,
+            service_port=service_settings.port,
         )
     except InstallError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -388,3 +435,37 @@ def _install(args: argparse.Namespace) -> int:
     for line in report.lines:
         print(line)
     return 0
+
+
+def _install_service(args: argparse.Namespace) -> int:
+    from nanogpt_companion.autostart import serve_command, service_log_path  # noqa: PLC0415
+    from nanogpt_companion.user_service import (  # noqa: PLC0415
+        current_platform,
+        install_service,
+        plan_service,
+        system_runner,
+        uninstall_service,
+    )
+
+    extra: list[str] = []
+    if args.data_root is not None:
+        extra += ["--data-root", str(args.data_root.expanduser().resolve())]
+    if args.config is not None:
+        extra += ["--config", str(args.config.expanduser().resolve())]
+    if args.sillytavern is not None and not args.sillytavern.is_dir():
+        raise ValueError(f"SillyTavern directory not found: {args.sillytavern}")
+    state_dir = load_settings(args.config).state_dir
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    plan = plan_service(
+        current_platform(),
+        serve_command(args.sillytavern, extra=extra),
+        home=Path.home(),
+        log=service_log_path(state_dir),
+        xdg_config_home=Path(xdg) if xdg else None,
+        uid=os.getuid() if hasattr(os, "getuid") else 0,
+        state_dir=state_dir,
+    )
+    report = (uninstall_service if args.uninstall else install_service)(plan, system_runner)
+    for line in report.lines:
+        print(line)
+    return 0 if report.ok else 1

@@ -51,6 +51,7 @@ from nanogpt_companion.sillytavern.errors import DocumentMissing, DocumentUnread
 from nanogpt_companion.sillytavern.labels import describe_change
 from nanogpt_companion.sillytavern.presets import list_presets
 from nanogpt_companion.sillytavern.secrets import secrets_format
+from nanogpt_companion.sillytavern.server_config import ServerExposure, read_server_exposure
 from nanogpt_companion.sillytavern.version import UNKNOWN_VERSION, STVersion, detect_st_version
 from nanogpt_companion.store import Store
 from nanogpt_companion.users import UserRegistry
@@ -100,6 +101,7 @@ class DoctorService:
         self._live = LiveDispatcher(bus)
         self._files = FileFixer(store)
         self._family_table = load_family_table(settings.ppp_families_file)
+        self._st_dir = settings.sillytavern
         self._state: dict[str, UserState] = {}
         # Per key fingerprint: model ids a catalogue refresh saw disappear, and when.
         self._removed_models: dict[str, dict[str, float]] = {}
@@ -265,6 +267,7 @@ class DoctorService:
             catalogue=catalogue,
             account=account,
             family_table=self._family_table,
+            st_server=await self._st_server(),
             removed_models=removed,
         )
         findings = diagnose(ctx)
@@ -295,6 +298,12 @@ class DoctorService:
             if now == replaced:
                 await self._policies.decline(handle, slot, replaced)
                 log.info("user %s put back a value the doctor had fixed; keeping it as a suggestion", handle)
+
+    async def _st_server(self) -> ServerExposure | None:
+        """ST's own server settings, for ``st.exposed`` (needs the ST folder, not just a data root)."""
+        if self._st_dir is None:
+            return None
+        return await asyncio.to_thread(read_server_exposure, self._st_dir, self._users.data_root)
 
     def _read_presets(self, paths: UserPaths) -> dict[str, Document]:
         result: dict[str, Document] = {}

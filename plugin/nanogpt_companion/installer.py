@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +27,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from nanogpt_companion.autostart import serve_command, service_log_path
+from nanogpt_companion.config import DEFAULT_PORT
+from nanogpt_companion.plugin_link import (
+    Autostart,
+    ServiceLink,
+    link_path,
+    new_secret,
+    read_link,
+    write_link,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +89,7 @@ class InstallReport:
     server_plugins_enabled: bool | None = None
     config_changed: bool = False
     config_backup: Path | None = None
+    service_link: Path | None = None
 
     def component(self, name: str) -> ComponentResult | None:
         return next((c for c in self.components if c.name == name), None)
@@ -471,8 +484,16 @@ def install_extension(
     source_dir: Path | None = None,
     plugin_source_dir: Path | None = None,
     force: bool = False,
+    autostart: bool = True,
+    state_dir: Path | None = None,
+    service_port: int = DEFAULT_PORT,
 ) -> InstallReport:
     """Installs, updates (re-run) or removes the extension, and with ``server_plugin`` the ST server plugin.
+
+    With the plugin comes its link file (``plugin_link``): where the service listens, the secret it proves
+    itself with, and, unless ``autostart`` is False, the command line the plugin starts the service with
+    when ST starts (logging to ``<state_dir>/service.log``). ``service_port`` is where a new link expects
+    the service until the service itself says otherwise.
 
     Raises InstallError with a user-facing message on any refusal; nothing is changed in that case except when
     the failure happens after an earlier component was already done (the message says which).
@@ -490,6 +511,10 @@ def install_extension(
             plug = _uninstall_folder("server-plugin", plugin_target, _is_our_plugin, force=force)
             report.components.append(plug)
             report.lines.append(_describe(plug, "The server plugin"))
+            link_file = link_path(layout.st_dir)
+            if read_link(link_file) is not None:
+                link_file.unlink()
+                report.lines.append(f"Removed the plugin's link to the service ({link_file}).")
             if plug.action == "uninstalled":
                 report.lines.append("Restart SillyTavern so it unloads the server plugin.")
         elif _ownership(plugin_target, _is_our_plugin) == "ours":
@@ -539,12 +564,49 @@ def install_extension(
         )
         report.components.append(plug)
         report.lines.append(_describe(plug, "The server plugin"))
+        _write_service_link(
+            layout, report, autostart=autostart, log=service_log_path(state_dir), port=service_port
+        )
         _handle_server_plugin_config(layout, report, enable=enable_server_plugins)
     elif enable_server_plugins:
         _handle_server_plugin_config(layout, report, enable=True)
 
     report.lines.append(RELOAD_LINE)
     return report
+
+
+def _write_service_link(
+    layout: _Layout, report: InstallReport, *, autostart: bool, log: Path, port: int
+) -> None:
+    """Records where the service is and how to start it, beside the plugin (no ST user can write there).
+
+    An existing file keeps its secret and address: a running service already proves itself with that
+    secret, and ``serve`` keeps the address current.
+    """
+    path = link_path(layout.st_dir)
+    current = read_link(path)
+    start = Autostart(command=serve_command(layout.st_dir), log=str(log)) if autostart else None
+    link = ServiceLink(
+        url=current.url if current is not None else f"http://127.0.0.1:{port}",
+        secret=current.secret if current is not None else new_secret(),
+        autostart=start,
+    )
+    if link != current:
+        try:
+            write_link(path, link)
+        except OSError as exc:
+            raise InstallError(f"Could not write {path}: {exc.strerror or exc}.") from None
+    report.service_link = path
+    if start is None:
+        report.lines.append(
+            "SillyTavern will not start the service (--no-autostart): keep it running yourself "
+            "(nanogpt-companion install-service, or ./scripts/start)."
+        )
+    else:
+        report.lines.append(
+            "SillyTavern will start the service when it starts (unless it already runs) and stop it when "
+            f"it stops, with: {shlex.join(start.command)} (log: {log})."
+        )
 
 
 def _handle_server_plugin_config(layout: _Layout, report: InstallReport, *, enable: bool) -> None:

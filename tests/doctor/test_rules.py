@@ -41,6 +41,7 @@ def test_rules_metadata():
         "textgen.nanogpt",
         "preset.ppp",
         "profile.ppp",
+        "st.exposed",
     ]
     assert {r.id: r.default_policy for r in RULES if r.default_policy == "auto"} == {"ppp.nanogpt": "auto"}
 

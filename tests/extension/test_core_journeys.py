@@ -21,7 +21,7 @@ from tests.extension.st_ui import (
     wait_catalog,
 )
 from tests.realst.browser import STPage
-from tests.realst.stack import RealStack
+from tests.realst.stack import CLEAN_OAI, RealStack
 from tests.realst.versions import version_tuple
 
 SELECT2_FROM = (1, 18, 0)  # ST wraps #model_nanogpt_select in select2 from 1.18.0 (public/scripts/openai.js)
@@ -131,7 +131,8 @@ def choose_another_value_first(stack: RealStack, page: STPage | None = None) -> 
 
 def test_live_fix_over_sse_then_undo(versioned_stack: RealStack, st_page_for: Any) -> None:
     stack = versioned_stack
-    page: STPage = st_page_for(stack)
+    stack.seed_user(oai={**CLEAN_OAI, "nanogpt_model": stack.unused_model()})
+    page: STPage = st_page_for(stack, seed=False)
     open_drawer(page)
     choose_another_value_first(stack, page)
     # The user picks "None" in ST's own select (API Connections): ST saves settings.json, the
@@ -183,6 +184,8 @@ def test_fix_written_while_st_was_closed_is_undone_from_recent_fixes(
     open_drawer(page)
     row = page.page.wait_for_selector(f'#ngc_recent_fixes li[data-journal="{entry["journal_id"]}"]')
     assert row.get_attribute("data-mode") == "file"
+    # In ST's own words for this version (issue 10 item 16), not raw keys.
+    assert "Prompt Post-Processing: None → Merge consecutive roles" in (row.text_content() or "")
     page.screenshot(f"core-recent-fixes-{stack.version}.png", full_page=False)
     record_st_events(page, "settings_updated")
     row.query_selector("button[data-undo]").click()

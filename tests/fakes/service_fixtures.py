@@ -114,6 +114,8 @@ class RunningService:
     upstream: UpstreamThread
     process: subprocess.Popen[bytes]
     log_path: Path
+    extra_args: list[str] | None = None
+    env: dict[str, str] | None = None
 
     @property
     def st_dir(self) -> Path:
@@ -158,6 +160,19 @@ class RunningService:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
+    def relaunch(self) -> None:
+        """Start the service again after ``stop()``: same port, state, ST and options (a user restarting)."""
+        again = start_service(
+            self.st,
+            self.upstream,
+            self.state_dir,
+            st_port=self.st_port,
+            extra_args=self.extra_args,
+            env=self.env,
+            port=self.port,
+        )
+        self.process, self.log_path = again.process, again.log_path
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -179,7 +194,7 @@ def start_service(
     port: int | None = None,
 ) -> RunningService:
     port = port or free_port()
-    log_path = state_dir / "service.log"
+    log_path = state_dir / f"service-{time.monotonic_ns()}.log"
     state_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable,
@@ -201,10 +216,10 @@ def start_service(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("NANOGPT")}
     full_env.update(env or {})
     full_env["PYTHONUNBUFFERED"] = "1"
-    with log_path.open("wb") as log_file:
+    with log_path.open("ab") as log_file:  # appended: a restarted service keeps the earlier log
         process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
     service = RunningService(
-        f"http://127.0.0.1:{port}", port, st, st_port, state_dir, upstream, process, log_path
+        f"http://127.0.0.1:{port}", port, st, st_port, state_dir, upstream, process, log_path, extra_args, env
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

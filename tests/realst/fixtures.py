@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.realst.browser import CHROMIUM, STPage, launch_chromium
-from tests.realst.stack import DEFAULT_USER, RealStack, real_stack
+from tests.realst.stack import CLEAN_OAI, DEFAULT_USER, RealStack, real_stack
 from tests.realst.versions import NEWEST, ST_VERSIONS
 
 CONNECTED = '#ngc_status_pill[data-status="connected"]'
@@ -94,9 +94,7 @@ def st_page_for(realst_browser: Any, expect_problems: ProblemGuard) -> Iterator[
 
     def open_for(stack: RealStack, *, seed: bool = True, connected: bool = True, **options: Any) -> STPage:
         if seed:
-            # "Merge consecutive roles": what the doctor recommends for these models, so a page starts
-            # without findings and a test creates the one it is about.
-            stack.seed_user(DEFAULT_USER, oai={"custom_prompt_post_processing": "merge"})
+            stack.seed_user(DEFAULT_USER, oai=CLEAN_OAI)
         page = open_st_page(realst_browser, stack, **options)
         opened.append(page)
         if connected:

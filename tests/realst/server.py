@@ -165,12 +165,14 @@ class RealSillyTavern:
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"SillyTavern {self.version} exited:\n{self.log_text()[-4000:]}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(self.url + "/version", timeout=2) as resp,
-            ):
-                if resp.status == 200:
-                    return
+            try:
+                with urllib.request.urlopen(self.url + "/version", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except urllib.error.HTTPError:
+                return  # an answer all the same: with user accounts on, ST wants a login first
+            except OSError:
+                pass
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(

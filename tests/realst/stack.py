@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -29,6 +30,10 @@ from tests.realst.server import RealSillyTavern
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_USER = "default-user"
+# A user's starting point in most tests: ST's own NanoGPT settings with "Merge consecutive roles", what the
+# doctor recommends for the fake's models, so a page starts without findings and a test creates the one it
+# is about (with "None", the service would fix the file before the test even opens a page).
+CLEAN_OAI: dict[str, Any] = {"custom_prompt_post_processing": "merge"}
 
 
 def version_fixtures(version: str) -> Path:
@@ -62,6 +67,7 @@ class RealStack:
     base: Path
     service: RunningService | None = None
     handles: list[str] = field(default_factory=lambda: [DEFAULT_USER])
+    _models_handed_out: set[str] = field(default_factory=set)
 
     @property
     def version(self) -> str:
@@ -125,7 +131,27 @@ class RealStack:
             secrets_path.unlink(missing_ok=True)
         else:
             self.write_secrets(secrets_for(self.version, key), handle)
+        # The preset real ST saved as "NanoGPT" (Save preset as), beside ST's own Default.
+        presets = self.user_dir(handle) / "OpenAI Settings"
+        presets.mkdir(exist_ok=True)
+        preset = version_fixtures(self.version) / "preset.NanoGPT.json"
+        if not (presets / "NanoGPT.json").exists():
+            (presets / "NanoGPT.json").write_bytes(preset.read_bytes())
         return data
+
+    def unused_model(self) -> str:
+        """A model of NanoGPT's subscription list that no earlier test of this stack was given.
+
+        Note: a fresh model does not make a fix the user undid automatic again. The doctor keeps the value
+        the user kept, across models and sources, until that setting holds another value (issue 10 item 10);
+        a test that needs an automatic fix of "None" after another test's undo seeds another value first and
+        lets the service read it (see ``choose_another_value_first`` in test_core_journeys.py).
+        """
+        for model_id in sorted(self.fake.ids("subscription")):
+            if ":" not in model_id and model_id not in self._models_handed_out:
+                self._models_handed_out.add(model_id)
+                return model_id
+        raise AssertionError("the fake's subscription list ran out of models for this stack")
 
     def wait_for_settings(
         self, predicate: Callable[[dict[str, Any]], bool], handle: str = DEFAULT_USER, timeout: float = 20
@@ -146,9 +172,11 @@ class RealStack:
             f"{ {k: last.get('oai_settings', {}).get(k) for k in _INTERESTING} }"
         )
 
-    def install_extension(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def install_extension(
+        self, *args: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Our own installer, as a user runs it (``--user H``, ``--global``, ``--server-plugin`` ...)."""
-        return run_cli("install-extension", "--sillytavern", str(self.st.folder), *args)
+        return run_cli("install-extension", "--sillytavern", str(self.st.folder), *args, env=env)
 
     def start_service(
         self, *extra_args: str, env: dict[str, str] | None = None, port: int | None = None
@@ -166,8 +194,15 @@ class RealStack:
             st_port=self.st.port,
             extra_args=list(extra_args),
             env=env,
+            port=port,
         )
         return self.service
+
+    def stop_service(self) -> int:
+        """Stop the service; returns its port for a restart at the same address."""
+        assert self.service is not None
+        self.service.stop()
+        return self.service.port
 
     def stop(self) -> None:
         if self.service is not None:
@@ -190,7 +225,10 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, check: bool = True, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``env``: variables added to this process's environment (e.g. ``NANOGPT_COMPANION_PORT``)."""
     result = subprocess.run(
         [sys.executable, "-m", "nanogpt_companion", *args],
         capture_output=True,
@@ -198,6 +236,7 @@ def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cwd=REPO,
         timeout=120,
         check=False,
+        env={**os.environ, **env} if env is not None else None,
     )
     if check and result.returncode != 0:
         raise RuntimeError(f"nanogpt-companion {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
@@ -227,13 +266,15 @@ def real_stack(
     config: Mapping[str, Any] | None = None,
     service: bool = True,
     upstream: UpstreamThread | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[RealStack]:
     """ST ``version`` with seeded users, the extension installed, ST started, then the service.
 
     ``users``: handle -> ``seed_user`` options (default: ``default-user`` on NanoGPT with the subscriber
     key). ``install``: our installer per seeded user, globally, or not at all; ``install_args`` are added
     to its command line (``--server-plugin`` ...). ``config``: config.yaml keys.
-    ``upstream``: share a running fake (else one is started and stopped here).
+    ``upstream``: share a running fake (else one is started and stopped here). ``env``: variables for
+    our installer and for ST's process (which a service ST's server plugin starts inherits).
     """
     own_upstream = upstream is None
     fake = upstream or start_fake_upstream()
@@ -243,17 +284,17 @@ def real_stack(
                 version, base, proxy_url=proxy.url, ca_pem=proxy.ca.ca_pem, config=dict(config or {})
             )
             stack = RealStack(st=st, upstream=fake, internet=proxy, base=base)
-            seeds = users if users is not None else {DEFAULT_USER: {}}
+            seeds = users if users is not None else {DEFAULT_USER: {"oai": CLEAN_OAI}}
             stack.handles = list(seeds)
             for handle, options in seeds.items():
                 stack.seed_user(handle, **dict(options))
             if install == "global":
-                stack.install_extension("--global", *install_args)
+                stack.install_extension("--global", *install_args, env=env)
             elif install == "user":
                 for handle in seeds:
-                    stack.install_extension("--user", handle, *install_args)
+                    stack.install_extension("--user", handle, *install_args, env=env)
             try:
-                st.start()
+                st.start(env=dict(env) if env else None)
                 if service:
                     stack.start_service()
                 yield stack

@@ -1,4 +1,5 @@
-"""Fixtures: the plugin in the harness (production and tight limits) and a data root with three users."""
+"""Fixtures: the plugin in the harness (production and tight limits) in an ST folder whose data root has three
+users; tests write the link file (where the service is) and the users' token files."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from .support import Harness, TokenIssuer, start_harness, stop_harness
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root with the users the tests act as; token files are written per test."""
-    root = tmp_path_factory.mktemp("st-data")
+    root = tmp_path_factory.mktemp("st") / "data"
+    (root.parent / "plugins").mkdir()
     for handle in ("default-user", "alice", "bob"):
         (root / handle / "user" / "files").mkdir(parents=True)
     return root

@@ -9,9 +9,12 @@
  * accounts disabled), and JSON bodies are already parsed the way express.json() does it (`req.body`,
  * `req._body = true`). Only the express API surface the plugin uses is implemented.
  *
- * Usage: node harness.js --plugin <dir> --data-root <dir> [--timeout-ms N] [--max-request-bytes N]
- *        [--max-response-bytes N] [--sse-idle-ms N]
- * Prints one JSON line {"port": N} on stdout when listening; exits on SIGTERM after calling plugin.exit().
+ * Usage: node harness.js --plugin <dir> --data-root <dir> --st-dir <dir> [--timeout-ms N] [--max-request-bytes N]
+ *        [--max-response-bytes N] [--sse-idle-ms N] [--handshake-timeout-ms N] [--stop-timeout-ms N]
+ *        [--autostart false]
+ * Like ST's server.js, it chdir()s to the ST folder before loading the plugin (the plugin finds its link file
+ * under `<ST>/plugins/` from there). Prints one JSON line {"port": N} on stdout when listening; exits on
+ * SIGTERM or SIGINT after awaiting plugin.exit(), as ST does.
  */
 
 const http = require('node:http');
@@ -126,11 +129,14 @@ async function main() {
     const args = parseArgs(process.argv.slice(2));
     const plugin = require(path.resolve(args.plugin));
     const dataRoot = path.resolve(args['data-root']);
+    process.chdir(path.resolve(args['st-dir']));
     const overrides = {};
     for (const [arg, key] of [['timeout-ms', 'timeoutMs'], ['max-request-bytes', 'maxRequestBytes'],
-        ['max-response-bytes', 'maxResponseBytes'], ['sse-idle-ms', 'sseIdleMs']]) {
+        ['max-response-bytes', 'maxResponseBytes'], ['sse-idle-ms', 'sseIdleMs'],
+        ['handshake-timeout-ms', 'handshakeTimeoutMs'], ['stop-timeout-ms', 'stopTimeoutMs']]) {
         if (args[arg] !== undefined) overrides[key] = Number(args[arg]);
     }
+    if (args.autostart !== undefined) overrides.autostart = args.autostart !== 'false';
     const router = new Router();
     await plugin.init(router, overrides);
     if (!router.stack.some((layer) => layer.route || layer.prefix)) throw new Error('plugin registered no routes');
@@ -174,7 +180,10 @@ async function main() {
     server.listen(0, '127.0.0.1', () => {
         process.stdout.write(JSON.stringify({ port: server.address().port }) + '\n');
     });
+    let exiting = false;
     const shutdown = async () => {
+        if (exiting) return;
+        exiting = true;
         await plugin.exit();
         server.closeAllConnections();
         server.close(() => process.exit(0));

@@ -1,5 +1,6 @@
 """The plugin's forwarding mechanics, observed from both ends: the browser side (the harness) and a recorder
-upstream that reports exactly what arrived. Runs without the companion service."""
+upstream that reports exactly what arrived and proves itself as the service does. Runs without the companion
+service."""
 
 from __future__ import annotations
 
@@ -16,7 +17,18 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from .support import Harness, TokenIssuer
+from nanogpt_companion.plugin_link import CHALLENGE_HEADER, LINK_FILE_NAME, new_secret
+
+from .support import (
+    CATALOG_BODY,
+    CATALOG_ETAG,
+    CATALOG_GZIP,
+    Harness,
+    TokenIssuer,
+    link_service,
+    proving_health,
+    validated_route,
+)
 
 # Deadlock guard only (a buffering proxy would hang forever); no test asserts how long anything took.
 GUARD = 10
@@ -27,14 +39,20 @@ class Recorder:
     """State shared between the recorder's handlers and the test."""
 
     seen: list[dict[str, Any]] = field(default_factory=list)
+    secret: str = field(default_factory=new_secret)
+    challenges: int = 0
     release_second_event: asyncio.Event = field(default_factory=asyncio.Event)
     stream_client_gone: asyncio.Event = field(default_factory=asyncio.Event)
     release_slow: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def recorder_app(rec: Recorder) -> web.Application:
+    prove = proving_health(rec.secret)
+
     async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        if CHALLENGE_HEADER in request.headers:
+            rec.challenges += 1
+        return await prove(request)
 
     async def sse_gated(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -87,6 +105,7 @@ def recorder_app(rec: Recorder) -> web.Application:
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_get("/health", health)
+    app.router.add_get("/api/validated", validated_route(rec.seen))
     app.router.add_get("/api/events", sse_gated)
     app.router.add_get("/api/forever", sse_forever)
     app.router.add_get("/api/slow", slow)
@@ -101,10 +120,11 @@ def recorder_app(rec: Recorder) -> web.Application:
 async def recorder(
     aiohttp_server: Callable[..., Awaitable[TestServer]], issue_token: TokenIssuer
 ) -> AsyncIterator[tuple[Recorder, dict[str, str]]]:
-    """A recorder upstream plus fresh token files pointing at it (a different token per user)."""
+    """A recorder upstream, the link file naming it, and fresh token files (a different token per user)."""
     rec = Recorder()
     server = await aiohttp_server(recorder_app(rec), host="127.0.0.1")
     url = f"http://127.0.0.1:{server.port}"
+    link_service(issue_token.data_root.parent, url, secret=rec.secret)
     tokens = {handle: issue_token(handle, url) for handle in ("default-user", "alice")}
     yield rec, tokens
     rec.release_slow.set()
@@ -297,6 +317,7 @@ async def test_service_down_gives_503_with_start_command(harness: Harness, issue
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         free_port = sock.getsockname()[1]
+    link_service(issue_token.data_root.parent, f"http://127.0.0.1:{free_port}")
     issue_token("alice", f"http://127.0.0.1:{free_port}")
     async with aiohttp.ClientSession() as s:
         status, body = await get_json(s, "GET", f"{harness.base}/health", headers={"X-Test-User": "alice"})
@@ -317,10 +338,13 @@ async def test_service_down_gives_503_with_start_command(harness: Harness, issue
         "not a url",
     ],
 )
-async def test_non_loopback_service_url_is_refused(
+async def test_non_loopback_service_url_in_the_link_file_is_refused(
     harness: Harness, issue_token: TokenIssuer, url: str
 ) -> None:
-    issue_token("alice", url)
+    """Defence in depth: even the link file (no ST user can write it) never sends ST's server elsewhere."""
+    link = issue_token.data_root.parent / "plugins" / LINK_FILE_NAME
+    link.write_text(json.dumps({"version": 1, "url": url, "secret": new_secret()}))
+    issue_token("alice", "http://127.0.0.1:1")
     async with aiohttp.ClientSession() as s:
         status, body = await get_json(
             s, "GET", f"{harness.base}/api/catalog", headers={"X-Test-User": "alice"}
@@ -415,3 +439,34 @@ async def test_no_token_ever_appears_in_plugin_output(
             assert token not in output
         assert "Bearer" not in output
         assert "glm" not in output
+
+
+async def test_validators_and_compression_pass_through_untouched(
+    harness: Harness, recorder: tuple[Recorder, dict[str, str]]
+) -> None:
+    rec, _ = recorder
+    url = f"{harness.base}/api/validated"
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
+        async with s.get(url, headers={"Accept-Encoding": "gzip, br"}) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Encoding"] == "gzip"
+            assert resp.headers["ETag"] == CATALOG_ETAG
+            assert resp.headers["Vary"] == "Accept-Encoding"
+            assert resp.headers["Content-Length"] == str(len(CATALOG_GZIP))
+            # Byte for byte what the service compressed: never decompressed and recompressed on the way.
+            assert await resp.read() == CATALOG_GZIP
+        async with s.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": CATALOG_ETAG}) as resp:
+            assert resp.status == 304
+            assert resp.headers["ETag"] == CATALOG_ETAG
+            assert resp.headers["Vary"] == "Accept-Encoding"
+            assert await resp.read() == b""
+        async with s.get(url, headers={"Accept-Encoding": "identity"}) as resp:
+            assert resp.status == 200
+            assert "Content-Encoding" not in resp.headers
+            assert await resp.read() == CATALOG_BODY
+        async with s.head(url, headers={"Accept-Encoding": "gzip"}) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Length"] == str(len(CATALOG_GZIP))
+    sent = [r["headers"] for r in rec.seen if r["path"] == "/api/validated"]
+    assert [h.get("accept-encoding") for h in sent] == ["gzip, br", "gzip", "identity", "gzip"]
+    assert [h.get("if-none-match") for h in sent] == [None, CATALOG_ETAG, None, None]

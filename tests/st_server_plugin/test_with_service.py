@@ -13,15 +13,28 @@ import pytest
 from tests.fakes.nanogpt_upstream import PAYG_KEY, SUBSCRIBER_KEY
 from tests.fakes.service_fixtures import RunningService
 
-from .support import Harness, start_harness, stop_harness
+from .support import Harness, plugin_stack, start_harness, stop_harness
 
 GUARD = 15  # deadlock guard for stream reads, never a timing assertion
 
 
 @pytest.fixture(scope="module")
+def service_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    """The shared stack, with the plugin installed by the installer before the service starts."""
+    with plugin_stack(tmp_path_factory.mktemp("plugin-stack")) as svc:
+        yield svc
+
+
+@pytest.fixture(scope="module")
 def plugin(service_stack: RunningService, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    """The plugin inside the ST stand-in, reading the token files the running service wrote."""
-    h = start_harness(tmp_path_factory.mktemp("plugin-real"), service_stack.data_root)
+    """The installed plugin inside the ST stand-in, reading the link file and the token files the running
+    service wrote."""
+    h = start_harness(
+        tmp_path_factory.mktemp("plugin-real"),
+        service_stack.data_root,
+        st_dir=service_stack.st_dir,
+        plugin_dir=service_stack.st_dir / "plugins" / "nanogpt-companion",
+    )
     yield h
     stop_harness(h)
 

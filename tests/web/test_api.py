@@ -32,7 +32,7 @@ async def test_health_needs_no_token_and_reports_no_user_data(companion: Compani
     body = await resp.json()
     assert body["status"] == "ok"
     assert body["api_version"] == 1
-    assert set(body) == {"status", "version", "api_version", "upstream"}
+    assert set(body) == {"status", "service", "version", "api_version", "upstream"}
 
 
 @pytest.mark.parametrize(

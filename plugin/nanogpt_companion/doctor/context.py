@@ -12,6 +12,7 @@ from typing import Any
 
 from nanogpt_companion.doctor.families import FamilyTable, builtin_family_table
 from nanogpt_companion.domain import AccountSnapshot, CatalogEntry
+from nanogpt_companion.sillytavern.server_config import ServerExposure
 from nanogpt_companion.sillytavern.version import STVersion, detect_st_version
 
 
@@ -23,6 +24,7 @@ class DoctorContext:
     catalogue: Mapping[str, CatalogEntry] | None = None  # None = unknown: rules that need it stay silent
     account: AccountSnapshot | None = None
     family_table: FamilyTable = field(default_factory=builtin_family_table)
+    st_server: ServerExposure | None = None  # the ST install's config.yaml; None = unknown (data root only)
     # Model ids a catalogue refresh saw disappear -> when (unix time): tells "removed" from "mistyped".
     removed_models: Mapping[str, float] = field(default_factory=dict)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from nanogpt_companion.doctor.context import DoctorContext
 from nanogpt_companion.doctor.finding import Finding, Policy
-from nanogpt_companion.doctor.rules import endpoint, features, models, ppp, textgen
+from nanogpt_companion.doctor.rules import endpoint, exposure, features, models, ppp, textgen
 from nanogpt_companion.doctor.rules.meta import RULE_META, RULE_ORDER
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ _CHECKS: dict[str, RuleCheck] = {
     "textgen.nanogpt": textgen.check_textgen_nanogpt,
     "preset.ppp": ppp.check_preset_ppp,
     "profile.ppp": ppp.check_profile_ppp,
+    "st.exposed": exposure.check_st_exposure,
 }
 
 RULES: tuple[RuleInfo, ...] = tuple(

@@ -59,7 +59,7 @@ def read_token(user: UserPaths) -> str | None:
     return token if isinstance(token, str) and _TOKEN.fullmatch(token) else None
 
 
-def _match_owner(path: os.PathLike[str], like: os.PathLike[str]) -> None:
+def match_owner(path: os.PathLike[str], like: os.PathLike[str]) -> None:
     """When running as root, give our file to the user who owns the ST data, or ST could not serve it."""
     if os.geteuid() != 0:
         return
@@ -97,9 +97,9 @@ def ensure_token_file(
     created_dirs = not user.files_dir.is_dir()
     user.files_dir.mkdir(parents=True, exist_ok=True)
     if created_dirs:
-        _match_owner(user.files_dir.parent, user.root)
-        _match_owner(user.files_dir, user.root)
+        match_owner(user.files_dir.parent, user.root)
+        match_owner(user.files_dir, user.root)
     write_new_file_atomic(path, dumps_st(desired).encode("utf-8"), mode=TOKEN_FILE_MODE)
-    _match_owner(path, user.root)
+    match_owner(path, user.root)
     logger.info("wrote token file for ST user %r", user.handle)
     return token

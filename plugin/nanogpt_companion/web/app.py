@@ -20,6 +20,7 @@ from nanogpt_companion.config import Settings
 from nanogpt_companion.doctor_service import DoctorService
 from nanogpt_companion.events import EventBus
 from nanogpt_companion.nanogpt.client import NanoGPTClient
+from nanogpt_companion.plugin_link import PluginLink
 from nanogpt_companion.sillytavern.dataroot import read_st_config
 from nanogpt_companion.store import Store
 from nanogpt_companion.users import UserRegistry
@@ -69,6 +70,7 @@ def init_app(settings: Settings) -> web.Application:
         st_dir=settings.sillytavern,
     )
     app[keys.OPENAPI] = build_openapi()
+    app[keys.PLUGIN_LINK] = PluginLink(settings.sillytavern, settings.public_url)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_services)
@@ -146,6 +148,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.DOCTOR] = doctor
 
     users.refresh()
+    await asyncio.to_thread(app[keys.PLUGIN_LINK].sync)
     _describe_setup(settings, users)
     # Everything alive now (modules, pydantic schemas, the app) lives as long as the process. Moving it
     # out of the cyclic GC's view keeps a full collection triggered mid-refresh (parsing ~1 MB of JSON
@@ -159,7 +162,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     start(catalog.run(), "catalog-refresh")
     start(account.run(users.handles), "account-poll")
     if users.data_root is not None:
-        start(_rescan_users(users, doctor), "user-rescan")
+        start(_rescan_users(users, doctor, app[keys.PLUGIN_LINK]), "user-rescan")
     watcher: SettingsWatcher | None = None
     if doctor is not None:
         await doctor.start()
@@ -187,9 +190,11 @@ async def _supervised(coro: Coroutine[Any, Any, Any], name: str) -> None:
         log.exception("background task %s stopped unexpectedly", name)
 
 
-async def _rescan_users(users: UserRegistry, doctor: DoctorService | None) -> None:
+async def _rescan_users(users: UserRegistry, doctor: DoctorService | None, link: PluginLink) -> None:
     while True:
         await asyncio.sleep(USER_RESCAN_INTERVAL)
+        # The plugin may have been installed (or its link file removed) since the last round.
+        await asyncio.to_thread(link.sync)
         with contextlib.suppress(OSError):
             added, _ = users.refresh()
             if doctor is not None:

@@ -197,12 +197,34 @@ def build_openapi() -> bytes:
     paths: dict[str, Any] = {
         "/health": {
             "get": _op(
-                "Liveness, version and upstream reachability (no auth, no user data)",
+                "Liveness, version and upstream reachability (no auth, no user data). With a challenge "
+                "header (ST's server plugin, on each new connection) the answer proves this is the service "
+                "its link file names (docs/http-contract.md).",
                 {
-                    "200": _json(
-                        {"type": "object", "required": ["status", "version", "api_version", "upstream"]}
-                    )
+                    "200": {
+                        **_json(
+                            {
+                                "type": "object",
+                                "required": ["status", "service", "version", "api_version", "upstream"],
+                            }
+                        ),
+                        "headers": {
+                            "X-NanoGPT-Companion-Proof": {
+                                "description": "hex HMAC-SHA256 of the challenge under the link secret",
+                                "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                            }
+                        },
+                    }
                 },
+                params=[
+                    {
+                        "name": "X-NanoGPT-Companion-Challenge",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": "^[0-9a-f]{32,128}$"},
+                        "description": "A fresh random challenge; the answer then carries the proof header",
+                    }
+                ],
                 auth=False,
             )
         },

@@ -107,6 +107,13 @@ _META: tuple[RuleMeta, ...] = (
         "A Connection Manager profile would switch a NanoGPT connection back "
         "to a bad Prompt Post-Processing.",
     ),
+    RuleMeta(
+        "st.exposed",
+        "SillyTavern is open to others and the server plugin is installed",
+        "ask",
+        "ST listens beyond this machine without a password, an IP whitelist or a host whitelist, so others "
+        "could use the companion through the plugin.",
+    ),
 )
 RULE_META: dict[str, RuleMeta] = {meta.id: meta for meta in _META}
 RULE_ORDER: tuple[str, ...] = tuple(meta.id for meta in _META)
