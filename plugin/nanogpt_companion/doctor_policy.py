@@ -106,21 +106,36 @@ class PolicyBook:
         await self._store.set_policy(handle, rule, policy)
         return await self.effective(handle)
 
-    async def declines(self, handle: str) -> dict[str, str]:
-        return await self._store.declined(handle)
+    async def _rows(self, handle: str) -> dict[str, tuple[str, str] | None]:
+        """Slot -> (the value the user kept, the value the declined fix wrote); None for a row this version
+        cannot read (older rows were keyed by finding id)."""
+        rows: dict[str, tuple[str, str] | None] = {}
+        for slot, stored in (await self._store.declined(handle)).items():
+            try:
+                pair = orjson.loads(stored)
+            except orjson.JSONDecodeError:
+                pair = None
+            ok = isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair)
+            rows[slot] = (pair[0], pair[1]) if ok else None
+        return rows
 
-    async def decline(self, handle: str, slot: str, kept: str) -> None:
-        await self._store.decline(handle, slot, kept)
+    async def declines(self, handle: str) -> dict[str, str]:
+        """Slot -> the value the user kept (the fix is declined while the setting holds it)."""
+        return {slot: row[0] for slot, row in (await self._rows(handle)).items() if row is not None}
+
+    async def decline(self, handle: str, slot: str, kept: str, fixed: str) -> None:
+        """The user keeps ``kept`` where the fix would write (or wrote) ``fixed``."""
+        await self._store.decline(handle, slot, orjson.dumps([kept, fixed]).decode())
 
     async def clear(self, handle: str, finding: Finding) -> None:
         await self._store.clear_declined(handle, slot_of(finding))
 
     async def reconcile(self, handle: str, documents: Mapping[str | None, Any]) -> None:
-        """Drop declines the user moved on from: the setting now holds another value (they chose
-        something else), its preset is gone, or the row predates slots. Model and source changes do not
-        touch the setting, so they keep the decline."""
-        for slot, kept in (await self.declines(handle)).items():
-            if value_in(slot, documents) != kept:
+        """Drop declines the user moved on from: the setting now holds a third value (neither the one they
+        kept nor the fix's, which is still there until an undo lands in the file), its preset is gone, or
+        the row predates slots. Model and source changes do not touch the setting: the decline stays."""
+        for slot, row in (await self._rows(handle)).items():
+            if row is None or value_in(slot, documents) not in row:
                 await self._store.clear_declined(handle, slot)
 
     @staticmethod

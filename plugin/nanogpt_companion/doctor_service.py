@@ -167,7 +167,9 @@ class DoctorService:
             await self.recheck(handle)
         elif state.checked_at is None:
             await self.check_user(handle)
-        findings = state.findings  # a scan may replace the list while the policies are read
+        # Under the lock: never between a fix written to the file and the scan of the fixed file.
+        async with state.lock:
+            findings = state.findings
         decisions = await self._decisions(handle, findings)
         shown = [(f, decisions[f.id]) for f in findings if decisions[f.id].policy != "off"]
         return {
@@ -296,7 +298,7 @@ class DoctorService:
                 continue  # the fix holds
             del state.auto_fixed[slot]
             if now == replaced:
-                await self._policies.decline(handle, slot, replaced)
+                await self._policies.decline(handle, slot, replaced, wrote)
                 log.info("user %s put back a value the doctor had fixed; keeping it as a suggestion", handle)
 
     async def _st_server(self) -> ServerExposure | None:
@@ -469,7 +471,9 @@ class DoctorService:
         reverse = reverse_of(entry)
         # Undoing is an explicit "no": the old value stays, and the fix is only offered from now on.
         slot = slot_of(reverse)
-        await self._policies.decline(handle, slot, orjson.dumps([entry.old_value]).decode())
+        await self._policies.decline(
+            handle, slot, orjson.dumps([entry.old_value]).decode(), orjson.dumps([entry.new_value]).decode()
+        )
         state.auto_fixed.pop(slot, None)
         async with state.lock:
             if reverse.target == "settings" and self._live.tab_open(handle):

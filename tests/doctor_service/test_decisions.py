@@ -232,3 +232,46 @@ async def test_findings_journal_and_fix_events_use_st_labels(
         await tab.close()
     entries = (await (await companion.get("/api/doctor/journal")).json())["entries"]
     assert entries[0]["change"] == change and entries[0]["mode"] == "live"
+
+
+async def test_a_live_undo_holds_while_the_tab_has_not_saved_it_yet(
+    make_st_install: MakeSTInstall, start_companion: StartCompanion
+) -> None:
+    """Undo with a tab open is carried out by the tab; until ST saves, the file still holds the fix's value.
+    A scan in that window must not take that for "the user chose something else" and drop the decline,
+    or the fix would be re-applied the moment the undo lands."""
+    st = one_user(make_st_install, nanogpt_settings("merge"))
+    path = st.user().settings
+    companion = await start_companion(st)
+    tab = await open_tab(companion)
+    try:
+        st_save(path, nanogpt_settings(""))  # the user's "None", saved by ST
+        [fix] = await eventually(lambda: _fix_events(tab, after=0))
+        resp = await companion.post(
+            "/api/doctor/ack", json={"fix_id": fix["fix_id"], "status": "applied", "message": "ok"}
+        )
+        [journal_id] = (await resp.json())["journal_ids"]
+        st_save(path, nanogpt_settings("merge"))  # ST saves the fixed value
+        await report(companion, query="?refresh=1")
+        undo = await companion.post("/api/doctor/undo", json={"journal_id": journal_id})
+        assert (await undo.json())["status"] == "sent_live"
+        [reverse] = await eventually(lambda: _fix_events(tab, after=1))
+        assert reverse["undo_of"] == journal_id
+        # An unrelated save and a scan while the tab has not applied the undo yet.
+        st_save(path, nanogpt_settings("merge", temp_openai=0.5))
+        await report(companion, query="?refresh=1")
+        assert await companion.client.app[keys.STORE].declined("default-user")
+        resp = await companion.post(
+            "/api/doctor/ack", json={"fix_id": reverse["fix_id"], "status": "applied", "message": "ok"}
+        )
+        st_save(path, nanogpt_settings("", temp_openai=0.5))  # ST saves the undone value
+        data = await report(companion, query="?refresh=1")
+        [ppp] = by_rule(data, "ppp.nanogpt")
+        assert ppp["declined"] and ppp["policy"] == "ask"
+        assert len(tab.named("fix")) == 2  # nothing re-sent
+    finally:
+        await tab.close()
+
+
+async def _fix_events(tab: Any, *, after: int) -> list[dict[str, Any]]:
+    return list(tab.named("fix")[after:])
