@@ -246,6 +246,7 @@ async def test_a_live_undo_holds_while_the_tab_has_not_saved_it_yet(
     tab = await open_tab(companion)
     try:
         st_save(path, nanogpt_settings(""))  # the user's "None", saved by ST
+        await report(companion, query="?refresh=1")  # (no watcher here: the scan is asked for)
         [fix] = await eventually(lambda: _fix_events(tab, after=0))
         resp = await companion.post(
             "/api/doctor/ack", json={"fix_id": fix["fix_id"], "status": "applied", "message": "ok"}

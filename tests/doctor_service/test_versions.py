@@ -14,7 +14,7 @@ import pytest
 
 from tests.doctor_service.conftest import (
     StartCompanion,
-    journal,
+    journalled,
     nanogpt_settings,
     ppp_of,
     settle,
@@ -64,7 +64,7 @@ async def test_version_branches(
     [finding] = [f for f in data["findings"] if f["rule"] == "ppp.nanogpt"] or [None]
     if policy == "auto":
         await wait_until(lambda: ppp_of(path) == expected)
-        assert [e.new_value for e in await journal(companion)] == [expected]
+        assert [e.new_value for e in await journalled(companion, 1)] == [expected]
     else:
         assert finding is not None
         if policy == "advice":

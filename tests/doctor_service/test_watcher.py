@@ -12,6 +12,7 @@ from tests.doctor_service.conftest import (
     StartCompanion,
     findings,
     journal,
+    journalled,
     nanogpt_settings,
     one_user,
     open_tab,
@@ -37,6 +38,7 @@ async def test_rename_save_is_fixed_once_and_our_write_does_not_start_a_new_roun
     st_save(path, nanogpt_settings(""))
     await wait_until(lambda: ppp_of(path) == "merge")
     fixed = path.read_bytes()
+    await journalled(companion, 1)
     await settle()
     assert len(await journal(companion)) == 1  # our rename did not loop back into a second fix
     assert path.read_bytes() == fixed
@@ -186,7 +188,7 @@ async def test_presets_and_connection_profiles_are_fixed_in_their_own_files(
     # Only the profile's value changed in settings.json.
     old = b'"prompt-post-processing": "none"'
     assert paths.settings.read_bytes() == before_settings.replace(old, b'"prompt-post-processing": "merge"')
-    files = {(e.file, e.rule) for e in await journal(companion)}
+    files = {(e.file, e.rule) for e in await journalled(companion, 2)}
     assert files == {("preset:Default", "preset.ppp"), ("settings", "profile.ppp")}
 
 
@@ -204,7 +206,7 @@ async def test_a_user_created_at_run_time_is_watched_and_fixed(
     await settle(0.2)
     st_save(new_dir / "settings.json", nanogpt_settings(""))
     await wait_until(lambda: ppp_of(new_dir / "settings.json") == "merge", within=6)
-    assert [e.rule for e in await journal(companion, "bob.o'brien-2")] == ["ppp.nanogpt"]
+    assert [e.rule for e in await journalled(companion, 1, "bob.o'brien-2")] == ["ppp.nanogpt"]
     assert (new_dir / "user" / "files" / "nanogpt-companion.json").is_file()
 
     # And the new user's later saves are watched too: putting "None" back is seen (and respected).
