@@ -35,7 +35,7 @@ class FileFixer:
     async def apply(self, handle: str, paths: UserPaths, finding: Finding) -> FixResult:
         try:
             target = target_path(paths, finding)
-            result = await asyncio.to_thread(patch_file, target, finding.patch)
+            result = await asyncio.to_thread(patch_file, target, finding.patch, within=paths.root)
         except ConcurrentModification:
             return FixResult(
                 finding.id, "conflict", "The file changed while we were fixing it; nothing was written."
@@ -87,7 +87,9 @@ class FileFixer:
         journal_id = str(entry.id)
         try:
             target = target_path(paths, reverse)
-            done = await asyncio.to_thread(patch_file, target, reverse.patch, delete=not entry.existed)
+            done = await asyncio.to_thread(
+                patch_file, target, reverse.patch, delete=not entry.existed, within=paths.root
+            )
         except ConcurrentModification:
             return FixResult(journal_id, "conflict", "The file changed meanwhile; try again.")
         except (WriteFailed, DocumentUnreadable, DocumentMissing, ValueError) as exc:
@@ -146,11 +148,14 @@ def _value_at(data: Any, path: Sequence[str | int]) -> Any:
     return node
 
 
-def patch_file(path: Path, ops: Sequence[PatchOp], *, delete: bool = False) -> str | None:
+def patch_file(
+    path: Path, ops: Sequence[PatchOp], *, delete: bool = False, within: Path | None = None
+) -> str | None:
     """Patch one file if every op still sees the value the rule saw; returns the new hash or None.
 
     Runs in a worker thread. The document read here is the compare-and-swap base: ``write_patched``
-    re-reads and refuses to replace the file if it changed after this read.
+    re-reads and refuses to replace the file if it changed after this read. ``within``: the user's
+    folder; a link leading out of it is never written through.
     """
     doc = read_document(path)
     for op in ops:
@@ -161,4 +166,4 @@ def patch_file(path: Path, ops: Sequence[PatchOp], *, delete: bool = False) -> s
         if not expected_missing and current != op.old:
             return None
     edits = [PatchEdit(path=tuple(op.path), value=op.value, delete=delete) for op in ops]
-    return write_patched(doc, edits).new_sha256
+    return write_patched(doc, edits, within=within).new_sha256

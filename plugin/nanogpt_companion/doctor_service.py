@@ -42,14 +42,14 @@ from nanogpt_companion.doctor_policy import (
     value_in,
     written_value,
 )
+from nanogpt_companion.doctor_presets import PresetReader
 from nanogpt_companion.doctor_result import FixResult
 from nanogpt_companion.domain import AccountSnapshot, CatalogEntry, ErrorInfo
 from nanogpt_companion.events import EventBus
 from nanogpt_companion.sillytavern.dataroot import UserPaths
-from nanogpt_companion.sillytavern.documents import Document, read_document
-from nanogpt_companion.sillytavern.errors import DocumentMissing, DocumentUnreadable, STDataError
+from nanogpt_companion.sillytavern.documents import read_document
+from nanogpt_companion.sillytavern.errors import DocumentMissing, DocumentUnreadable
 from nanogpt_companion.sillytavern.labels import describe_change
-from nanogpt_companion.sillytavern.presets import list_presets
 from nanogpt_companion.sillytavern.secrets import secrets_format
 from nanogpt_companion.sillytavern.server_config import ServerExposure, read_server_exposure
 from nanogpt_companion.sillytavern.version import UNKNOWN_VERSION, STVersion, detect_st_version
@@ -101,6 +101,7 @@ class DoctorService:
         self._live = LiveDispatcher(bus)
         self._files = FileFixer(store)
         self._family_table = load_family_table(settings.ppp_families_file)
+        self._presets = PresetReader()  # re-reads a preset only when its file changed
         self._st_dir = settings.sillytavern
         self._state: dict[str, UserState] = {}
         # Per key fingerprint: model ids a catalogue refresh saw disappear, and when.
@@ -151,7 +152,8 @@ class DoctorService:
         if not (diff.added or diff.removed or any("context_length" in c["fields"] for c in diff.changed)):
             return
         for handle in self._users.handles():
-            if self._users.key_for(handle).fingerprint == fingerprint:
+            key = self._users.cached_key(handle)  # a user whose key was never looked up has no catalogue yet
+            if key is not None and key.fingerprint == fingerprint:
                 self._spawn(self.check_user(handle, force=True))
 
     # ---- queries ---------------------------------------------------------------------------------------
@@ -220,7 +222,8 @@ class DoctorService:
         """Re-read NanoGPT's catalogue (unless offline; a failure keeps the cached one) and the files."""
         if not self._offline:
             with contextlib.suppress(CatalogUnavailable, TimeoutError):
-                await asyncio.wait_for(self._catalog.refresh(self._users.key_for(handle)), CATALOG_WAIT)
+                key = await self._users.key_for(handle)
+                await asyncio.wait_for(self._catalog.refresh(key), CATALOG_WAIT)
         await self.check_user(handle, force=True)
 
     async def check_user(self, handle: str, *, force: bool = False, act: bool = True) -> None:
@@ -251,8 +254,8 @@ class DoctorService:
             state.settings_sha = None
             self._publish_findings(handle)
             return False
-        presets = await asyncio.to_thread(self._read_presets, paths)
-        preset_shas = {stem: d.sha256 for stem, d in presets.items()}
+        presets = await asyncio.to_thread(self._presets.read, paths)
+        preset_shas = presets.versions
         if not force and doc.sha256 == state.settings_sha and preset_shas == state.preset_shas:
             return False  # identical re-save (ST saves often) or our own write: nothing new
         state.settings_sha = doc.sha256
@@ -265,15 +268,15 @@ class DoctorService:
         ctx = DoctorContext(
             settings=doc.data,
             st_version=state.version,
-            presets={stem: d.data for stem, d in presets.items()},
+            presets=presets.data,
             catalogue=catalogue,
             account=account,
             family_table=self._family_table,
             st_server=await self._st_server(),
             removed_models=removed,
         )
-        findings = diagnose(ctx)
-        documents: dict[str | None, Any] = {stem: d.data for stem, d in presets.items()}
+        findings = diagnose(ctx) + presets.problems
+        documents: dict[str | None, Any] = {stem: data for stem, data in presets.data.items()}
         documents[None] = doc.data
         await self._note_reverts(handle, state, documents)
         await self._policies.reconcile(handle, documents)
@@ -307,19 +310,10 @@ class DoctorService:
             return None
         return await asyncio.to_thread(read_server_exposure, self._st_dir, self._users.data_root)
 
-    def _read_presets(self, paths: UserPaths) -> dict[str, Document]:
-        result: dict[str, Document] = {}
-        for path in list_presets(paths):
-            try:
-                result[path.stem] = read_document(path)
-            except STDataError as exc:
-                log.info("skipping preset %s: %s", path.name, exc)
-        return result
-
     async def _context_data(
         self, handle: str
     ) -> tuple[dict[str, CatalogEntry] | None, AccountSnapshot | None, Mapping[str, float]]:
-        key = self._users.key_for(handle)
+        key = await self._users.key_for(handle)
         removed = self._removed_models.get(key.fingerprint, {})
         if self._offline:
             stored = await self._catalog.stored(key)

@@ -126,11 +126,7 @@ async def test_a_user_who_puts_the_value_back_is_respected_until_they_choose_aga
         await settle(0.05)
     st_save(path, nanogpt_settings(""))
     await wait_until(lambda: ppp_of(path) == "merge")
-    for _ in range(200):  # the journal row is written right after the file
-        if len(await journal(companion)) == 2:
-            break
-        await settle(0.05)
-    assert [e.new_value for e in await journal(companion)] == ["merge", "merge"]
+    assert [e.new_value for e in await journalled(companion, 2)] == ["merge", "merge"]
 
 
 async def test_presets_and_connection_profiles_are_fixed_in_their_own_files(
