@@ -187,10 +187,12 @@ async def test_a_catalogue_refresh_that_removes_the_model_rechecks_every_user_at
         assert gone[0]["title"] == "Selected model was removed by NanoGPT"
 
 
-async def test_recheck_rereads_the_catalogue(
+async def test_recheck_rereads_the_catalogue_and_the_files(
     make_st_install: MakeSTInstall, start_companion: StartCompanion, fake_nanogpt: Any
 ) -> None:
-    victim = fake_nanogpt.fake.ids("v1")[5]
+    """Re-check (``?refresh=1``) reads NanoGPT's list and the user's files now; a plain report answers from
+    the last scan (no watcher here, so nothing else could have picked the changes up)."""
+    victim, other = fake_nanogpt.fake.ids("v1")[5:7]
     st = one_user(make_st_install, custom(victim))
     companion = await start_companion(st)
     assert by_rule(await report(companion), "model.gone") == []
@@ -198,6 +200,10 @@ async def test_recheck_rereads_the_catalogue(
     assert by_rule(await report(companion), "model.gone") == []  # the last scan's answer
     [gone] = by_rule(await report(companion, query="?refresh=1"), "model.gone")
     assert gone["details"]["kind"] == "removed"
+    # The user picks another model in ST (saved while nothing watches): only a Re-check sees it.
+    st_save(st.user().settings, custom(other))
+    assert by_rule(await report(companion), "model.gone") == [gone]
+    assert by_rule(await report(companion, query="?refresh=1"), "model.gone") == []
 
 
 # ---- items 6 and 16: what the extension is told, in ST's words -----------------------------------------
