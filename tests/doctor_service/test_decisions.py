@@ -136,6 +136,32 @@ async def test_fix_all_fixes_problems_not_preferences_and_cost_is_never_automati
     assert json.loads(path.read_bytes())["oai_settings"]["openai_max_context"] == big["context_length"]
 
 
+def test_cli_fix_applies_problems_only(tmp_path: Path) -> None:
+    """``doctor --fix`` does what Fix all does: the malformed address (a problem) is fixed; the ``:online``
+    suffix for web search costs money per message, so it is left for its own Fix button."""
+    settings = custom("openai/gpt-4o", custom_url="http://nano-gpt.com/api/v1", enable_web_search=True)
+    st = build_st_install(tmp_path, users={"default-user": UserSpec(settings=settings)})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NANOGPT")}
+    env["NANOGPT_COMPANION_PORT"] = str(free_port())  # no service: the direct path
+    args = ["--sillytavern", str(st.st_dir), "--state-dir", str(tmp_path / "state"), "--offline", "--json"]
+    command = [sys.executable, "-m", "nanogpt_companion", "doctor", *args]
+    checked = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False
+    )
+    found = {f["rule"]: f for f in json.loads(checked.stdout)["default-user"]["findings"]}
+    assert found["endpoint.url"]["fix_all"] and found["web_search"]["fixable"]
+    assert found["web_search"]["raises_cost"] and not found["web_search"]["fix_all"]
+    done = subprocess.run(
+        [*command, "--fix"], capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)["default-user"]["results"]
+    assert [r["id"] for r in results] == [found["endpoint.url"]["id"]] and results[0]["status"] == "applied"
+    saved = json.loads(st.user().settings.read_bytes())["oai_settings"]
+    assert saved["custom_url"] == NANO.replace("http://", "https://")
+    assert saved["custom_model"] == "openai/gpt-4o" and saved["enable_web_search"] is True
+
+
 # ---- item 10: an undo holds across model and source changes --------------------------------------------
 
 
