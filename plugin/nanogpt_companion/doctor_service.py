@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -286,9 +286,7 @@ class DoctorService:
         self._publish_findings(handle)
         return True
 
-    async def _note_reverts(
-        self, handle: str, state: UserState, documents: Mapping[str | None, Any]
-    ) -> None:
+    async def _note_reverts(self, handle: str, state: UserState, documents: Mapping[str | None, Any]) -> None:
         """A setting we fixed automatically holds its old value again: the user put it back. Respect that."""
         awaiting_tab = {slot_of(fix) for fix in self._live.pending(handle)}
         for slot, (replaced, wrote) in list(state.auto_fixed.items()):
@@ -404,9 +402,14 @@ class DoctorService:
         self, handle: str, paths: UserPaths, state: UserState, finding: Finding, *, undo_of: int | None = None
     ) -> FixResult:
         """The one place that picks the path: the open tab for settings, else the file."""
+        change = self._change_text(finding, state)
         if finding.target == "settings" and self._live.tab_open(handle):
-            return self._live.send(handle, finding, self._change_text(finding, state), undo_of=undo_of)
-        return await self._files.apply(handle, paths, finding)
+            return self._live.send(handle, finding, change, undo_of=undo_of)
+        result = await self._files.apply(handle, paths, finding)
+        # The Fix button's answer names the change as ST labels it, as the live path's toast does.
+        return (
+            replace(result, message=f"{result.message}: {change}") if result.status == "applied" else result
+        )
 
     async def acknowledge(self, handle: str, fix_id: str, status: str, message: str) -> list[int] | None:
         """The tab reports a live fix back. Journal it so it can be undone like a file fix.
@@ -476,6 +479,8 @@ class DoctorService:
             result = await self._files.revert(user.paths, entry)
             if result.status == "applied":
                 await self._scan(handle, user.paths, state, force=True)
+                # Named as ST labels it ("Prompt Post-Processing: Merge consecutive roles → None").
+                result = replace(result, message=self._change_text(reverse, state))
         return result
 
 

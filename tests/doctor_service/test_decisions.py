@@ -266,6 +266,21 @@ async def test_findings_journal_and_fix_events_use_st_labels(
     assert entries[0]["change"] == change and entries[0]["mode"] == "live"
 
 
+async def test_file_fix_and_undo_answers_name_the_change_as_st_does(
+    make_st_install: MakeSTInstall, start_companion: StartCompanion
+) -> None:
+    """No tab open: the Fix button's and Undo's answers (what the extension toasts) use ST's labels too."""
+    st = one_user(make_st_install, nanogpt_settings("merge", function_calling=True))
+    companion = await start_companion(st)
+    [tools] = by_rule(await report(companion), "ppp.tools")
+    [done] = await fix(companion, {"ids": [tools["id"]]})
+    assert done["status"] == "applied" and done["message"] == f"Fixed in settings.json: {tools['change']}"
+    [entry] = await eventually(lambda: journal(companion))  # the row follows the file write
+    undo = await companion.post("/api/doctor/undo", json={"journal_id": entry.id})
+    back = "Prompt Post-Processing: Merge consecutive roles (with tools) → Merge consecutive roles (no tools)"
+    assert await undo.json() == {"status": "reverted", "message": back}
+
+
 async def test_a_live_undo_holds_while_the_tab_has_not_saved_it_yet(
     make_st_install: MakeSTInstall, start_companion: StartCompanion
 ) -> None:
