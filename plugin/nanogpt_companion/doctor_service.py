@@ -310,7 +310,7 @@ class DoctorService:
 
     async def _context_data(
         self, handle: str
-    ) -> tuple[dict[str, CatalogEntry] | None, AccountSnapshot | None, Mapping[str, float]]:
+    ) -> tuple[Mapping[str, CatalogEntry] | None, AccountSnapshot | None, Mapping[str, float]]:
         key = await self._users.key_for(handle)
         removed = self._removed_models.get(key.fingerprint, {})
         if self._offline:
