@@ -1,7 +1,7 @@
 """Patch time for a 5 MB settings.json through the production path, against a full parse + re-dump.
 
 Usage: python bench/patch_5mb.py [--runs N]. Prints a table and a final ``BENCH_JSON {...}`` line.
-The production path is ``doctor_service._patch_file``: read + hash, splice the one value, re-check the
+The production path is ``doctor_files.patch_file``: read + hash, splice the one value, re-check the
 hash, temp file + fsync + rename. The baseline is what a naive fixer would do: ``json.loads`` +
 ``json.dumps(indent=4)`` of the same file (no I/O), measured in the same run.
 """
@@ -22,7 +22,7 @@ sys.path[:0] = [str(REPO), str(REPO / "plugin")]
 from tests.fixtures import ST_FIXTURES  # noqa: E402
 
 from nanogpt_companion.doctor.finding import PatchOp  # noqa: E402
-from nanogpt_companion.doctor_service import _patch_file  # noqa: E402
+from nanogpt_companion.doctor_files import patch_file  # noqa: E402
 from nanogpt_companion.sillytavern.documents import read_document  # noqa: E402
 from nanogpt_companion.sillytavern.patching import PatchEdit, patched_text  # noqa: E402
 from nanogpt_companion.sillytavern.stjson import dumps_st  # noqa: E402
@@ -62,7 +62,7 @@ def main() -> int:
         for i in range(args.runs):
             old, new = values[i % 2], values[(i + 1) % 2]
             t0 = time.perf_counter()
-            assert _patch_file(path, [PatchOp(path=PPP, value=new, old=old)]) is not None
+            assert patch_file(path, [PatchOp(path=PPP, value=new, old=old)]) is not None
             patch_times.append(time.perf_counter() - t0)
 
             doc = read_document(path)

@@ -138,7 +138,7 @@ class CompanionApp {
             this.store.markNew(data?.diff?.added);
             this.loadCatalog();
         } else if (name === 'findings') {
-            this.doctor.set(data?.findings ?? []);
+            this.doctor.set(data?.findings ?? [], data);
         } else if (name === 'fix') {
             this.doctor.applyLiveFix(data);
         }

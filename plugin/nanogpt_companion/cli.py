@@ -473,6 +473,9 @@ def _print_doctor(reports: dict[str, Any]) -> None:
             )
             for line in textwrap.wrap(finding["explanation"], 92):
                 print(f"       {line}")
+            if finding.get("change"):
+                cost = " (costs more per message: applied only on request)" if finding["raises_cost"] else ""
+                print(f"       fix: {finding['change']}{cost}")
         for result in report.get("results", []):
             print(f"   -> {result['id']}: {result['status']} - {result['message']}")
         if skipped and not report.get("error"):

@@ -392,10 +392,10 @@ class Store:
     # ---- declined fixes --------------------------------------------------------------------------
 
     async def decline(self, user: str, finding_id: str, situation: str) -> None:
-        """Remember that the user undid an automatic fix, so the doctor stops re-applying it.
+        """Remember that the user said no to a fix, so the doctor stops applying it by itself.
 
-        ``situation`` describes what the user chose (e.g. the value they put back); the doctor compares it
-        with what it sees now and only resumes once the situation differs.
+        The doctor keys a decline on the setting's slot (``finding_id`` column) and stores the value the user
+        kept as ``situation`` (doctor_policy.py); it ends once the setting holds another value.
         """
         ts = self._now()
 

@@ -1,8 +1,9 @@
 // Settings doctor panel: findings with explanations, Fix / Fix all / Undo, live `fix` events applied
 // through ST's own handlers and acknowledged, and suggestions when a generation failed with a known
-// message-ordering error.
+// message-ordering error. Which values may be written, and how ST names them, comes from the service
+// (the report's `ppp` table and each finding's `change`): this file keeps no copy of ST's version facts.
 
-import { escapeHtml, matchFormattingError, pppWithTools } from './format.js';
+import { escapeHtml, matchFormattingError } from './format.js';
 
 const PPP_PATH = ['oai_settings', 'custom_prompt_post_processing'];
 /** How many not-yet-undone fixes the "Recent fixes" list offers; older ones stay in the service's journal. */
@@ -16,6 +17,7 @@ export class DoctorView {
         this.onChange = onChange ?? (() => {});
         this.t = (s) => adapter.t(s);
         this.findings = [];
+        this.ppp = null; // the service's {values, labels, choices, applies} for this user's ST
         this.suggestion = null;
         this.undoStack = [];
         this.recent = [];
@@ -35,13 +37,14 @@ export class DoctorView {
         });
         root.querySelector('#ngc_fix_all').addEventListener('click', () => this.fix({ all: true }));
         this.undoBtn.addEventListener('click', () => this.undo());
-        root.querySelector('#ngc_recheck').addEventListener('click', () => this.refresh());
+        root.querySelector('#ngc_recheck').addEventListener('click', () => this.refresh({ recheck: true }));
     }
 
-    async refresh() {
+    /** `recheck`: the service re-reads NanoGPT's model list and ST's files before answering. */
+    async refresh({ recheck = false } = {}) {
         try {
-            const data = await this.client.call('/api/doctor');
-            this.set(data.findings ?? []);
+            const data = await this.client.call(recheck ? '/api/doctor?refresh=1' : '/api/doctor');
+            this.set(data.findings ?? [], data);
         } catch (err) {
             console.debug('[NanoGPT Companion] doctor refresh failed', err?.code);
         }
@@ -77,17 +80,21 @@ export class DoctorView {
         this.recentList.innerHTML = this.recent.map((e) => {
             const where = e.mode === 'file' ? this.t('written to the file while SillyTavern was closed') : this.t('applied in SillyTavern');
             const when = e.created_at ? new Date(e.created_at * 1000).toLocaleString() : '';
+            // The service words each change as ST labels it; the raw key is only a fallback for old services.
             const key = (e.path ?? []).slice(-1)[0] ?? e.rule;
+            const change = e.change ?? `${key}: ${show(e.old_value)} → ${show(e.new_value)}`;
             return `<li class="ngc-finding ngc-recent" data-journal="${escapeHtml(e.journal_id)}" data-mode="${escapeHtml(e.mode)}">
-                <div class="ngc-finding-head"><strong>${escapeHtml(key)}</strong>: ${escapeHtml(show(e.old_value))} → ${escapeHtml(show(e.new_value))}</div>
+                <div class="ngc-finding-head">${escapeHtml(change)}</div>
                 <div class="ngc-small ngc-muted">${escapeHtml(where)}${when ? ` · ${escapeHtml(when)}` : ''}</div>
-                <button type="button" class="menu_button ngc-small-btn" data-undo="${escapeHtml(e.journal_id)}" aria-label="${escapeHtml(this.t('Undo'))}: ${escapeHtml(key)}">${escapeHtml(this.t('Undo'))}</button>
+                <button type="button" class="menu_button ngc-small-btn" data-undo="${escapeHtml(e.journal_id)}" aria-label="${escapeHtml(this.t('Undo'))}: ${escapeHtml(change)}">${escapeHtml(this.t('Undo'))}</button>
             </li>`;
         }).join('');
     }
 
-    set(findings) {
+    /** Findings plus, when given, the rest of the report (the `ppp` table rides along with every scan). */
+    set(findings, report = null) {
         this.findings = findings ?? [];
+        if (report && 'ppp' in report) this.ppp = report.ppp ?? null;
         this.render();
     }
 
@@ -95,18 +102,23 @@ export class DoctorView {
         const items = this.findings.map((f) => `<li class="ngc-finding" data-severity="${escapeHtml(f.severity)}" data-id="${escapeHtml(f.id)}">
             <div class="ngc-finding-head"><span class="ngc-sev">${escapeHtml(this.t(f.severity))}</span> <strong>${escapeHtml(f.title)}</strong></div>
             <div class="ngc-small">${escapeHtml(f.explanation)}</div>
+            ${f.change ? `<div class="ngc-small ngc-change">${escapeHtml(f.change)}${f.raises_cost ? ` · ${escapeHtml(this.t('costs more per message'))}` : ''}</div>` : ''}
             ${f.patch?.length ? `<button type="button" class="menu_button ngc-small-btn" data-fix="${escapeHtml(f.id)}" aria-label="${escapeHtml(this.t('Fix'))}: ${escapeHtml(f.title)}">${escapeHtml(this.t('Fix'))}</button>` : ''}
         </li>`);
         if (this.suggestion) {
             const s = this.suggestion;
+            const head = s.ppp
+                ? `${escapeHtml(this.t('Set Prompt Post-Processing to'))} "${escapeHtml(s.label)}"`
+                : escapeHtml(this.t('Prompt Post-Processing cannot fix this here'));
             items.unshift(`<li class="ngc-finding ngc-suggestion" data-severity="warning" data-id="__suggestion__">
                 <div class="ngc-finding-head"><span class="ngc-sev">${escapeHtml(this.t('generation failed'))}</span>
-                <strong>${escapeHtml(this.t('Set Prompt Post-Processing to'))} "${escapeHtml(s.ppp)}"</strong></div>
+                <strong>${head}</strong></div>
                 <div class="ngc-small">${escapeHtml(s.reason)}</div>
-                <button type="button" class="menu_button ngc-small-btn" data-fix="__suggestion__">${escapeHtml(this.t('Fix'))}</button></li>`);
+                ${s.ppp ? `<button type="button" class="menu_button ngc-small-btn" data-fix="__suggestion__">${escapeHtml(this.t('Fix'))}</button>` : ''}</li>`);
         }
         this.list.innerHTML = items.join('') || `<li class="ngc-muted ngc-small">${escapeHtml(this.t('No problems found.'))}</li>`;
-        this.root.querySelector('#ngc_fix_all').disabled = !this.findings.some((f) => f.patch?.length);
+        // "Fix all" takes what the service puts in it: problems, never cost-raising or declined suggestions.
+        this.root.querySelector('#ngc_fix_all').disabled = !this.findings.some((f) => f.fix_all);
         this.undoBtn.disabled = this.undoStack.length === 0;
         this.renderRecent();
     }
@@ -123,7 +135,7 @@ export class DoctorView {
         for (const r of results) {
             if (r.status === 'applied' && r.journal_id !== null && r.journal_id !== undefined) {
                 this.undoStack.push({ kind: 'journal', journal_ids: [r.journal_id], title: r.message });
-            } else if (r.status === 'conflict' || r.status === 'failed') {
+            } else if (r.status === 'conflict' || r.status === 'failed' || r.status === 'declined') {
                 this.adapter.toast('warning', r.message || `${this.t('Fix not applied')}: ${r.id}`);
             }
         }
@@ -153,7 +165,7 @@ export class DoctorView {
             if (failure) for (const op of done.reverse()) this.adapter.applyPatchOp({ path: op.path, value: op.old, old: op.value });
         }
         const status = failure ? 'failed' : 'applied';
-        const entry = { kind: 'live', ops: fix.patch ?? [], title: fix.title };
+        const entry = { kind: 'live', ops: fix.patch ?? [], title: fix.change ?? fix.title };
         if (!failure) this.undoStack.push(entry);
         let isUndo = fix.undo_of !== undefined && fix.undo_of !== null;
         try {
@@ -170,7 +182,7 @@ export class DoctorView {
         }
         if (!failure) {
             if (isUndo) this.undoStack = this.undoStack.filter((u) => u !== entry);
-            this.adapter.toast('info', `${isUndo ? this.t('Undone') : this.t('Fixed')}: ${isUndo ? this.describeOps(fix.patch) : fix.title}`);
+            this.adapter.toast('info', `${isUndo ? this.t('Undone') : this.t('Fixed')}: ${fix.change ?? (isUndo ? this.describeOps(fix.patch) : fix.title)}`);
         }
         this.render();
         this.onChange();
@@ -231,25 +243,36 @@ export class DoctorView {
         return msg;
     }
 
-    /** A failed generation's error text; suggest (never auto-apply) the PPP mode that fixes it. */
+    /**
+     * A failed generation's error text; suggest (never auto-apply) the PPP mode that fixes it. The value comes
+     * from the service's table for this user's ST and connection (`ppp.choices`), the same version gate the
+     * doctor's own fixes pass: a mode this ST does not know, or a source it ignores PPP for, gets no Fix button.
+     */
     onGenerationError(text) {
         const m = matchFormattingError(text);
         if (!m) return false;
-        const src = this.adapter.activeSource();
-        const ppp = pppWithTools(m.ppp, src.toolsEnabled);
+        const ppp = this.ppp?.choices?.[m.ppp] ?? null;
+        const label = ppp ? (this.ppp?.labels?.[ppp] ?? ppp) : null;
+        let reason = m.reason;
+        if (!ppp) {
+            reason += this.ppp?.applies === false
+                ? ` ${this.t('This SillyTavern version does not apply Prompt Post-Processing to this connection; update SillyTavern or use the Custom source.')}`
+                : ` ${this.t('Your SillyTavern version (or this connection) has no Prompt Post-Processing mode for this; the Settings doctor explains your options.')}`;
+        }
         const related = this.findings.find((f) => f.patch?.some((op) => op.path?.join('.') === PPP_PATH.join('.')));
-        this.suggestion = related ? null : { ppp, reason: m.reason };
+        this.suggestion = related ? null : { ppp, label, reason };
         this.render();
         this.adapter.toast('warning', `${m.reason} ${this.t('NanoGPT Companion can fix this: see its Settings doctor.')}`);
         return true;
     }
 
     applySuggestion() {
-        if (!this.suggestion) return;
+        if (!this.suggestion?.ppp) return;
         const old = this.adapter.readPath(PPP_PATH);
         const op = { path: PPP_PATH, value: this.suggestion.ppp, old };
         const r = this.adapter.applyPatchOp(op);
-        if (r.ok) this.undoStack.push({ kind: 'live', ops: [op], title: `Prompt Post-Processing ${this.suggestion.ppp}` });
+        const oldLabel = this.ppp?.labels?.[old ?? ''] ?? old;
+        if (r.ok) this.undoStack.push({ kind: 'live', ops: [op], title: `Prompt Post-Processing: ${oldLabel} → ${this.suggestion.label}` });
         this.suggestion = null;
         this.render();
         this.onChange();

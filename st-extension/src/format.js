@@ -244,12 +244,6 @@ export function matchFormattingError(message) {
     return FORMATTING_ERRORS.find((e) => e.re.test(text)) ?? null;
 }
 
-/** The "with tools" twin of a PPP mode, for ST versions and setups that use tool calling. */
-export function pppWithTools(mode, toolsEnabled) {
-    if (!toolsEnabled) return mode;
-    return { merge: 'merge_tools', semi: 'semi_tools', strict: 'strict_tools' }[mode] ?? mode;
-}
-
 /** Thinking variant for a base id (catalogue link first; ":thinking" suffix as a last resort). */
 export function thinkingTarget(modelId, byId, on) {
     const entry = byId.get(modelId);

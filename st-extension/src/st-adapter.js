@@ -38,6 +38,13 @@ const CONTROL_MAP = {
     'oai_settings.squash_system_messages': { sel: '#squash_system_messages', ev: 'input', checkbox: true },
     'textgenerationwebui_settings.server_urls.generic': { sel: '#generic_api_url_text', ev: 'input' },
     'textgenerationwebui_settings.type': { sel: '#textgen_type', ev: 'change' },
+    // Text Completion's context lives at the top of settings.json; ST's slider handler sets and saves it.
+    max_context: { sel: '#max_context', ev: 'input' },
+};
+
+/** Top-level settings.json keys ST exposes (read-only copies) on getContext(). */
+const TOP_LEVEL = {
+    max_context: 'maxContext',
 };
 
 const ROOTS = {
@@ -200,6 +207,7 @@ export class StAdapter {
 
     readPath(path) {
         const [root, ...rest] = path;
+        if (rest.length === 0 && TOP_LEVEL[root]) return this.ctx()?.[TOP_LEVEL[root]];
         const key = ROOTS[root];
         let obj = key ? this.ctx()?.[key] : undefined;
         for (const p of rest) {

@@ -8,7 +8,6 @@ from nanogpt_companion.nanogpt.endpoints import (
     parse_nanogpt_url,
     recommend_endpoint,
 )
-from nanogpt_companion.sillytavern.version import UNKNOWN_VERSION, STVersion
 from tests.doctor.helpers import payg, subscriber
 
 
@@ -103,11 +102,15 @@ def test_endpoint_ids():
 
 
 def test_recommend_endpoint():
-    v118 = STVersion((1, 18, 0), "currentVersion")
-    assert recommend_endpoint(subscriber(), v118)[0] == "subscription"
-    assert recommend_endpoint(subscriber("paygo"), v118)[0] == "v1"
-    assert recommend_endpoint(payg(), v118)[0] == "v1"
-    assert recommend_endpoint(None, UNKNOWN_VERSION)[0] == "v1"
-    old = STVersion((1, 13, 1), "currentVersion")
-    endpoint_id, reason = recommend_endpoint(subscriber(), old)
-    assert endpoint_id == "v1legacy" and "1.13.5" in reason
+    assert recommend_endpoint(subscriber())[0] == "subscription"
+    assert recommend_endpoint(subscriber("paygo"))[0] == "v1"
+    assert recommend_endpoint(payg())[0] == "v1"
+    assert recommend_endpoint(None)[0] == "v1"
+
+
+def test_legacy_address_is_never_recommended_for_reasoning():
+    """Issue 10 item 5: ST's Custom source reads `reasoning` and `reasoning_content` alike since 1.12.13
+    (reasoning.js L81-84), so v1legacy shows no reasoning that v1 hides, on any ST version."""
+    legacy = next(e for e in ENDPOINTS if e.id == "v1legacy")
+    assert "1.13.5" not in legacy.description and "1.12.13" in legacy.description
+    assert all(recommend_endpoint(account)[0] != "v1legacy" for account in (None, payg(), subscriber()))

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from nanogpt_companion.doctor.context import DoctorContext
 from nanogpt_companion.doctor.engine import diagnose
-from nanogpt_companion.sillytavern.version import ALL_PPP_VALUES, allowed_ppp_values
+from nanogpt_companion.sillytavern.ppp import ALL_PPP_VALUES, allowed_ppp_values
 from tests.doctor.helpers import catalogue, nanogpt_settings
 
 CATALOGUE = catalogue()
@@ -29,7 +29,7 @@ MODELS = st.sampled_from(
     preset_ppp=PPP_VALUES,
     profile_ppp=st.sampled_from(["none", "merge", "strict", "single", "semi_tools"]),
     tools=st.sampled_from([True, False, None]),
-    inline_key=st.sampled_from(["media_inlining", "image_inlining", None]),
+    inline_key=st.sampled_from(["media_inlining", "image_inlining", None]),  # must never matter
     inline=st.booleans(),
     model=MODELS,
     with_catalogue=st.booleans(),
@@ -70,15 +70,22 @@ def test_never_a_ppp_value_the_version_does_not_know(
     ctx = DoctorContext.build(s, presets={"p": preset}, catalogue=CATALOGUE if with_catalogue else None)
     allowed = allowed_ppp_values(ctx.st_version)
     findings = diagnose(ctx)
-    vision_inline = inline_key is not None and inline
+    v = ctx.st_version
     for finding in findings:
         for op in finding.patch:
-            if op.path[-1] in ("custom_prompt_post_processing", "prompt-post-processing"):
-                assert op.value in allowed, (finding.rule, op.value, ctx.st_version)
-                assert op.value != ""
-                if vision_inline:
-                    model_vision = CATALOGUE[model].capabilities.get("vision") if model in CATALOGUE else None
-                    if model_vision is not False or not with_catalogue:
-                        assert op.value not in ("strict", "single", "strict_tools"), finding.rule
+            if op.path[-1] not in ("custom_prompt_post_processing", "prompt-post-processing"):
+                continue
+            assert op.value in allowed, (finding.rule, op.value, v)
+            assert op.value != ""
+            # Issue 10 item 1: images survive every mode since 1.12.8, so a user on single or strict is
+            # never moved to a looser mode (only to the "with tools" twin when tools would be lost).
+            old = "" if op.old in (None, "none") else op.old
+            if old in ("single", "strict", "strict_tools"):
+                assert op.value in ("strict_tools",), (finding.rule, old, op.value)
+            if finding.rule in ("ppp.nanogpt", "ppp.tools") and source == "nanogpt":
+                # Items 2 and 3, built-in source: no PPP at all before 1.13.0, no *_tools before 1.16.0.
+                assert not v.older_than((1, 13, 0)), (finding.rule, v)
+                if v.older_than((1, 16, 0)):
+                    assert not op.value.endswith("_tools"), (finding.rule, op.value, v)
     # Deterministic: a second run gives the same ids in the same order.
     assert [f.id for f in diagnose(ctx)] == [f.id for f in findings]

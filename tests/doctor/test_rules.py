@@ -36,6 +36,8 @@ def test_rules_metadata():
         "images",
         "context",
         "model.gone",
+        "textgen.endpoint",
+        "textgen.context",
         "textgen.nanogpt",
         "preset.ppp",
         "profile.ppp",
@@ -75,7 +77,8 @@ def test_ppp_unset_with_function_calling_uses_merge_tools():
 
 @pytest.mark.parametrize("version", ["1.12.10", "1.13.0"])
 def test_ppp_no_tools_value_before_1_13_1_and_asks(version):
-    settings = set_version(nanogpt_settings(custom_prompt_post_processing="", function_calling=True), version)
+    # The Custom source sends tools in every version, so "merge" would stop them: only a suggestion.
+    settings = set_version(custom_settings(custom_prompt_post_processing="", function_calling=True), version)
     [f] = by_rule(run(settings), "ppp.nanogpt")
     assert patch_values(f) == {PPP: "merge"} and f.default_policy == "ask"
 
@@ -100,18 +103,7 @@ def test_ppp_custom_source_with_nanogpt_url():
     assert patch_values(f) == {PPP: "merge"}
 
 
-def test_ppp_single_with_vision_model_and_inlining_is_image_guarded():
-    # The real fixture: NanoGPT source, PPP single, gpt-4o-mini (vision), media_inlining on.
-    cat = catalogue()
-    cat["gpt-4o-mini"] = cat["openai/gpt-4o-mini"].model_copy(update={"id": "gpt-4o-mini"})
-    [f] = by_rule(run(nanogpt_settings(), catalogue=cat), "ppp.nanogpt")
-    assert patch_values(f) == {PPP: "semi"} and f.default_policy == "ask"
-    assert "#3057" in f.explanation
-    # Inlining off: single is the user's choice and breaks nothing.
-    assert by_rule(run(nanogpt_settings(media_inlining=False), catalogue=cat), "ppp.nanogpt") == []
-
-
-def test_family_override_and_vision_guard_on_family_value():
+def test_family_override():
     settings = nanogpt_settings(
         custom_prompt_post_processing="", nanogpt_model="ArliAI/Gemma-3-27B-ArliAI-RPMax-v3"
     )
@@ -146,7 +138,7 @@ def test_user_family_table_extends_and_overrides(tmp_path):
     assert table.match("ArliAI/Gemma-3-27B").origin == "user"  # type: ignore[union-attr]
     settings = nanogpt_settings(custom_prompt_post_processing="", nanogpt_model="zai-org/glm-5.2")
     [f] = by_rule(run(settings, catalogue=catalogue(), family_table=table), "ppp.nanogpt")
-    assert patch_values(f) == {PPP: "strict"}  # glm-5.2 has no vision: strict is safe
+    assert patch_values(f) == {PPP: "strict"}
     settings["oai_settings"]["nanogpt_model"] = "openai/gpt-5.2"
     table2 = load_family_table(user)
     settings2 = nanogpt_settings(custom_prompt_post_processing="", nanogpt_model="openai/gpt-5.2")
@@ -156,14 +148,17 @@ def test_user_family_table_extends_and_overrides(tmp_path):
     )
 
 
-def test_strict_family_with_unknown_vision_is_guarded(tmp_path):
+def test_strict_family_is_kept_strict_with_inline_images(tmp_path):
+    """Issue 10 item 1: images survive strict since ST 1.12.8, so a strict family stays strict."""
     user = tmp_path / "f.json"
     user.write_text(
-        json.dumps({"families": [{"id": "x", "pattern": "glm-5.3", "ppp": "strict", "reason": "r"}]})
+        json.dumps({"families": [{"id": "x", "pattern": "gpt-5", "ppp": "strict", "reason": "r"}]})
     )
-    settings = nanogpt_settings(custom_prompt_post_processing="", nanogpt_model="zai-org/glm-5.3")
+    settings = nanogpt_settings(
+        custom_prompt_post_processing="", nanogpt_model="openai/gpt-5.2", media_inlining=True
+    )
     [f] = by_rule(run(settings, catalogue=catalogue(), family_table=load_family_table(user)), "ppp.nanogpt")
-    assert patch_values(f) == {PPP: "semi"}  # vision unknown + inlining on -> never strict
+    assert patch_values(f) == {PPP: "strict"}
 
 
 @pytest.mark.parametrize(
@@ -196,10 +191,10 @@ def test_ppp_tools(current, expected):
     assert by_rule(run(settings), "ppp.nanogpt") == []
 
 
-def test_ppp_tools_strict_with_images_goes_semi_tools_and_silent_on_old_st():
+def test_ppp_tools_strict_keeps_strict_and_silent_on_old_st():
     settings = nanogpt_settings(custom_prompt_post_processing="strict", function_calling=True)
     [f] = by_rule(run(settings), "ppp.tools")
-    assert patch_values(f) == {PPP: "semi_tools"}
+    assert patch_values(f) == {PPP: "strict_tools"}  # inline images on: still strict (issue 10 item 1)
     assert by_rule(run(set_version(settings, "1.13.0")), "ppp.tools") == []
     assert (
         by_rule(
@@ -237,10 +232,10 @@ def test_endpoint_tier():
     [g] = by_rule(run(sub, account=payg()), "endpoint.tier")
     assert g.patch[0].value == "https://nano-gpt.com/api/v1"
     assert by_rule(run(sub, account=None), "endpoint.tier") == []  # unknown account: leave it
-    old = set_version(custom_settings(), "1.13.4")
-    [h] = by_rule(run(old, account=None), "endpoint.tier")
-    assert h.patch[0].value == "https://nano-gpt.com/api/v1legacy"
-    assert by_rule(run(set_version(custom_settings(), "1.13.5")), "endpoint.tier") == []
+    # Issue 10 item 5: no v1legacy for old ST (the Custom source reads both reasoning fields from 1.12.13).
+    assert by_rule(run(set_version(custom_settings(), "1.13.4"), account=None), "endpoint.tier") == []
+    [h] = by_rule(run(set_version(sub, "1.13.1"), account=payg()), "endpoint.tier")
+    assert h.patch[0].value == "https://nano-gpt.com/api/v1"
     assert by_rule(run(nanogpt_settings(), account=subscriber()), "endpoint.tier") == []  # built-in source
 
 
@@ -267,24 +262,31 @@ def test_reasoning():
 
 
 def test_web_search():
-    [f] = by_rule(run(custom_settings(enable_web_search=True)), "web_search")
-    assert patch_values(f) == {("oai_settings", "enable_web_search"): False}
+    [f] = by_rule(run(custom_settings(enable_web_search=True, custom_model="openai/gpt-5.2")), "web_search")
+    # Issue 10 item 7: the shared switch is never touched; the :online suffix is offered, with its cost.
+    assert patch_values(f) == {("oai_settings", "custom_model"): "openai/gpt-5.2:online"}
+    assert f.raises_cost and f.severity == "info"
+    assert "shared with the built-in NanoGPT source" in f.explanation and "$0.006" in f.explanation
+    online = custom_settings(enable_web_search=True, custom_model="openai/gpt-5.2:online")
+    assert by_rule(run(online), "web_search") == []
     assert by_rule(run(nanogpt_settings(enable_web_search=True)), "web_search") == []
     assert by_rule(run(custom_settings(enable_web_search=False)), "web_search") == []
 
 
 def test_images_both_directions_and_old_key():
-    blind = nanogpt_settings(nanogpt_model="zai-org/glm-5.2", media_inlining=True)
+    blind = custom_settings(custom_model="zai-org/glm-5.2", media_inlining=True)
     [f] = by_rule(run(blind, catalogue=catalogue()), "images")
     assert f.severity == "warning" and patch_values(f) == {("oai_settings", "media_inlining"): False}
+    assert '"Send inline media"' in f.explanation
     seeing = nanogpt_settings(nanogpt_model="openai/gpt-5.2", media_inlining=False)
     [g] = by_rule(run(seeing, catalogue=catalogue()), "images")
-    assert g.severity == "info" and g.patch[0].value is True
-    old = set_version(nanogpt_settings(nanogpt_model="zai-org/glm-5.2"), "1.13.5")
+    assert g.severity == "info" and g.patch[0].value is True and g.raises_cost
+    old = set_version(custom_settings(custom_model="zai-org/glm-5.2"), "1.13.5")
     del old["oai_settings"]["media_inlining"]
     old["oai_settings"]["image_inlining"] = True
     [h] = by_rule(run(old, catalogue=catalogue()), "images")
     assert h.patch[0].path == ("oai_settings", "image_inlining")
+    assert '"Send inline images"' in h.explanation
     assert (
         by_rule(run(nanogpt_settings(nanogpt_model="zai-org/glm-5.3"), catalogue=catalogue()), "images") == []
     )
@@ -308,7 +310,7 @@ def test_context():
 @pytest.mark.parametrize(
     ("model", "pick"),
     [
-        ("gpt-4o-mini", "openai/gpt-4o-mini"),  # vendor prefix added
+        ("gpt-5.2", "openai/gpt-5.2"),  # vendor prefix added
         ("OpenAI/GPT-5.2", "openai/gpt-5.2"),  # letter case
         ("deepseek/deepseek-v4-pro", "deepseek/deepseek-v4-pro:thinking"),  # only a thinking variant left
         ("anthropic/claude-opus-4.6:thinking:low", None),  # base and two variants: ambiguous
@@ -429,15 +431,10 @@ def test_profile_ppp():
 
 
 def test_ids_are_stable_and_situation_specific():
-    s = nanogpt_settings(
-        custom_prompt_post_processing="", enable_web_search=True, nanogpt_model="gpt-4o-mini"
-    )
+    s = nanogpt_settings(custom_prompt_post_processing="", nanogpt_model="gpt-5.2")
     first = run(s, catalogue=catalogue())
     second = run(
-        nanogpt_settings(
-            custom_prompt_post_processing="", enable_web_search=True, nanogpt_model="gpt-4o-mini"
-        ),
-        catalogue=catalogue(),
+        nanogpt_settings(custom_prompt_post_processing="", nanogpt_model="gpt-5.2"), catalogue=catalogue()
     )
     assert [f.id for f in first] == [f.id for f in second] and len(first) >= 2
     other = run(

@@ -2,13 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from nanogpt_companion.sillytavern.version import (
-    ALL_PPP_VALUES,
-    STVersion,
-    allowed_ppp_values,
-    detect_st_version,
-    parse_version,
-)
+from nanogpt_companion.sillytavern.ppp import ALL_PPP_VALUES, allowed_ppp_values
+from nanogpt_companion.sillytavern.version import STVersion, detect_st_version, parse_version
 from tests.doctor.helpers import full_settings, load_st
 
 

@@ -116,6 +116,17 @@ async def journal(companion: Companion, handle: str = "default-user") -> list[Jo
     return entries
 
 
+async def journalled(companion: Companion, count: int, handle: str = "default-user") -> list[JournalEntry]:
+    """The journal once it holds ``count`` rows: a file fix's row is written right after the file, so a
+    test that saw the fixed file waits for the row rather than racing it."""
+    deadline = time.monotonic() + 10
+    while True:
+        entries = await journal(companion, handle)
+        if len(entries) >= count or time.monotonic() > deadline:
+            return entries
+        await asyncio.sleep(0.02)
+
+
 async def findings(companion: Companion, handle: str = "default-user") -> list[dict[str, Any]]:
     resp = await companion.get("/api/doctor", handle)
     assert resp.status == 200

@@ -107,7 +107,11 @@ async def test_missing_keys_and_the_first_run_seed_do_not_crash(
     }
     for handle in ("default-user", "bare", "odd"):
         assert st.user(handle).settings.read_bytes() == before[handle]
-    # Undo removes the added key again (it did not exist before).
+    # Undo removes the added key again (it did not exist before). The row is written right after the file.
+    for _ in range(200):
+        if await journal(companion, "half"):
+            break
+        await settle(0.05)
     [entry] = await journal(companion, "half")
     assert entry.existed is False
     resp = await companion.post("/api/doctor/undo", "half", json={"journal_id": entry.id})

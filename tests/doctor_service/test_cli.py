@@ -44,6 +44,7 @@ def test_table_lists_findings_with_explanations_and_exits_1(tmp_path: Path) -> N
     assert "== default-user (SillyTavern 1.18.0)" in out
     assert "[ppp.nanogpt, fixable, auto]" in out
     assert 'Prompt Post-Processing is set to "None"' in out
+    assert "fix: Prompt Post-Processing: None → Merge consecutive roles (no tools)" in out
     assert "== healthy (SillyTavern 1.18.0)" in out
     assert st.user().settings.read_bytes() == before  # a check never writes
 

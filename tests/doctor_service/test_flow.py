@@ -12,6 +12,7 @@ from tests.doctor_service.conftest import (
     StartCompanion,
     findings,
     journal,
+    journalled,
     nanogpt_settings,
     one_user,
     open_tab,
@@ -55,7 +56,7 @@ async def test_no_tab_patches_the_file_journals_it_and_undo_restores_every_byte(
     key = b'"custom_prompt_post_processing": '
     assert outside_span_equal(original, patched, key + b'""', key + b'"merge"')
 
-    entries = await journal(companion)
+    entries = await journalled(companion, 1)
     assert [(e.rule, e.mode, e.key_path, e.old_value, e.new_value) for e in entries] == [
         ("ppp.nanogpt", "file", PPP, "", "merge")
     ]
@@ -135,7 +136,7 @@ async def test_tab_closing_before_the_ack_hands_the_fix_to_the_file_path_once(
     await tab.close()  # the tab went away without applying it
 
     await wait_until(lambda: ppp_of(path) == "merge")
-    entries = await journal(companion)
+    entries = await journalled(companion, 1)
     assert [(e.mode, e.new_value) for e in entries] == [("file", "merge")]
     # The late ack of the abandoned live fix must not journal a second application.
     resp = await companion.post(

@@ -6,11 +6,13 @@ import copy
 import json
 from typing import Any
 
+from nanogpt_companion.web import keys
 from tests.doctor_service.conftest import (
     PPP,
     StartCompanion,
     findings,
     journal,
+    journalled,
     nanogpt_settings,
     one_user,
     open_tab,
@@ -24,6 +26,8 @@ from tests.doctor_service.conftest import (
 )
 from tests.fakes.st_fixtures import FIXTURES, MakeSTInstall, UserSpec
 
+NANO = "https://nano-gpt.com/api/v1"
+
 
 async def test_rename_save_is_fixed_once_and_our_write_does_not_start_a_new_round(
     make_st_install: MakeSTInstall, start_companion: StartCompanion
@@ -34,6 +38,7 @@ async def test_rename_save_is_fixed_once_and_our_write_does_not_start_a_new_roun
     st_save(path, nanogpt_settings(""))
     await wait_until(lambda: ppp_of(path) == "merge")
     fixed = path.read_bytes()
+    await journalled(companion, 1)
     await settle()
     assert len(await journal(companion)) == 1  # our rename did not loop back into a second fix
     assert path.read_bytes() == fixed
@@ -68,7 +73,7 @@ async def test_identical_re_saves_with_a_tab_open_send_one_fix_and_one_findings_
         await tab.close()
 
 
-async def test_a_user_who_puts_the_value_back_is_respected_until_the_situation_changes(
+async def test_a_user_who_puts_the_value_back_is_respected_until_they_choose_again(
     make_st_install: MakeSTInstall, start_companion: StartCompanion
 ) -> None:
     companion, path = await watch_healthy_user(make_st_install, start_companion)
@@ -98,15 +103,30 @@ async def test_a_user_who_puts_the_value_back_is_respected_until_the_situation_c
     await settle()
     assert ppp_of(path) == ""
 
-    # Another model is another situation: the fix is automatic again.
-    st_save(path, nanogpt_settings("", nanogpt_model="openai/gpt-5.2"))
-    await wait_until(lambda: ppp_of(path) == "merge")
-    # The journal row is written just after the file (a file fix is journalled once it is on disk).
-    for _ in range(250):
-        if len(await journal(companion)) == 2:
+    # Issue 10 item 10: another model or source is not a new situation; the choice still stands.
+    changes: list[dict[str, Any]] = [
+        {"nanogpt_model": "openai/gpt-5.2"},
+        {"chat_completion_source": "custom", "custom_url": NANO},
+    ]
+    for oai in changes:
+        st_save(path, nanogpt_settings("", **oai))
+        for _ in range(200):  # witness: the scan of this very save, which still only offers the fix
+            if [f for f in await offered() if oai.get("nanogpt_model", "Custom") in f["explanation"]]:
+                break
+            await settle(0.05)
+        [again] = await offered()
+        assert again["policy"] == "ask" and ppp_of(path) == ""
+    assert len(await journal(companion)) == 1
+
+    # Choosing another value ends it: a later "None" is a new situation, fixed automatically again.
+    st_save(path, nanogpt_settings("semi"))
+    for _ in range(200):
+        if not await companion.client.app[keys.STORE].declined("default-user"):
             break
-        await settle(0.02)
-    assert len(await journal(companion)) == 2
+        await settle(0.05)
+    st_save(path, nanogpt_settings(""))
+    await wait_until(lambda: ppp_of(path) == "merge")
+    assert [e.new_value for e in await journalled(companion, 2)] == ["merge", "merge"]
 
 
 async def test_presets_and_connection_profiles_are_fixed_in_their_own_files(
@@ -164,7 +184,7 @@ async def test_presets_and_connection_profiles_are_fixed_in_their_own_files(
     # Only the profile's value changed in settings.json.
     old = b'"prompt-post-processing": "none"'
     assert paths.settings.read_bytes() == before_settings.replace(old, b'"prompt-post-processing": "merge"')
-    files = {(e.file, e.rule) for e in await journal(companion)}
+    files = {(e.file, e.rule) for e in await journalled(companion, 2)}
     assert files == {("preset:Default", "preset.ppp"), ("settings", "profile.ppp")}
 
 
@@ -182,12 +202,17 @@ async def test_a_user_created_at_run_time_is_watched_and_fixed(
     await settle(0.2)
     st_save(new_dir / "settings.json", nanogpt_settings(""))
     await wait_until(lambda: ppp_of(new_dir / "settings.json") == "merge", within=6)
-    assert [e.rule for e in await journal(companion, "bob.o'brien-2")] == ["ppp.nanogpt"]
+    assert [e.rule for e in await journalled(companion, 1, "bob.o'brien-2")] == ["ppp.nanogpt"]
     assert (new_dir / "user" / "files" / "nanogpt-companion.json").is_file()
 
-    # And the new user's later saves are watched too.
+    # And the new user's later saves are watched too: putting "None" back is seen (and respected).
     st_save(new_dir / "settings.json", nanogpt_settings("", nanogpt_model="openai/gpt-5.2"))
-    await wait_until(lambda: ppp_of(new_dir / "settings.json") == "merge")
+    for _ in range(200):
+        if [f for f in await findings(companion, "bob.o'brien-2") if f["declined"]]:
+            break
+        await settle(0.05)
+    [declined] = [f for f in await findings(companion, "bob.o'brien-2") if f["declined"]]
+    assert declined["rule"] == "ppp.nanogpt" and ppp_of(new_dir / "settings.json") == ""
 
 
 async def test_ask_waits_for_a_request_and_off_means_nothing_is_acted_on(

@@ -115,11 +115,27 @@ def test_enrichment_of_sts_own_model_select(versioned_stack: RealStack, st_page_
     page.screenshot(f"core-enrichment-{stack.version}.png", full_page=False)
 
 
+def choose_another_value_first(stack: RealStack, page: STPage | None = None) -> None:
+    """The doctor respects a "None" the user puts back after one of its automatic fixes (issue 10 item 10),
+    and the stack's start-up scan fixed "None" already. A user who picks another value in between has moved
+    on: then "None" is a new choice again. Done here as a user would, and made seen by the service."""
+    if page is None:
+        stack.seed_user(oai={"custom_prompt_post_processing": "semi"})
+    else:
+        reveal(page, "#custom_prompt_post_processing")
+        page.page.select_option("#custom_prompt_post_processing", "semi")
+        stack.wait_for_settings(lambda s: s["oai_settings"]["custom_prompt_post_processing"] == "semi")
+    assert stack.service is not None
+    status, _ = stack.service.request("GET", "/api/doctor?refresh=1")
+    assert status == 200
+
+
 def test_live_fix_over_sse_then_undo(versioned_stack: RealStack, st_page_for: Any) -> None:
     stack = versioned_stack
     stack.seed_user(oai={**CLEAN_OAI, "nanogpt_model": stack.unused_model()})
     page: STPage = st_page_for(stack, seed=False)
     open_drawer(page)
+    choose_another_value_first(stack, page)
     # The user picks "None" in ST's own select (API Connections): ST saves settings.json, the
     # service's watcher sees it, the doctor finds PPP unset for NanoGPT (an automatic fix) and, because
     # this tab holds the event stream, sends a `fix` event instead of writing the file; the extension
@@ -157,7 +173,8 @@ def test_fix_written_while_st_was_closed_is_undone_from_recent_fixes(
     reverse as a live fix that ST's own handler applies."""
     stack = versioned_stack
     assert stack.service is not None
-    stack.seed_user(oai={"custom_prompt_post_processing": "", "nanogpt_model": stack.unused_model()})
+    choose_another_value_first(stack)  # a previous test's undo kept "None" on purpose
+    stack.seed_user(oai={"custom_prompt_post_processing": ""})
     settings = stack.wait_for_settings(lambda s: s["oai_settings"]["custom_prompt_post_processing"] != "")
     fixed = settings["oai_settings"]["custom_prompt_post_processing"]
     _, journal = stack.service.request("GET", "/api/doctor/journal?limit=5")
@@ -168,6 +185,8 @@ def test_fix_written_while_st_was_closed_is_undone_from_recent_fixes(
     open_drawer(page)
     row = page.page.wait_for_selector(f'#ngc_recent_fixes li[data-journal="{entry["journal_id"]}"]')
     assert row.get_attribute("data-mode") == "file"
+    # In ST's own words for this version (issue 10 item 16), not raw keys.
+    assert "Prompt Post-Processing: None → Merge consecutive roles" in (row.text_content() or "")
     page.screenshot(f"core-recent-fixes-{stack.version}.png", full_page=False)
     record_st_events(page, "settings_updated")
     row.query_selector("button[data-undo]").click()

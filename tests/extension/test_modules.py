@@ -51,7 +51,7 @@ def test_pure_helpers(st_page: STPage) -> None:
                    'System message must be at the beginning.',
                    'The first message must use the user role', 'rate limited']
                 .map(e => f.matchFormattingError(e)?.ppp ?? null),
-            tools: f.pppWithTools('semi', true),
+            noTwin: typeof f.pppWithTools,
             nano: [f.isNanoGptUrl('https://nano-gpt.com/api/v1'), f.isNanoGptUrl('https://evil.com/nano-gpt.com')],
             spark: f.sparkline([1, null, 3], 100, 20, 0).points.map(p => [p.x, p.y]),
             backoff: [f.backoffDelay(0, 1000, 60000, () => 0.5), f.backoffDelay(30, 1000, 60000, () => 0.5)],
@@ -71,7 +71,8 @@ def test_pure_helpers(st_page: STPage) -> None:
     assert r["suffix"] == " · $0.1/? per 1M · SUB x2"
     assert r["fold"] == [["b", ["b:thinking"]], ["o:thinking", []]]
     assert r["errs"] == ["semi", "semi", "strict", None]
-    assert r["tools"] == "semi_tools"
+    # The "with tools" choice is the service's, through its version gate (issue 10 item 6): no copy here.
+    assert r["noTwin"] == "undefined"
     assert r["nano"] == [True, False]
     assert r["spark"] == [[0, 20], [100, 0]]
     assert r["backoff"] == [1000, 60000]

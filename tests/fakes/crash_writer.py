@@ -13,7 +13,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 
 from nanogpt_companion.doctor.finding import PatchOp
-from nanogpt_companion.doctor_service import _patch_file  # the function every file fix goes through
+from nanogpt_companion.doctor_files import patch_file  # the function every file fix goes through
 
 PPP = ("oai_settings", "custom_prompt_post_processing")
 
@@ -26,7 +26,7 @@ def fix_forever(path: str, ready: Event, key_path: tuple[str, ...] = PPP) -> Non
     i = 0
     while True:
         old, new = values[i % 2], values[(i + 1) % 2]
-        _patch_file(target, [PatchOp(path=key_path, value=new, old=old)])
+        patch_file(target, [PatchOp(path=key_path, value=new, old=old)])
         i += 1
 
 

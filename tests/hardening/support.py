@@ -102,8 +102,9 @@ class FixPoker:
     """Asks the service to fix everything, over and over, from a thread, while a race runs.
 
     Automatic fixes alone stop early on purpose: a bad value that keeps coming back is taken as the
-    user's choice and only offered from then on. Explicit requests go through the same compare-and-swap
-    write, so they keep the service writing into the writer's stream for the whole race.
+    user's choice and only offered from then on, and "Fix all" leaves such a declined fix alone too. A
+    fix asked for by id goes through the same compare-and-swap write (and ends the decline), so asking for
+    every offered fix by id keeps the service writing into the writer's stream for the whole race.
     """
 
     def __init__(self, service: RunningService) -> None:
@@ -114,10 +115,19 @@ class FixPoker:
         self._thread = threading.Thread(target=self._run, name="fix-poker", daemon=True)
         self._thread.start()
 
+    def _offered(self) -> list[str]:
+        status, report = self.service.request("GET", "/api/doctor")
+        offered = report.get("findings", []) if status == 200 else []
+        return [f["id"] for f in offered if f.get("fixable")]
+
     def _run(self) -> None:
+        ids: list[str] = []
         while not self._stop.is_set():
             try:
-                status, body = self.service.request("POST", "/api/doctor/fix", body={"all": True})
+                ids = ids or self._offered() or ["none"]  # a finding's id stays while its fix is the same
+                status, body = self.service.request("POST", "/api/doctor/fix", body={"ids": ids})
+                if any(r["status"] == "not_found" for r in body.get("results", [])):
+                    ids = []
             except OSError as exc:
                 self.errors.append(f"request failed: {exc!r}")
                 return

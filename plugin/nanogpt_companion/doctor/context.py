@@ -25,6 +25,8 @@ class DoctorContext:
     account: AccountSnapshot | None = None
     family_table: FamilyTable = field(default_factory=builtin_family_table)
     st_server: ServerExposure | None = None  # the ST install's config.yaml; None = unknown (data root only)
+    # Model ids a catalogue refresh saw disappear -> when (unix time): tells "removed" from "mistyped".
+    removed_models: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -36,6 +38,7 @@ class DoctorContext:
         account: AccountSnapshot | None = None,
         family_table: FamilyTable | None = None,
         st_version: STVersion | None = None,
+        removed_models: Mapping[str, float] | None = None,
     ) -> DoctorContext:
         """Convenience: detects the ST version from ``settings`` unless one is given."""
         return cls(
@@ -45,4 +48,5 @@ class DoctorContext:
             catalogue=catalogue,
             account=account,
             family_table=family_table if family_table is not None else builtin_family_table(),
+            removed_models=removed_models or {},
         )

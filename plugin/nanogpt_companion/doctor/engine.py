@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from nanogpt_companion.doctor.context import DoctorContext
 from nanogpt_companion.doctor.finding import Finding, Policy
-from nanogpt_companion.doctor.rules import endpoint, exposure, features, models, ppp
+from nanogpt_companion.doctor.rules import endpoint, exposure, features, models, ppp, textgen
 from nanogpt_companion.doctor.rules.meta import RULE_META, RULE_ORDER
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,9 @@ _CHECKS: dict[str, RuleCheck] = {
     "images": features.check_images,
     "context": features.check_context,
     "model.gone": models.check_model_gone,
-    "textgen.nanogpt": models.check_textgen_nanogpt,
+    "textgen.endpoint": textgen.check_textgen_endpoint,
+    "textgen.context": textgen.check_textgen_context,
+    "textgen.nanogpt": textgen.check_textgen_nanogpt,
     "preset.ppp": ppp.check_preset_ppp,
     "profile.ppp": ppp.check_profile_ppp,
     "st.exposed": exposure.check_st_exposure,

@@ -42,6 +42,9 @@ class Finding(BaseModel):
     preset: str | None = None  # file stem under "OpenAI Settings/" when target == "preset"
     patch: tuple[PatchOp, ...] = ()  # empty: advice only, nothing to apply
     default_policy: Policy = "ask"
+    # Applying it makes each message cost more (a bigger context, web search, images): such a fix is only
+    # ever applied one at a time by the user, never by "Fix all" or automatically.
+    raises_cost: bool = False
     # Data for the UI (e.g. suggested models); never needed to apply the patch.
     details: dict[str, Any] = Field(default_factory=dict)
 

@@ -14,7 +14,6 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from nanogpt_companion.domain import AccountSnapshot
-from nanogpt_companion.sillytavern.version import V_GUIDE_TESTED, STVersion
 
 EndpointId = Literal["v1", "subscription", "paid", "personalized", "v1legacy", "v1thinking"]
 
@@ -50,7 +49,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         description=(
             "The main NanoGPT address and the one ST's built-in NanoGPT source uses. Works for everyone: "
             "subscription models are covered by the subscription, everything else is paid from your balance. "
-            "Reasoning arrives in a separate `reasoning` field, which ST 1.13.5 and newer show as thoughts."
+            "Reasoning arrives in a separate `reasoning` field, which ST shows as thoughts (the Custom "
+            "source from 1.12.13 on, the built-in NanoGPT source from 1.13.5 on)."
         ),
         chat_completion=True,
         text_completion=True,
@@ -98,8 +98,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         title="Legacy reasoning format",
         description=(
             "Same models as the standard address, but reasoning comes in the older "
-            "`reasoning_content` field. "
-            "For SillyTavern versions older than 1.13.5, which do not show the newer format."
+            "`reasoning_content` field, for apps that only read that one. SillyTavern reads both fields "
+            "on the Custom source (since 1.12.13), so it gains nothing here."
         ),
         chat_completion=True,
         text_completion=False,
@@ -287,18 +287,13 @@ def normalise_nanogpt_url(url: str, *, for_text_completion: bool = False) -> str
     return url if parsed is None else parsed.normalised
 
 
-def recommend_endpoint(account: AccountSnapshot | None, st_version: STVersion) -> tuple[EndpointId, str]:
+def recommend_endpoint(account: AccountSnapshot | None) -> tuple[EndpointId, str]:
     """Which base URL fits this user, and a plain-language reason.
 
-    The ST version goes first: on an ST that cannot show the modern reasoning field, reasoning would
-    silently vanish, which is worse than a billing preference.
+    Only the account decides, not the ST version: ST's Custom source reads reasoning from ``reasoning`` and
+    ``reasoning_content`` alike since 1.12.13 (reasoning.js L81-84, 13f76c974) and from neither before, so
+    the legacy address never shows reasoning that the standard one hides.
     """
-    if st_version.older_than(V_GUIDE_TESTED):
-        return (
-            "v1legacy",
-            "Your SillyTavern is older than 1.13.5 and only shows reasoning in the older format that the "
-            "legacy address sends.",
-        )
     subscription = account.subscription if account is not None else None
     if subscription is not None and subscription.active:
         if (subscription.recommended_mode or "").lower() == "paygo":

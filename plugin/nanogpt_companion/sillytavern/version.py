@@ -22,16 +22,23 @@ Version = tuple[int, int, int]
 VersionSource = Literal["currentVersion", "keys", "unknown"]
 SecretsFormat = Literal["list", "flat"]
 
-# First release with each feature (reference section 0).
+# First release with each feature (reference section 0; each checked in that release's npm tarball, the
+# file and line given in doctor/rules/README.md).
 V_NANOGPT_SOURCE: Version = (1, 12, 8)
 V_SEMI_PPP: Version = (1, 12, 10)  # `semi` PPP and `show_thoughts` landed together
 V_WEB_SEARCH: Version = (1, 12, 13)
+V_CUSTOM_REASONING: Version = (1, 12, 13)  # 13f76c974: the Custom source reads the model's reasoning
 V_SINGLE_PPP: Version = (1, 13, 0)
+V_PPP_ALL_SOURCES: Version = (1, 13, 0)  # ade45b6cd: before it, PPP only for Custom and OpenRouter
 V_TOOLS_PPP: Version = (1, 13, 1)
 V_LIST_SECRETS: Version = (1, 13, 1)
 V_NANOGPT_ONLINE: Version = (1, 13, 2)
-V_GUIDE_TESTED: Version = (1, 13, 5)  # NanoGPT's guide was last tested here; older ST wants v1legacy
+# 5eea41d31/285b09ceb: the NanoGPT source reads the detailed model list: images only to `capabilities.vision`
+# models, and the context size capped at the model's `context_length`.
+V_NANOGPT_MODEL_DETAILS: Version = (1, 13, 4)
+V_NANOGPT_REASONING: Version = (1, 13, 5)  # the NanoGPT source shows the model's reasoning
 V_MEDIA_INLINING: Version = (1, 15, 0)
+V_NANOGPT_TOOLS: Version = (1, 16, 0)  # 0c8d74da0: tool calling for the NanoGPT source
 V_NANOGPT_PROVIDER: Version = (1, 18, 0)
 
 # Keys in `oai_settings` that only a version >= the given one writes (ST saves its whole in-memory state,
@@ -45,21 +52,6 @@ _KEY_LOWER_BOUNDS: tuple[tuple[str, Version], ...] = (
 )
 
 _VERSION_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
-
-# Every PPP value with the version that introduced it. `claude` is left out on purpose: it is deprecated
-# and migrated to `merge` on load, so nobody should be told to pick it.
-_PPP_VALUES: tuple[tuple[str, Version], ...] = (
-    ("", (0, 0, 0)),
-    ("merge", (1, 11, 8)),
-    ("strict", (1, 11, 8)),
-    ("semi", V_SEMI_PPP),
-    ("single", V_SINGLE_PPP),
-    ("merge_tools", V_TOOLS_PPP),
-    ("semi_tools", V_TOOLS_PPP),
-    ("strict_tools", V_TOOLS_PPP),
-)
-ALL_PPP_VALUES: frozenset[str] = frozenset(value for value, _ in _PPP_VALUES)
-
 
 def parse_version(text: object) -> Version | None:
     """``"1.18.0"`` (or ``"1.13.0-staging"``, ``"1.12"``) -> a tuple; anything else -> None."""
@@ -184,12 +176,3 @@ def detect_st_version(settings: Mapping[str, Any], secrets_format: SecretsFormat
     if lower is None and before is None:
         return UNKNOWN_VERSION
     return STVersion(version=lower, source="keys", before=before)
-
-
-def allowed_ppp_values(version: STVersion) -> frozenset[str]:
-    """The PPP values this version is proven to understand (always includes ``""`` and ``merge``).
-
-    ``merge`` and ``strict`` predate the NanoGPT source itself, so any ST a NanoGPT user runs knows them.
-    """
-    floor = version.version or V_NANOGPT_SOURCE
-    return frozenset(value for value, since in _PPP_VALUES if floor >= since)

@@ -110,12 +110,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     users = app[keys.USERS]
     bus = app[keys.BUS]
 
+    # `doctor` is assigned below; this runs only once the catalogue refreshes, after start-up.
     def publish_catalog(fingerprint: str, snapshot: CatalogSnapshot, diff: CatalogDiff) -> None:
         event = {"fetched_at": snapshot.fetched_at, "count": len(snapshot.entries), "diff": diff.as_json()}
         for handle in users.handles():
             key = users.cached_key(handle)
             if key is not None and key.fingerprint == fingerprint:
                 bus.publish(handle, "catalog", event)
+        if doctor is not None:
+            doctor.on_catalog_refresh(fingerprint, diff)
 
     catalog = CatalogService(
         app[keys.NANOGPT], app[keys.STORE], ttl=settings.catalog_ttl, on_refresh=publish_catalog

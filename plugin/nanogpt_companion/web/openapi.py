@@ -100,6 +100,7 @@ JOURNAL_ENTRY = {
         "mode": {"type": "string", "enum": ["file", "live"]},
         "created_at": {"type": "number"},
         "undone_at": NULLABLE_NUMBER,
+        "change": {"type": "string", "description": "The change in ST's own words: setting: old → new"},
     },
     "required": [
         "journal_id",
@@ -177,6 +178,19 @@ def build_openapi() -> bytes:
             "policy": {"type": "string", "enum": ["auto", "ask", "off"]},
             "fixable": {"type": "boolean"},
             "declined": {"type": "boolean"},
+            "fix_all": {"type": "boolean", "description": "In Fix all: a problem, not a preference"},
+            "change": {"type": ["string", "null"], "description": "The fix in ST's own words"},
+        },
+    }
+    ppp_table = {
+        "type": ["object", "null"],
+        "description": "Prompt Post-Processing values this user's ST knows, ST's labels for them, and the "
+        "value the doctor would write for each intent on the active connection (null: not expressible)",
+        "properties": {
+            "values": {"type": "array", "items": {"type": "string"}},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "choices": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+            "applies": {"type": ["boolean", "null"]},
         },
     }
     catalog_response = {
@@ -354,15 +368,24 @@ def build_openapi() -> bytes:
                             "type": "object",
                             "properties": {
                                 "findings": {"type": "array", "items": finding_with_policy},
+                                "muted": {"type": "integer", "description": "Findings of rules set to off"},
                                 "st_version": {"type": ["string", "null"]},
                                 "checked_at": NULLABLE_NUMBER,
                                 "tab_open": {"type": "boolean"},
                                 "error": {"anyOf": [_ref("ErrorInfo"), {"type": "null"}]},
+                                "ppp": ppp_table,
                             },
                             "required": ["findings", "st_version", "checked_at", "tab_open", "error"],
                         }
                     )
                 },
+                params=[
+                    _query(
+                        "refresh",
+                        {"type": "string", "enum": ["1", "true"]},
+                        "Re-read NanoGPT's model list and the user's files first",
+                    )
+                ],
             )
         },
         "/api/doctor/fix": {

@@ -16,14 +16,16 @@ from nanogpt_companion.doctor.families import FamilyMatch
 from nanogpt_companion.doctor.finding import KeyPath
 from nanogpt_companion.domain import CatalogEntry
 from nanogpt_companion.nanogpt.endpoints import EndpointId, ParsedNanoURL, parse_nanogpt_url
-from nanogpt_companion.sillytavern.version import allowed_ppp_values
-
-PPP_KEY = "custom_prompt_post_processing"
-TOOLS_SUFFIX = "_tools"
-# PPP values that drop tools from the request (tool-calling.js: tools only survive "" and *_tools).
-TOOL_STRIPPING: frozenset[str] = frozenset({"merge", "semi", "strict", "single", "claude"})
-# Values that force a user-first layout; with inline images these hit ST issue #3057 ("[Object]").
-IMAGE_UNSAFE: frozenset[str] = frozenset({"strict", "strict_tools", "single"})
+from nanogpt_companion.sillytavern.behaviour import ppp_applied, tool_calling
+from nanogpt_companion.sillytavern.labels import ppp_label, ppp_labels
+from nanogpt_companion.sillytavern.ppp import (
+    TOOL_STRIPPING,
+    TOOLS_SUFFIX,
+    allowed_ppp_values,
+    fit_to_version,
+    with_tools,
+)
+from nanogpt_companion.sillytavern.ppp import normalise as normalise_ppp
 
 
 def as_str(value: object) -> str | None:
@@ -145,7 +147,7 @@ def inlining(view: Mapping[str, Any]) -> tuple[str | None, bool | None]:
     return None, None
 
 
-PPPAdviceKind = Literal["unset", "strips_tools", "images", "family"]
+PPPAdviceKind = Literal["unset", "strips_tools", "family"]
 
 
 @dataclass(frozen=True)
@@ -155,34 +157,22 @@ class PPPAdvice:
     value: str
     reasons: tuple[str, ...]
     family: FamilyMatch | None
-    # Applying it turns tool calling off (function calling is on, but this ST has no *_tools values).
+    # Applying it turns tool calling off (function calling works here, but this ST has no *_tools values).
     loses_tools: bool
 
 
-def _fit_to_version(value: str, allowed: frozenset[str]) -> str | None:
-    """Step down to the nearest value this ST knows; None if nothing sensible is left."""
-    chain = {
-        "single_tools": "strict_tools",
-        "strict_tools": "strict",
-        "semi_tools": "semi",
-        "merge_tools": "merge",
-        "single": "semi",
-        "semi": "merge",
-        "strict": "merge",
-    }
-    current: str | None = value
-    while current is not None and current not in allowed:
-        current = chain.get(current)
-    return current
+def tools_in_play(ctx: DoctorContext, view: Mapping[str, Any], conn: Connection) -> bool | None:
+    """Would ST send tools on this connection: function calling is on and the source supports it in this
+    version (the NanoGPT source only from 1.16.0). None when the version range does not say."""
+    if as_bool(view.get("function_calling")) is not True:
+        return False
+    return tool_calling(ctx.st_version, conn.kind)
 
 
-def _with_tools(base: str) -> str:
-    # `single` has no tools variant; strict_tools keeps its "user first, alternating" promise.
-    return "strict_tools" if base == "single" else base + TOOLS_SUFFIX
-
-
-def _image_safe(value: str) -> str:
-    return {"strict": "semi", "single": "semi", "strict_tools": "semi_tools"}.get(value, value)
+def prefer_tools(ctx: DoctorContext, view: Mapping[str, Any], conn: Connection) -> bool:
+    """Pick the "with tools" twin: the version knows it and tools are (or may be) sent. When unsure, the
+    twin is the harmless side: with no tools in the request it behaves exactly like its no-tools sibling."""
+    return ctx.st_version.knows_tools_ppp and tools_in_play(ctx, view, conn) is not False
 
 
 def plan_ppp(
@@ -190,20 +180,16 @@ def plan_ppp(
 ) -> PPPAdvice | None:
     """What PPP this NanoGPT connection should use, if its ``current`` value is a problem.
 
-    Shared by the settings, preset and profile rules so all three agree on one answer.
+    Shared by the settings, preset and profile rules so all three agree on one answer. None when the value
+    is fine, or when this ST ignores PPP for the source anyway (the NanoGPT source before 1.13.0). Inline
+    images never matter: ST keeps image parts in every mode since 1.12.8 (sillytavern/ppp.py).
     """
+    if ppp_applied(ctx.st_version, conn.kind) is False:
+        return None
     allowed = allowed_ppp_values(ctx.st_version)
-    knows_tools = ctx.st_version.knows_tools_ppp
-    tools_on = as_bool(view.get("function_calling")) is True
-    entry = lookup_model(ctx.catalogue, conn.model)
-    vision = is_vision(entry)
-    inline_on = inlining(view)[1] is True
-    # Unknown vision counts as vision: a wrong "strict" breaks images, a wrong "semi" costs nothing.
-    guard_images = inline_on and vision is not False
+    tools = prefer_tools(ctx, view, conn)
     family = ctx.family_table.match(conn.model) if conn.model else None
-    cur = as_str(current) or ""
-    if cur == "claude":  # deprecated alias ST migrates to merge on load
-        cur = "merge"
+    cur = normalise_ppp(current)
 
     reasons: list[str] = []
     kind: PPPAdviceKind
@@ -212,48 +198,53 @@ def plan_ppp(
         value: str = family.entry.ppp if family is not None else "merge"
         if family is not None:
             reasons.append(family.entry.reason)
-        if tools_on and knows_tools:
-            value = _with_tools(value)
-    elif cur in TOOL_STRIPPING and tools_on and knows_tools:
+        value = with_tools(value) if tools else value
+    elif cur in TOOL_STRIPPING and tools and tools_in_play(ctx, view, conn) is True:
         kind = "strips_tools"
-        value = _with_tools(cur)
-    elif cur in IMAGE_UNSAFE and inline_on and vision is True:
-        kind = "images"
-        value = _image_safe(cur)
+        value = with_tools(cur)
     elif family is not None and cur in ("merge", "merge_tools") and family.entry.ppp != "merge":
         kind = "family"
-        value = family.entry.ppp
-        value = _with_tools(value) if cur == "merge_tools" else value
+        value = with_tools(family.entry.ppp) if cur == "merge_tools" else family.entry.ppp
         reasons.append(family.entry.reason)
     else:
         return None
 
-    if guard_images and value in IMAGE_UNSAFE:
-        value = _image_safe(value)
-        reasons.append(
-            'Inline images are on, and the stricter modes turn images into the text "[Object]" '
-            "(SillyTavern issue #3057), so a semi-strict mode is used instead."
-        )
-    fitted = _fit_to_version(value, allowed)
+    fitted = fit_to_version(value, allowed)
     if fitted is None or fitted in (cur, ""):
         return None
     if fitted != value:
-        reasons.append(f"Your SillyTavern version does not know {value!r} yet, so {fitted!r} is used.")
-    loses_tools = tools_on and not fitted.endswith(TOOLS_SUFFIX)
+        reasons.append(
+            f'Your SillyTavern version does not know "{ppp_label(value, ctx.st_version)}" yet, so '
+            f'"{ppp_label(fitted, ctx.st_version)}" is used.'
+        )
+    loses_tools = tools_in_play(ctx, view, conn) is not False and not fitted.endswith(TOOLS_SUFFIX)
+    loses_tools = loses_tools and as_bool(view.get("function_calling")) is True
     return PPPAdvice(kind, cur, fitted, tuple(reasons), family, loses_tools)
 
 
-PPP_LABELS: dict[str, str] = {
-    "": "None",
-    "merge": "Merge consecutive roles (no tools)",
-    "semi": "Semi-strict (alternating roles; no tools)",
-    "strict": "Strict (user first, alternating roles; no tools)",
-    "single": "Single user message (no tools)",
-    "merge_tools": "Merge consecutive roles (with tools)",
-    "semi_tools": "Semi-strict (alternating roles; with tools)",
-    "strict_tools": "Strict (user first, alternating roles; with tools)",
-}
+PPP_INTENTS: tuple[str, ...] = ("merge", "semi", "strict", "single")
 
 
-def ppp_label(value: str) -> str:
-    return PPP_LABELS.get(value, value)
+def ppp_choices(ctx: DoctorContext) -> dict[str, Any]:
+    """For the extension's error-signature path: which value the doctor would write for each intent
+    ("merge", "semi", ...) on the active connection, through the same version gate as the rules.
+
+    ``None`` for an intent this ST cannot express; every intent is None when ST ignores PPP here.
+    """
+    labels = ppp_labels(ctx.st_version)
+    allowed = allowed_ppp_values(ctx.st_version)
+    conn = cc_connection(ctx)
+    applies = None if conn is None else ppp_applied(ctx.st_version, conn.kind)
+    choices: dict[str, str | None] = dict.fromkeys(PPP_INTENTS)
+    if conn is not None and applies is not False:
+        tools = prefer_tools(ctx, oai(ctx.settings), conn)
+        for intent in PPP_INTENTS:
+            # Only the exact mode: a step down (semi -> merge) would not cure the error the user saw.
+            wanted = with_tools(intent) if tools else intent
+            choices[intent] = wanted if wanted in allowed else None
+    return {
+        "values": sorted(allowed),
+        "labels": {value: labels.get(value, value) for value in sorted(allowed)},
+        "choices": choices,
+        "applies": applies,
+    }

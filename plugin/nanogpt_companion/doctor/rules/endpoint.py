@@ -12,7 +12,6 @@ from nanogpt_companion.nanogpt.endpoints import (
     parse_nanogpt_url,
     recommend_endpoint,
 )
-from nanogpt_companion.sillytavern.version import V_GUIDE_TESTED
 
 
 def check_endpoint_url(ctx: DoctorContext) -> list[Finding]:
@@ -73,10 +72,10 @@ def check_endpoint_tier(ctx: DoctorContext) -> list[Finding]:
     if conn is None or conn.url is None or not conn.url.ok:
         return []  # a malformed URL is endpoint.url's job first
     current = conn.url.endpoint_id
-    suggested, reason = recommend_endpoint(ctx.account, ctx.st_version)
+    suggested, reason = recommend_endpoint(ctx.account)
     subscription = ctx.account.subscription if ctx.account is not None else None
     target: EndpointId | None = None
-    if current == "v1" and suggested in ("subscription", "v1legacy"):
+    if current == "v1" and suggested == "subscription":
         target = suggested
     elif (
         current == "subscription"
@@ -85,7 +84,7 @@ def check_endpoint_tier(ctx: DoctorContext) -> list[Finding]:
         and (subscription is None or not subscription.active)
     ):
         # Only a known non-subscriber: an unknown account must not be pushed off the subscription address.
-        target = "v1legacy" if ctx.st_version.older_than(V_GUIDE_TESTED) else "v1"
+        target = "v1"
         reason = (
             "Your NanoGPT account has no active subscription, so the subscription address rejects "
             "requests; the standard address bills them from your balance."

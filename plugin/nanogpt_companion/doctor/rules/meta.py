@@ -28,7 +28,7 @@ _META: tuple[RuleMeta, ...] = (
         "ppp.nanogpt",
         "Prompt Post-Processing for NanoGPT",
         "auto",
-        "Sets Prompt Post-Processing to a mode that suits NanoGPT's models when it is unset or unsafe.",
+        "Sets Prompt Post-Processing to a mode that suits NanoGPT's models when it is unset.",
     ),
     RuleMeta(
         "ppp.tools",
@@ -59,13 +59,13 @@ _META: tuple[RuleMeta, ...] = (
         "web_search",
         "Web search does nothing here",
         "ask",
-        "Web search is on for the Custom source, which does not pass it to NanoGPT.",
+        "Web search is on for the Custom source, which ignores the switch; the :online model suffix works.",
     ),
     RuleMeta(
         "images",
         "Inline images and the model's vision support",
         "ask",
-        "Inline images are sent to a model that cannot see them, or not sent to one that can.",
+        "Inline images go to a model that cannot see them (Custom source), or never reach one that can.",
         needs_catalogue=True,
     ),
     RuleMeta(
@@ -77,9 +77,23 @@ _META: tuple[RuleMeta, ...] = (
     ),
     RuleMeta(
         "model.gone",
-        "Selected model no longer exists",
+        "Selected model is not in NanoGPT's list",
         "ask",
-        "The selected model is not in NanoGPT's list any more (removed or renamed).",
+        "The selected model is not in NanoGPT's list: removed by NanoGPT, or a mistyped id.",
+        needs_catalogue=True,
+    ),
+    RuleMeta(
+        "textgen.endpoint",
+        "Text Completion address NanoGPT does not serve",
+        "ask",
+        "Text Completion points at a NanoGPT address without a completions route (subscription, "
+        "v1legacy...).",
+    ),
+    RuleMeta(
+        "textgen.context",
+        "Text Completion context does not match the model",
+        "ask",
+        "Text Completion's context size is larger than the model accepts, or far smaller than it could be.",
         needs_catalogue=True,
     ),
     RuleMeta(
@@ -126,6 +140,7 @@ def make_finding(
     details: dict[str, Any] | None = None,
     title: str | None = None,
     default_policy: Policy | None = None,
+    raises_cost: bool = False,
 ) -> Finding:
     """A finding with a stable id: advice-only findings put what identifies the situation in ``extra``."""
     meta = RULE_META[rule]
@@ -140,5 +155,6 @@ def make_finding(
         preset=preset,
         patch=patch,
         default_policy=default_policy or meta.default_policy,
+        raises_cost=raises_cost,
         details=details or {},
     )

@@ -1,15 +1,16 @@
-"""Model-choice rules: a selected model that vanished, and Text Completion with an unsuited model."""
+"""The selected Chat Completion model is not in NanoGPT's list: removed, mistyped, or ST's placeholder."""
 
 from __future__ import annotations
 
+import difflib
 import re
+import time
 from collections.abc import Mapping
+from typing import Literal
 
 from nanogpt_companion.doctor.context import DoctorContext
 from nanogpt_companion.doctor.finding import Finding, PatchOp
 from nanogpt_companion.doctor.rules.common import (
-    as_mapping,
-    as_str,
     cc_connection,
     lookup_model,
     oai_prefix,
@@ -17,7 +18,6 @@ from nanogpt_companion.doctor.rules.common import (
 )
 from nanogpt_companion.doctor.rules.meta import make_finding
 from nanogpt_companion.domain import CatalogEntry
-from nanogpt_companion.nanogpt.endpoints import parse_nanogpt_url
 
 # Thinking variants are separate ids: `x:thinking`, `x:thinking:max`, `x:8192`, legacy `x-thinking`
 # (nanogpt-api.md 3.8). Stripping them gives the base model the variants share.
@@ -53,108 +53,86 @@ def closest_models(catalogue: Mapping[str, CatalogEntry], model_id: str) -> tupl
     return sorted(clear), sorted(related)
 
 
+# ST's default `nanogpt_model` on a fresh install (openai.js default_settings, the same in 1.12.8 L330,
+# 1.13.5 L386, 1.19.0 L455). ST replaces a model that is not in the list with the first one as soon as the
+# list loads (1.13.5 L1879-1882, 1.19.0 L2197-2200), so finding it still there means ST never connected.
+ST_PLACEHOLDER_MODEL = "gpt-4o-mini"
+# How alike two ids must be (difflib ratio) to call one a misspelling of the other.
+TYPO_SIMILARITY = 0.85
+
+GoneKind = Literal["removed", "typo", "unknown"]
+
+
+def _typo_candidates(catalogue: Mapping[str, CatalogEntry], model_id: str) -> list[str]:
+    wanted = strip_request_suffixes(model_id).lower()
+    ids = {cid.lower(): cid for cid, entry in catalogue.items() if not entry.is_router}
+    close = difflib.get_close_matches(wanted, list(ids), n=3, cutoff=TYPO_SIMILARITY)
+    return [ids[c] for c in close]
+
+
 def check_model_gone(ctx: DoctorContext) -> list[Finding]:
     conn = cc_connection(ctx)
     if conn is None or ctx.catalogue is None or not conn.model:
         return []
     if lookup_model(ctx.catalogue, conn.model) is not None:
         return []
+    if conn.kind == "nanogpt" and conn.model == ST_PLACEHOLDER_MODEL:
+        return []  # ST's placeholder before the first Connect, not a choice the user made
+    removed_at = ctx.removed_models.get(conn.model) or ctx.removed_models.get(
+        strip_request_suffixes(conn.model)
+    )
     clear, related = closest_models(ctx.catalogue, conn.model)
+    close = [cid for cid in _typo_candidates(ctx.catalogue, conn.model) if cid not in clear]
+    kind: GoneKind = "removed" if removed_at is not None else ("typo" if clear or close else "unknown")
     if len(clear) == 1:
         pick: str | None = clear[0]
-    elif not clear and len(related) == 1:
+    elif not clear and len(close) == 1 and kind == "typo":
+        pick = close[0]
+    elif not clear and not close and len(related) == 1:
         pick = related[0]
     else:
         pick = None
-    suggestions = clear + related
+    suggestions = list(dict.fromkeys(clear + close + related))
     if conn.kind == "nanogpt":
         effect = "When SillyTavern connects, it silently switches to the first model in the list instead."
     else:
         effect = "Requests with this id fail."
     if pick is not None:
-        advice = f"The closest model is {pick}."
+        advice = f"The closest model is {pick}." if kind != "typo" else f"Did you mean {pick}?"
     elif suggestions:
         advice = "Similar models: " + ", ".join(suggestions[:5]) + "."
     else:
         advice = "Please pick a model from the list."
+    if kind == "removed":
+        when = time.strftime("%Y-%m-%d", time.gmtime(removed_at)) if removed_at else "recently"
+        title = "Selected model was removed by NanoGPT"
+        lead = f"NanoGPT removed {conn.model} from its model list (noticed {when})."
+    elif kind == "typo":
+        title = "Selected model id looks mistyped"
+        lead = f"{conn.model} is not a NanoGPT model id, but a very similar one exists."
+    else:
+        title = None
+        lead = (
+            f"The selected model {conn.model} is not in NanoGPT's model list: it may have been removed or "
+            "renamed, or the id is mistyped."
+        )
     patch: tuple[PatchOp, ...] = ()
     if pick is not None:
         patch = (PatchOp(path=(*oai_prefix(ctx.settings), conn.model_key), value=pick, old=conn.model),)
     return [
         make_finding(
             "model.gone",
-            explanation=(
-                f"The selected model {conn.model} is not in NanoGPT's model list any more (it was removed or "
-                f"renamed). {effect} {advice}"
-            ),
+            title=title,
+            explanation=f"{lead} {effect} {advice}",
             severity="error" if conn.kind == "custom" else "warning",
             patch=patch,
             extra=conn.model,
-            details={"model": conn.model, "suggestions": suggestions[:MAX_LISTED], "clear_match": pick},
-        )
-    ]
-
-
-# NanoGPT's SillyTavern guide: for Text Completion, Arli AI-served finetunes work best. An explicit
-# `text_completion` capability flag, if NanoGPT ever sends one, wins over this vendor heuristic.
-TEXT_COMPLETION_VENDORS: frozenset[str] = frozenset({"arliai"})
-
-
-def text_completion_capable(entry: CatalogEntry) -> bool | None:
-    flag = entry.capabilities.get("text_completion")
-    if flag is not None:
-        return flag
-    vendor = entry.vendor.lower().replace(" ", "")
-    prefix = entry.id.split("/", 1)[0].lower() if "/" in entry.id else ""
-    if vendor in TEXT_COMPLETION_VENDORS or prefix in TEXT_COMPLETION_VENDORS:
-        return True
-    return None
-
-
-def check_textgen_nanogpt(ctx: DoctorContext) -> list[Finding]:
-    if ctx.settings.get("main_api") != "textgenerationwebui" or ctx.catalogue is None:
-        return []
-    textgen = as_mapping(ctx.settings.get("textgenerationwebui_settings"))
-    if textgen is None or textgen.get("type") != "generic":
-        return []
-    server_urls = as_mapping(textgen.get("server_urls"))
-    if server_urls is None or parse_nanogpt_url(server_urls.get("generic"), for_text_completion=True) is None:
-        return []
-    model = (as_str(textgen.get("generic_model")) or "").strip()
-    if not model:
-        return []
-    entry = lookup_model(ctx.catalogue, model)
-    if entry is not None and text_completion_capable(entry) is True:
-        return []
-    capable = sorted(
-        cid
-        for cid, candidate in ctx.catalogue.items()
-        if not candidate.is_router and text_completion_capable(candidate) is True
-    )
-    listed = ", ".join(capable[:5]) + (" and more" if len(capable) > 5 else "")
-    if entry is None:
-        problem = f"The Text Completion model {model} is not in NanoGPT's model list."
-    else:
-        problem = (
-            f"Text Completion is pointed at NanoGPT with {model}, which is a chat "
-            "model: NanoGPT serves plain "
-            "text completion for it only on a best-effort basis, so replies may be cut, repeated or empty."
-        )
-    suggestion = (
-        f" NanoGPT's guide recommends the Arli AI-served finetunes for Text Completion, for example {listed}."
-        if capable
-        else " Use Chat Completion with the NanoGPT source for chat models."
-    )
-    return [
-        make_finding(
-            "textgen.nanogpt",
-            explanation=problem + suggestion,
-            severity="warning",
-            extra=model,
             details={
-                "model": model,
-                "known": entry is not None,
-                "text_completion_models": capable[:MAX_LISTED],
+                "model": conn.model,
+                "kind": kind,
+                "removed_at": removed_at,
+                "suggestions": suggestions[:MAX_LISTED],
+                "clear_match": pick,
             },
         )
     ]

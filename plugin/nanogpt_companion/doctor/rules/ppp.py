@@ -13,7 +13,6 @@ from typing import Any
 from nanogpt_companion.doctor.context import DoctorContext
 from nanogpt_companion.doctor.finding import Finding, PatchOp
 from nanogpt_companion.doctor.rules.common import (
-    PPP_KEY,
     Connection,
     PPPAdvice,
     as_bool,
@@ -24,9 +23,12 @@ from nanogpt_companion.doctor.rules.common import (
     oai,
     oai_prefix,
     plan_ppp,
-    ppp_label,
 )
 from nanogpt_companion.doctor.rules.meta import make_finding
+from nanogpt_companion.sillytavern.behaviour import ppp_applied
+from nanogpt_companion.sillytavern.labels import ppp_label
+from nanogpt_companion.sillytavern.ppp import PPP_KEY
+from nanogpt_companion.sillytavern.version import STVersion, format_version
 
 
 def _where(conn: Connection) -> str:
@@ -35,9 +37,9 @@ def _where(conn: Connection) -> str:
     return f"{source}{model}"
 
 
-def _explain(advice: PPPAdvice, conn: Connection) -> str:
-    cur = ppp_label(advice.current)
-    new = ppp_label(advice.value)
+def _explain(advice: PPPAdvice, conn: Connection, version: STVersion) -> str:
+    cur = ppp_label(advice.current, version)
+    new = ppp_label(advice.value, version)
     if advice.kind == "unset":
         text = (
             f'Prompt Post-Processing is set to "None" for {_where(conn)}. Many models behind NanoGPT get '
@@ -48,11 +50,6 @@ def _explain(advice: PPPAdvice, conn: Connection) -> str:
         text = (
             f'Function calling is on, but Prompt Post-Processing "{cur}" removes tools from every request, '
             f'so the model can never call them. "{new}" does the same clean-up and keeps the tools.'
-        )
-    elif advice.kind == "images":
-        text = (
-            f'You send images to a model that can see them, but "{cur}" turns images into the text '
-            f'"[Object]" (SillyTavern issue #3057). "{new}" keeps the roles tidy without breaking images.'
         )
     else:
         text = (
@@ -66,6 +63,25 @@ def _explain(advice: PPPAdvice, conn: Connection) -> str:
             "change would stop tool calls; that is why it is only suggested."
         )
     return " ".join([text, *extra])
+
+
+def _ignored_finding(ctx: DoctorContext, conn: Connection, current: str) -> Finding:
+    """The NanoGPT source on ST < 1.13.0: ST neither shows nor applies PPP there, so writing it is useless."""
+    shown = ctx.st_version.display or "older than 1.13.0"
+    return make_finding(
+        "ppp.nanogpt",
+        title="Prompt Post-Processing is ignored for the NanoGPT source in this SillyTavern",
+        explanation=(
+            f"SillyTavern {shown} applies Prompt Post-Processing only to the Custom (OpenAI-compatible) and "
+            "OpenRouter sources; for the NanoGPT source it is hidden and ignored, whatever the setting says. "
+            "SillyTavern 1.13.0 and newer apply it to every source. If a model behind NanoGPT formats "
+            'strangely, update SillyTavern, or use the Custom source with https://nano-gpt.com/api/v1, '
+            "where Prompt Post-Processing works."
+        ),
+        severity="info",
+        extra=f"ppp-ignored:{format_version(ctx.st_version.version) if ctx.st_version.version else ''}",
+        details={"kind": "ignored", "current": current},
+    )
 
 
 def _details(advice: PPPAdvice) -> dict[str, Any]:
@@ -85,6 +101,8 @@ def check_ppp_nanogpt(ctx: DoctorContext) -> list[Finding]:
     if conn is None:
         return []
     view = oai(ctx.settings)
+    if ppp_applied(ctx.st_version, conn.kind) is False:
+        return [_ignored_finding(ctx, conn, as_str(view.get(PPP_KEY)) or "")]
     advice = plan_ppp(ctx, view, conn, view.get(PPP_KEY))
     if advice is None or advice.kind == "strips_tools":  # strips_tools belongs to ppp.tools
         return []
@@ -101,8 +119,8 @@ def check_ppp_nanogpt(ctx: DoctorContext) -> list[Finding]:
     return [
         make_finding(
             "ppp.nanogpt",
-            explanation=_explain(advice, conn),
-            severity="warning" if advice.kind in ("unset", "images") else "info",
+            explanation=_explain(advice, conn, ctx.st_version),
+            severity="warning" if advice.kind == "unset" else "info",
             patch=patch,
             details=_details(advice),
             default_policy="auto" if auto else "ask",
@@ -122,7 +140,7 @@ def check_ppp_tools(ctx: DoctorContext) -> list[Finding]:
     return [
         make_finding(
             "ppp.tools",
-            explanation=_explain(advice, conn),
+            explanation=_explain(advice, conn, ctx.st_version),
             severity="warning",
             patch=patch,
             details=_details(advice),
@@ -150,13 +168,13 @@ def check_preset_ppp(ctx: DoctorContext) -> list[Finding]:
             continue
         explanation = (
             f'Selecting the Chat Completion preset "{stem}" sets Prompt Post-Processing back to '
-            f'"{ppp_label(advice.current)}". ' + _explain(advice, conn)
+            f'"{ppp_label(advice.current, ctx.st_version)}". ' + _explain(advice, conn, ctx.st_version)
         )
         findings.append(
             make_finding(
                 "preset.ppp",
                 explanation=explanation,
-                severity="warning" if advice.kind in ("unset", "strips_tools", "images") else "info",
+                severity="warning" if advice.kind in ("unset", "strips_tools") else "info",
                 patch=(PatchOp(path=(PPP_KEY,), value=advice.value, old=preset.get(PPP_KEY)),),
                 target="preset",
                 preset=stem,
@@ -215,7 +233,7 @@ def check_profile_ppp(ctx: DoctorContext) -> list[Finding]:
         name = as_str(profile.get("name")) or f"#{index + 1}"
         explanation = (
             f'Loading the connection profile "{name}" sets Prompt Post-Processing to '
-            f'"{ppp_label(advice.current)}". ' + _explain(advice, conn)
+            f'"{ppp_label(advice.current, ctx.st_version)}". ' + _explain(advice, conn, ctx.st_version)
         )
         details = _details(advice)
         details["profile"] = {"index": index, "id": as_str(profile.get("id")), "name": name}
@@ -223,7 +241,7 @@ def check_profile_ppp(ctx: DoctorContext) -> list[Finding]:
             make_finding(
                 "profile.ppp",
                 explanation=explanation,
-                severity="warning" if advice.kind in ("unset", "strips_tools", "images") else "info",
+                severity="warning" if advice.kind in ("unset", "strips_tools") else "info",
                 patch=(
                     PatchOp(
                         path=("extension_settings", "connectionManager", "profiles", index, PROFILE_PPP_KEY),

@@ -18,19 +18,24 @@ def _doctor(request: web.Request) -> DoctorService:
 
 
 async def get_findings(request: web.Request) -> web.Response:
+    """Findings from the last scan; ``?refresh=1`` (the extension's Re-check) re-reads NanoGPT's catalogue
+    and the user's files first."""
     user = request[keys.CURRENT_USER]
     doctor = request.app[keys.DOCTOR]
     if doctor is None:
         return json_response(
             {
                 "findings": [],
+                "muted": 0,
                 "st_version": None,
                 "checked_at": None,
                 "tab_open": request.app[keys.BUS].tab_open(user.handle),
                 "error": {"code": "no_data_root", "message": NO_DATA_ROOT},
+                "ppp": None,
             }
         )
-    return json_response(await doctor.report(user.handle))
+    refresh = request.query.get("refresh", "") in ("1", "true")
+    return json_response(await doctor.report(user.handle, refresh=refresh))
 
 
 async def apply_fixes(request: web.Request) -> web.Response:

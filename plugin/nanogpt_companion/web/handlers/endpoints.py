@@ -3,7 +3,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from nanogpt_companion.nanogpt.endpoints import ENDPOINTS, recommend_endpoint
-from nanogpt_companion.sillytavern.version import UNKNOWN_VERSION
 from nanogpt_companion.web import keys
 from nanogpt_companion.web.errors import json_response
 
@@ -12,9 +11,7 @@ async def get_endpoints(request: web.Request) -> web.Response:
     """The six NanoGPT base URLs, what each is for, and which one fits this user (and why)."""
     user = request[keys.CURRENT_USER]
     account = await request.app[keys.ACCOUNT].get(user.handle)
-    doctor = request.app[keys.DOCTOR]
-    version = doctor.st_version(user.handle) if doctor is not None else UNKNOWN_VERSION
-    recommended, reason = recommend_endpoint(account, version)
+    recommended, reason = recommend_endpoint(account)
     return json_response(
         {
             "endpoints": [
