@@ -307,7 +307,8 @@ async def test_endpoints_recommend_subscription_for_a_subscriber(companion: Comp
     assert alices["recommended"] == "v1"
 
 
-async def test_history_records_a_point_per_change(companion: Companion) -> None:
+async def test_history_records_a_point_per_change(start_companion: StartCompanion) -> None:
+    companion = await start_companion(account_refresh_interval=0)  # refreshes back to back
     await companion.get("/api/account")
     await companion.get("/api/account?refresh=1")  # same values: no new row
     account = companion.upstream.fake.accounts[SUBSCRIBER_KEY]

@@ -299,6 +299,19 @@ def recommend_endpoint(account: AccountSnapshot | None, st_version: STVersion) -
             "Your SillyTavern is older than 1.13.5 and only shows reasoning in the older format that the "
             "legacy address sends.",
         )
+    if account is not None and account.key_status == "rejected":
+        return (
+            "v1",
+            "NanoGPT rejected your API key, so your plan is unknown; the standard address works for every "
+            "account once the key is fixed.",
+        )
+    if account is not None and account.stale:
+        # Never claim a subscription from data NanoGPT did not just confirm.
+        return (
+            "v1",
+            "NanoGPT could not be asked about your plan just now; the standard address works for every "
+            "account.",
+        )
     subscription = account.subscription if account is not None else None
     if subscription is not None and subscription.active:
         if (subscription.recommended_mode or "").lower() == "paygo":

@@ -19,9 +19,11 @@ from nanogpt_companion.catalog import CatalogDiff, CatalogService, CatalogSnapsh
 from nanogpt_companion.config import Settings
 from nanogpt_companion.doctor_service import DoctorService
 from nanogpt_companion.events import EventBus
+from nanogpt_companion.key_slots import KeySlotService
 from nanogpt_companion.nanogpt.client import NanoGPTClient
 from nanogpt_companion.plugin_link import PluginLink
 from nanogpt_companion.sillytavern.dataroot import read_st_config
+from nanogpt_companion.sillytavern.version import UNKNOWN_VERSION, STVersion
 from nanogpt_companion.store import Store
 from nanogpt_companion.users import UserRegistry
 from nanogpt_companion.watcher import SettingsWatcher
@@ -129,6 +131,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         key_for=key_for,
         poll_interval=settings.account_poll_interval,
         low_balance_usd=settings.low_balance_usd,
+        min_refresh_interval=settings.account_refresh_interval,
     )
     app[keys.CATALOG] = catalog
     app[keys.ACCOUNT] = account
@@ -143,6 +146,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             settings=settings,
         )
     app[keys.DOCTOR] = doctor
+
+    def version_for(handle: str) -> STVersion:
+        return doctor.st_version(handle) if doctor is not None else UNKNOWN_VERSION
+
+    app[keys.KEY_SLOTS] = KeySlotService(
+        users=users, store=app[keys.STORE], key_for=key_for, version_for=version_for
+    )
 
     users.refresh()
     await asyncio.to_thread(app[keys.PLUGIN_LINK].sync)
