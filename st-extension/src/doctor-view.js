@@ -3,14 +3,16 @@
 // message-ordering error.
 
 import { escapeHtml, matchFormattingError, pppWithTools } from './format.js';
+import { describeChange } from './st-labels.js';
 
 const PPP_PATH = ['oai_settings', 'custom_prompt_post_processing'];
 /** How many not-yet-undone fixes the "Recent fixes" list offers; older ones stay in the service's journal. */
 const RECENT_LIMIT = 5;
 
 export class DoctorView {
-    constructor({ root, adapter, client, onChange }) {
+    constructor({ root, adapter, client, onChange, onMuted }) {
         this.root = root;
+        this.onMuted = onMuted ?? (() => {});
         this.adapter = adapter;
         this.client = client;
         this.onChange = onChange ?? (() => {});
@@ -41,7 +43,7 @@ export class DoctorView {
     async refresh() {
         try {
             const data = await this.client.call('/api/doctor');
-            this.set(data.findings ?? []);
+            this.set(data.findings ?? [], data);
         } catch (err) {
             console.debug('[NanoGPT Companion] doctor refresh failed', err?.code);
         }
@@ -77,17 +79,22 @@ export class DoctorView {
         this.recentList.innerHTML = this.recent.map((e) => {
             const where = e.mode === 'file' ? this.t('written to the file while SillyTavern was closed') : this.t('applied in SillyTavern');
             const when = e.created_at ? new Date(e.created_at * 1000).toLocaleString() : '';
-            const key = (e.path ?? []).slice(-1)[0] ?? e.rule;
+            // The service words each change as ST labels it (`change`); otherwise ST's own labels from here.
+            const key = e.change ?? (e.path?.length ? describeChange(e.path, e.old_value, e.new_value) : `${e.rule}: ${show(e.old_value)} → ${show(e.new_value)}`);
             return `<li class="ngc-finding ngc-recent" data-journal="${escapeHtml(e.journal_id)}" data-mode="${escapeHtml(e.mode)}">
-                <div class="ngc-finding-head"><strong>${escapeHtml(key)}</strong>: ${escapeHtml(show(e.old_value))} → ${escapeHtml(show(e.new_value))}</div>
+                <div class="ngc-finding-head">${escapeHtml(key)}</div>
                 <div class="ngc-small ngc-muted">${escapeHtml(where)}${when ? ` · ${escapeHtml(when)}` : ''}</div>
                 <button type="button" class="menu_button ngc-small-btn" data-undo="${escapeHtml(e.journal_id)}" aria-label="${escapeHtml(this.t('Undo'))}: ${escapeHtml(key)}">${escapeHtml(this.t('Undo'))}</button>
             </li>`;
         }).join('');
     }
 
-    set(findings) {
-        this.findings = findings ?? [];
+    /** Findings of rules set to "off" are not listed; how many were left out is said instead. */
+    set(findings, report = null) {
+        const all = findings ?? [];
+        this.findings = all.filter((f) => f.policy !== 'off');
+        const muted = typeof report?.muted === 'number' ? report.muted : all.length - this.findings.length;
+        this.onMuted(muted);
         this.render();
     }
 
@@ -178,8 +185,9 @@ export class DoctorView {
         return { status, message: failure, undo: isUndo };
     }
 
+    /** "Prompt Post-Processing: Merge consecutive roles → None", in ST's own words. */
     describeOps(ops) {
-        return (ops ?? []).map((op) => `${(op.path ?? []).slice(-1)[0]} = ${JSON.stringify(op.value ?? null)}`).join(', ');
+        return (ops ?? []).map((op) => describeChange(op.path ?? [], op.old, op.value)).join('; ');
     }
 
     /**

@@ -111,15 +111,27 @@ JOURNAL_ENTRY = {
         "undone_at",
     ],
 }
+POLICY_VALUE = {"type": "string", "enum": ["auto", "ask", "off"]}
 POLICIES = {
     "type": "object",
     "properties": {
-        "policies": {
-            "type": "object",
-            "additionalProperties": {"type": "string", "enum": ["auto", "ask", "off"]},
-        }
+        "policies": {"type": "object", "additionalProperties": POLICY_VALUE},
+        "rules": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "title": {"type": "string"},
+                    "summary": {"type": "string"},
+                    "default_policy": POLICY_VALUE,
+                    "policy": POLICY_VALUE,
+                },
+                "required": ["id", "title", "summary", "default_policy", "policy"],
+            },
+        },
     },
-    "required": ["policies"],
+    "required": ["policies", "rules"],
 }
 SLOT_NAMES = ["nanogpt", "custom", "generic"]
 UNDO_OUTCOMES = ["reverted", "nothing_to_undo", "changed_since", "already_undone"]
