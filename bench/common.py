@@ -235,13 +235,16 @@ async def run_load(
     concurrency: int = 64,
     publish_every: float = 1.0,
     publish: Callable[[], Awaitable[float | None]] | None = None,
+    min_events: int = 0,
 ) -> LoadResult:
     """Hold ``sse_clients`` event streams (for ``tokens[0]``) open while sending up to ``rate`` requests/s.
 
     Requests are scheduled open-loop (a request is due every 1/rate s, at most ``concurrency`` in flight)
     so a slow service shows up as latency and a lower achieved rate, not as a silently gentler load.
     ``publish`` (called every ``publish_every`` s) makes the service emit one ``catalog`` event and returns
-    its ``fetched_at``; every stream must receive every one of them.
+    its ``fetched_at``; every stream must receive every one of them. ``min_events``: keep the load on past
+    ``duration`` until that many events were published (a slow machine refreshes the catalogue less often;
+    a test that needs a witness waits for it instead of failing by being slow), up to ten times ``duration``.
     """
     result = LoadResult()
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
@@ -283,19 +286,26 @@ async def run_load(
                 result.requests += 1
                 slots.release()
 
-        async def publisher(deadline: float) -> None:
+        start = time.monotonic()
+        deadline = start + duration
+        hard_stop = start + duration * 10
+
+        def running(now: float) -> bool:
+            if now < deadline:
+                return True
+            return publish is not None and len(result.events_published) < min_events and now < hard_stop
+
+        async def publisher() -> None:
             assert publish is not None
-            while time.monotonic() + publish_every < deadline:
+            while running(time.monotonic() + publish_every):
                 await asyncio.sleep(publish_every)
                 fetched_at = await publish()
                 if fetched_at is not None:
                     result.events_published.append(fetched_at)
 
-        start = time.monotonic()
-        deadline = start + duration
-        pub = asyncio.create_task(publisher(deadline)) if publish is not None else None
+        pub = asyncio.create_task(publisher()) if publish is not None else None
         i = 0
-        while (now := time.monotonic()) < deadline:
+        while running(now := time.monotonic()):
             due = int((now - start) * rate)
             if i >= due:
                 await asyncio.sleep(max(0.0, (i + 1) / rate - (now - start)))
@@ -310,7 +320,12 @@ async def run_load(
         result.elapsed = time.monotonic() - start
         if pub is not None:
             await pub
-        await asyncio.sleep(1.0)  # the last event's delivery
+        # The last event's delivery: wait until every stream has every event (or give up after 30 s, and
+        # the caller's missing_events() says so).
+        for _ in range(600):  # 30 s in 50 ms steps
+            if all(len(got) >= len(result.events_published) for got in result.events_received):
+                break
+            await asyncio.sleep(0.05)
         for task in streams:
             task.cancel()
         await asyncio.gather(*streams, return_exceptions=True)

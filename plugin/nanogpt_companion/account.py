@@ -174,6 +174,23 @@ class AccountService:
                 log.exception("account poll round failed; trying again next round")
             await asyncio.sleep(tick)
 
+    def retain(self, fingerprints: set[str]) -> None:
+        """Keys not in ``fingerprints`` are gone from ST (rotated, removed): forget them.
+
+        Polls are per user and always use the user's current key, so a gone key is never polled again;
+        what is left to do is to drop what was learnt about it (rejected, rate-limited) and to make the
+        user due at once, so the panel shows the new key's account in one round instead of five minutes.
+        """
+        for st in self._users.values():
+            if st.snapshot_fp is not None and st.snapshot_fp not in fingerprints:
+                st.last_attempt = None
+            if st.rejected_fp not in fingerprints:
+                st.rejected_fp = None
+            if st.retry_fp not in fingerprints:
+                st.retry_fp, st.retry_at = None, 0.0
+            if st.good_fp not in fingerprints:
+                st.good_fp = None
+
     async def close(self) -> None:
         """Cancel polls still in flight (background revalidations included); the app calls this on exit."""
         tasks = [st.inflight for st in self._users.values() if st.inflight is not None]

@@ -19,7 +19,7 @@ import ctypes.util
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -41,6 +41,7 @@ from nanogpt_companion.nanogpt.errors import (
     RateLimitedError,
     UpstreamUnavailableError,
 )
+from nanogpt_companion.nanogpt.redaction import KeyRedactor
 from nanogpt_companion.nanogpt.schemas import UpstreamModel
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ DIFF_FIELDS: tuple[str, ...] = (
     "context_length",
 )
 SortKey = Literal["name", "price", "context", "newest"]
+ANONYMOUS = ResolvedKey.none().fingerprint  # the slot of users without a key: no key is ever sent for it
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
@@ -360,6 +362,8 @@ class _Slot:
     # NanoGPT rejected this key: until it changes (a new slot) or the user refreshes, lists are fetched
     # without it. NanoGPT counts authentication failures toward abuse limits, so never resend it blindly.
     key_rejected: bool = False
+    # No user has this key any more (rotated or removed in ST): never refreshed again (see ``retain``).
+    dropped: bool = False
 
 
 class CatalogUnavailable(Exception):
@@ -460,12 +464,39 @@ class CatalogService:
         slot = self._slots.get(key.fingerprint)
         return slot.snapshot if slot else None
 
-    async def run(self, active_within: float = 3600.0) -> None:
-        """Keep recently used catalogues fresh so ``catalog`` events announce new models unprompted."""
+    def retain(self, fingerprints: set[str]) -> None:
+        """Forget the catalogues of keys not in ``fingerprints`` (the keys some user has right now).
+
+        A key rotated or removed in ST must stop being sent at once, not after an hour of background
+        refreshes; its cached lists go with it (a later user of the same key starts afresh).
+        """
+        for fingerprint in [fp for fp in self._slots if fp not in fingerprints and fp != ANONYMOUS]:
+            slot = self._slots.pop(fingerprint)
+            slot.dropped = True
+            log.info(
+                "no user has key %s any more; its catalogue is dropped and no longer refreshed", fingerprint
+            )
+
+    async def run(
+        self, active_within: float = 3600.0, *, active_keys: Callable[[], Awaitable[set[str]]] | None = None
+    ) -> None:
+        """Keep recently used catalogues fresh so ``catalog`` events announce new models unprompted.
+
+        ``active_keys``: the fingerprints of the keys users have now; checked before every round so a key
+        removed while nothing watched the files is not refreshed again.
+        """
         while True:
             await asyncio.sleep(min(self._ttl, 60.0))
+            if active_keys is not None:
+                try:
+                    self.retain(await active_keys())
+                except Exception:
+                    log.exception("could not check which NanoGPT keys are still in use")
+                    continue
             now = self._clock()
             for slot in list(self._slots.values()):
+                if slot.dropped:
+                    continue  # dropped by a key change while this round was running
                 due = slot.snapshot is None or now - slot.snapshot.fetched_at >= self._ttl
                 if due and now - slot.last_used <= active_within and now >= slot.not_before:
                     with contextlib.suppress(NanoGPTError):
@@ -498,14 +529,17 @@ class CatalogService:
             if task.done() and slot.refreshing is task:
                 slot.refreshing = None
 
-    async def _fetch_tier(self, tier: Tier, key: ResolvedKey) -> ModelListResult:
-        return await self._client.models(tier, api_key=key.reveal())
+    async def _fetch_tier(self, tier: Tier, key: ResolvedKey, slot_key: ResolvedKey) -> ModelListResult:
+        # The slot's key is redacted from the answer even when the list is fetched without it.
+        return await self._client.models(tier, api_key=key.reveal(), redact=(slot_key.reveal(),))
 
     async def _do_refresh(self, slot: _Slot) -> tuple[CatalogSnapshot, CatalogDiff]:
         was_failing = slot.last_error is not None
         key = ResolvedKey.none() if slot.key_rejected else slot.key
         tiers = [Tier.V1, Tier.SUBSCRIPTION, Tier.PAID] + ([Tier.PERSONALIZED] if key.present else [])
-        results = await asyncio.gather(*(self._fetch_tier(t, key) for t in tiers), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._fetch_tier(t, key, slot.key) for t in tiers), return_exceptions=True
+        )
         lists: dict[Tier, Sequence[UpstreamModel]] = {}
         status: dict[str, TierStatus] = {}
         errors: list[NanoGPTError] = []
@@ -584,7 +618,12 @@ class CatalogService:
         try:
             saved = await self._store.last_catalog_snapshot(slot.key.fingerprint)
             if saved is not None:
-                slot.snapshot = CatalogSnapshot.from_store(*saved)
+                # Saved by an older version, perhaps before every field was redacted: redact again.
+                stored = CatalogSnapshot.from_store(*saved)
+                redacted = KeyRedactor([slot.key.reveal()]).value(stored.entries)
+                if redacted is not stored.entries:
+                    stored = CatalogSnapshot(redacted, stored.fetched_at, stored.tiers)
+                slot.snapshot = stored
                 log.info("loaded a cached catalogue of %d models", len(slot.snapshot.entries))
         except Exception:
             log.warning("ignoring an unreadable cached catalogue snapshot", exc_info=True)

@@ -151,6 +151,9 @@ def _configure_logging(level: str, log_file: Path | None = None) -> None:
         handlers=[handler],
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    from nanogpt_companion.web.logs import install_log_filters  # noqa: PLC0415 - keep `--help` fast
+
+    install_log_filters()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -256,11 +259,7 @@ async def _offline_services(settings: Settings, *, offline: bool = False) -> Asy
             users.refresh()
             bus = EventBus()
             catalog = CatalogService(client, store, ttl=settings.catalog_ttl)
-
-            async def key_for(handle: str) -> Any:
-                return users.key_for(handle)
-
-            account = AccountService(client, store, bus, key_for=key_for)
+            account = AccountService(client, store, bus, key_for=users.key_for)
             doctor = (
                 DoctorService(
                     users=users,
@@ -385,7 +384,7 @@ async def _catalog(args: argparse.Namespace) -> int:
         users = services["users"]
         handle = users.handles()[0] if users.handles() else "_local"
         try:
-            view = await services["catalog"].get(users.key_for(handle))
+            view = await services["catalog"].get(await users.key_for(handle))
         except CatalogUnavailable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

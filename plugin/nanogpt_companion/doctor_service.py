@@ -29,19 +29,18 @@ from nanogpt_companion.doctor.context import DoctorContext
 from nanogpt_companion.doctor.engine import RULES, diagnose
 from nanogpt_companion.doctor.families import load_family_table
 from nanogpt_companion.doctor.finding import Finding, PatchOp, Policy
+from nanogpt_companion.doctor_presets import PresetReader
 from nanogpt_companion.domain import AccountSnapshot, CatalogEntry, ErrorInfo
 from nanogpt_companion.events import EventBus
 from nanogpt_companion.sillytavern.dataroot import UserPaths
-from nanogpt_companion.sillytavern.documents import Document, read_document
+from nanogpt_companion.sillytavern.documents import read_document
 from nanogpt_companion.sillytavern.errors import (
     ConcurrentModification,
     DocumentMissing,
     DocumentUnreadable,
-    STDataError,
     WriteFailed,
 )
 from nanogpt_companion.sillytavern.patching import PatchEdit, write_patched
-from nanogpt_companion.sillytavern.presets import list_presets
 from nanogpt_companion.sillytavern.secrets import secrets_format
 from nanogpt_companion.sillytavern.server_config import ServerExposure, read_server_exposure
 from nanogpt_companion.sillytavern.version import UNKNOWN_VERSION, STVersion, detect_st_version
@@ -121,6 +120,7 @@ class DoctorService:
         self._account = account
         self._settings = settings
         self._family_table = load_family_table(settings.ppp_families_file)
+        self._presets = PresetReader()  # re-reads a preset only when its file changed
         self._state: dict[str, UserState] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -245,8 +245,8 @@ class DoctorService:
             state.settings_sha = None
             self._publish_findings(handle)
             return False
-        presets = await asyncio.to_thread(self._read_presets, paths)
-        preset_shas = {stem: d.sha256 for stem, d in presets.items()}
+        presets = await asyncio.to_thread(self._presets.read, paths)
+        preset_shas = presets.versions
         if not force and doc.sha256 == state.settings_sha and preset_shas == state.preset_shas:
             return False  # identical re-save (ST saves often) or our own write: nothing new
         state.settings_sha = doc.sha256
@@ -263,13 +263,13 @@ class DoctorService:
         ctx = DoctorContext(
             settings=doc.data,
             st_version=state.version,
-            presets={stem: d.data for stem, d in presets.items()},
+            presets=presets.data,
             catalogue=catalogue,
             account=account,
             family_table=self._family_table,
             st_server=await self._st_server(),
         )
-        findings = diagnose(ctx)
+        findings = diagnose(ctx) + presets.problems
         # A finding we fixed automatically is back: the user put the value back. Respect that.
         awaiting_tab = {p.finding.id for p in state.pending.values()}
         for finding in findings:
@@ -291,19 +291,10 @@ class DoctorService:
             return None
         return await asyncio.to_thread(read_server_exposure, st_dir, self._users.data_root)
 
-    def _read_presets(self, paths: UserPaths) -> dict[str, Document]:
-        result: dict[str, Document] = {}
-        for path in list_presets(paths):
-            try:
-                result[path.stem] = read_document(path)
-            except STDataError as exc:
-                log.info("skipping preset %s: %s", path.name, exc)
-        return result
-
     async def _context_data(
         self, handle: str
     ) -> tuple[dict[str, CatalogEntry] | None, AccountSnapshot | None]:
-        key = self._users.key_for(handle)
+        key = await self._users.key_for(handle)
         if self._offline:
             stored = await self._catalog.stored(key)
             return (stored.by_id if stored is not None else None), None
@@ -429,7 +420,7 @@ class DoctorService:
     async def _apply_to_file(self, handle: str, paths: UserPaths, finding: Finding) -> FixResult:
         try:
             target = self._target_path(paths, finding)
-            result = await asyncio.to_thread(_patch_file, target, finding.patch)
+            result = await asyncio.to_thread(_patch_file, target, finding.patch, within=paths.root)
         except ConcurrentModification:
             return FixResult(
                 finding.id, "conflict", "The file changed while we were fixing it; nothing was written."
@@ -548,7 +539,9 @@ class DoctorService:
                 return FixResult(str(journal_id), result.status, result.message, journal_id)
             try:
                 target = self._target_path(user.paths, reverse)
-                done = await asyncio.to_thread(_patch_file, target, reverse.patch, delete=not entry.existed)
+                done = await asyncio.to_thread(
+                    _patch_file, target, reverse.patch, delete=not entry.existed, within=user.paths.root
+                )
             except ConcurrentModification:
                 return FixResult(str(journal_id), "conflict", "The file changed meanwhile; try again.")
             except (WriteFailed, DocumentUnreadable, DocumentMissing, ValueError) as exc:
@@ -577,11 +570,14 @@ def _value_at(data: Any, path: Sequence[str | int]) -> Any:
     return node
 
 
-def _patch_file(path: Path, ops: Sequence[PatchOp], *, delete: bool = False) -> str | None:
+def _patch_file(
+    path: Path, ops: Sequence[PatchOp], *, delete: bool = False, within: Path | None = None
+) -> str | None:
     """Patch one file if every op still sees the value the rule saw; returns the new hash or None.
 
     Runs in a worker thread. The document read here is the compare-and-swap base: ``write_patched``
-    re-reads and refuses to replace the file if it changed after this read.
+    re-reads and refuses to replace the file if it changed after this read. ``within``: the user's
+    folder; a link leading out of it is never written through.
     """
     doc = read_document(path)
     for op in ops:
@@ -592,4 +588,4 @@ def _patch_file(path: Path, ops: Sequence[PatchOp], *, delete: bool = False) -> 
         if not expected_missing and current != op.old:
             return None
     edits = [PatchEdit(path=tuple(op.path), value=op.value, delete=delete) for op in ops]
-    return write_patched(doc, edits).new_sha256
+    return write_patched(doc, edits, within=within).new_sha256

@@ -8,6 +8,7 @@ file lives in the service's state dir.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Callable
@@ -16,9 +17,10 @@ from pathlib import Path
 
 from nanogpt_companion import API_VERSION, __version__
 from nanogpt_companion.keys import ResolvedKey
-from nanogpt_companion.sillytavern.dataroot import UserPaths, discover_users
-from nanogpt_companion.sillytavern.secrets import read_nanogpt_key
+from nanogpt_companion.sillytavern.dataroot import UserPaths, UserProblem, scan_users
+from nanogpt_companion.sillytavern.errors import STDataError
 from nanogpt_companion.sillytavern.tokenfile import ensure_token_file
+from nanogpt_companion.user_keys import KEY_LOOKUP_TIMEOUT, UserKeys
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,14 @@ class User:
         return self.paths is not None
 
 
+@dataclass(frozen=True)
+class _Scan:
+    """What one look at the data root found (built in a worker thread, applied on the event loop)."""
+
+    users: dict[str, User]
+    problems: list[UserProblem]
+
+
 class UserRegistry:
     def __init__(
         self,
@@ -46,6 +56,7 @@ class UserRegistry:
         config_key: str | None,
         st_dir: Path | None = None,
         on_change: Callable[[list[str], list[str]], None] | None = None,
+        key_timeout: float = KEY_LOOKUP_TIMEOUT,
     ) -> None:
         self._st_dir = st_dir
         self._data_root = data_root
@@ -54,38 +65,70 @@ class UserRegistry:
         self._config_key = config_key
         self._on_change = on_change
         self._users: dict[str, User] = {}
-        # handle -> (secrets.json stat signature, key): every API request needs the caller's key, and
-        # re-reading secrets.json each time would dominate a cached catalogue request.
-        self._keys: dict[str, tuple[tuple[int, int, int], ResolvedKey]] = {}
+        self._keys = UserKeys(timeout=key_timeout)
+        self._reported: set[str] = set()  # causes of refused folders already logged (once per cause)
 
     @property
     def data_root(self) -> Path | None:
         return self._data_root
 
+    def on_keys_change(self, callback: Callable[[set[str]], None]) -> None:
+        """``callback(active)`` runs whenever some user's key appears, changes or disappears; ``active``
+        is every key fingerprint still in use (see ``active_fingerprints``)."""
+        self._keys.on_change = lambda: callback(self.known_fingerprints())
+
     def refresh(self) -> tuple[list[str], list[str]]:
-        """Re-scan the data root; write token files for new users. Returns (added, removed) handles."""
+        """Re-scan the data root; write token files for new users. Returns (added, removed) handles.
+
+        Blocking (it reads and writes files): the service calls ``refresh_async``.
+        """
+        return self._apply(self._scan())
+
+    async def refresh_async(self) -> tuple[list[str], list[str]]:
+        """``refresh`` with the file work in a worker thread, so a slow or hostile data root (a FIFO for a
+        token file, a hung mount) never stalls the event loop."""
+        return self._apply(await asyncio.to_thread(self._scan))
+
+    def _scan(self) -> _Scan:
+        problems: list[UserProblem] = []
         if self._data_root is None:
             found = [UserPaths(LOCAL_USER, self._state_dir / "local")]
         else:
-            found = discover_users(self._data_root)
+            found, problems = scan_users(self._data_root)
         current: dict[str, User] = {}
         plugin = self._st_dir is not None and (self._st_dir / "plugins" / "nanogpt-companion").is_dir()
         for paths in found:
             existing = self._users.get(paths.handle)
             try:
                 token = ensure_token_file(paths, self._public_url, __version__, API_VERSION, plugin=plugin)
-            except OSError as exc:
-                log.warning("cannot write the token file for user %s: %s", paths.handle, exc.strerror or exc)
+            except (OSError, STDataError) as exc:
+                reason = exc.reason if isinstance(exc, STDataError) else exc.strerror or str(exc)
+                problems.append(
+                    UserProblem(
+                        f"token:{paths.handle}:{reason}",
+                        f"cannot write the token file for user {paths.handle}: {reason}",
+                    )
+                )
                 if existing is None:
                     continue
                 token = existing.token
             is_local = self._data_root is None
             current[paths.handle] = User(paths.handle, None if is_local else paths, token)
-        added = sorted(current.keys() - self._users.keys())
-        removed = sorted(self._users.keys() - current.keys())
-        self._users = current
+        return _Scan(current, problems)
+
+    def _apply(self, scan: _Scan) -> tuple[list[str], list[str]]:
+        causes = {problem.cause for problem in scan.problems}
+        for problem in scan.problems:
+            if problem.cause not in self._reported:
+                log.warning("%s", problem.message)
+        self._reported = causes  # a cause that went away is reported again if it comes back
+        added = sorted(scan.users.keys() - self._users.keys())
+        removed = sorted(self._users.keys() - scan.users.keys())
+        self._users = scan.users
         for handle in added:
             log.info("serving SillyTavern user %s", handle)
+        for handle in removed:
+            self._keys.forget(handle)
         if (added or removed) and self._on_change is not None:
             self._on_change(added, removed)
         return added, removed
@@ -110,24 +153,32 @@ class UserRegistry:
         user = self._users.get(handle)
         return user.paths.token_file if user and user.paths else None
 
-    def key_for(self, handle: str) -> ResolvedKey:
-        """Configured key first (single-user setups), then the user's ST secrets.json; read each time
-        so a key changed in ST takes effect without a restart."""
+    async def key_for(self, handle: str, *, fresh: bool = False) -> ResolvedKey:
+        """Configured key first (single-user setups), then the user's ST files (``user_keys``); looked up
+        again when those files change, so a key changed in ST takes effect without a restart. ``fresh``:
+        the files were just seen changing, look now."""
         if self._config_key:
             return ResolvedKey(self._config_key, "config")
         user = self._users.get(handle)
         if user is None or user.paths is None:
             return ResolvedKey.none()
-        try:
-            st = user.paths.secrets.stat()
-        except OSError:
-            self._keys.pop(handle, None)
-            return ResolvedKey.none()
-        signature = (st.st_mtime_ns, st.st_size, st.st_ino)
-        cached = self._keys.get(handle)
-        if cached is not None and cached[0] == signature:
-            return cached[1]
-        key = read_nanogpt_key(user.paths)
-        resolved = ResolvedKey.none() if key is None else ResolvedKey(key.reveal(), "sillytavern")
-        self._keys[handle] = (signature, resolved)
-        return resolved
+        return await self._keys.get(handle, user.paths, fresh=fresh)
+
+    def cached_key(self, handle: str) -> ResolvedKey | None:
+        """The key last looked up for this user, without touching any file (None: not looked up yet)."""
+        if self._config_key:
+            return ResolvedKey(self._config_key, "config")
+        return self._keys.cached(handle)
+
+    def known_fingerprints(self) -> set[str]:
+        """Fingerprints of the keys in use as far as already known (no file is read)."""
+        if self._config_key:
+            return {ResolvedKey(self._config_key, "config").fingerprint}
+        return self._keys.fingerprints()
+
+    async def active_fingerprints(self) -> set[str]:
+        """Every key currently in use by some user (or the configured key), each user's files checked."""
+        if self._config_key:
+            return self.known_fingerprints()
+        keys = await asyncio.gather(*(self.key_for(handle) for handle in self.handles()))
+        return {key.fingerprint for key in keys if key.present}

@@ -7,6 +7,13 @@ without recursion, and only the names that matter pass the filter.
 
 Why a short debounce: watchfiles' default 1.6 s exists to batch editor saves; ST's write is one atomic
 rename, and the user is waiting to see the fix.
+
+Why one task per user: a user's check reads their files, and a slow disk or a hostile file must not hold
+up anyone else's (a FIFO planted as one user's ``settings.json`` once stopped the watcher for all). A
+change arriving while that user's check runs is not lost: the check runs once more when it ends.
+
+``secrets.json`` is watched too: a key rotated or removed in ST is noticed at once, so caches and
+pollers of the old key stop (``UserRegistry.on_keys_change``).
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ class SettingsWatcher:
         self._doctor = doctor
         self._debounce_ms = debounce_ms
         self._tasks: set[asyncio.Task[None]] = set()
+        self._checking: set[str] = set()  # users whose check task is running
+        self._again: set[str] = set()  # ... and who changed again meanwhile
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -67,7 +76,30 @@ class SettingsWatcher:
             return False  # our own temp file; the rename that follows is what matters
         if path.parent.name == PRESETS_DIR:
             return name.endswith(".json")
-        return name == "settings.json"
+        return name in ("settings.json", "secrets.json")
+
+    def check_soon(self, handle: str) -> None:
+        """Check this user in their own task; a user already being checked is checked again after."""
+        if handle in self._checking:
+            self._again.add(handle)
+            return
+        self._checking.add(handle)
+        self._spawn(self._check(handle))
+
+    async def _check(self, handle: str) -> None:
+        try:
+            while True:
+                self._again.discard(handle)
+                try:
+                    # The key may live in secrets.json or depend on settings.json: look again now.
+                    await self._users.key_for(handle, fresh=True)
+                    await self._doctor.check_user(handle)
+                except Exception:
+                    log.exception("checking %s after a change failed", handle)
+                if handle not in self._again:
+                    return
+        finally:
+            self._checking.discard(handle)
 
     def handles_for(self, changes: Iterable[tuple[Change, str]], watched: dict[Path, str]) -> set[str]:
         handles: set[str] = set()
@@ -96,7 +128,7 @@ class SettingsWatcher:
         for delay in NEW_USER_RETRIES:
             await asyncio.sleep(delay)
             try:
-                added, _ = self._users.refresh()
+                added, _ = await self._users.refresh_async()
             except OSError as exc:
                 log.info("could not rescan the SillyTavern data root: %s", exc.strerror or exc)
                 continue
@@ -135,7 +167,7 @@ class SettingsWatcher:
                     if self.root_changed(changes, watched):
                         self._spawn(self._pick_up_new_users(stop))
                     for handle in sorted(self.handles_for(changes, watched)):
-                        await self._doctor.check_user(handle)
+                        self.check_soon(handle)
             except FileNotFoundError:
                 log.info("a watched folder vanished; re-arming the watcher")
             except Exception:

@@ -101,6 +101,11 @@ async def test_a_user_who_puts_the_value_back_is_respected_until_the_situation_c
     # Another model is another situation: the fix is automatic again.
     st_save(path, nanogpt_settings("", nanogpt_model="openai/gpt-5.2"))
     await wait_until(lambda: ppp_of(path) == "merge")
+    # The journal row is written just after the file (a file fix is journalled once it is on disk).
+    for _ in range(250):
+        if len(await journal(companion)) == 2:
+            break
+        await settle(0.02)
     assert len(await journal(companion)) == 2
 
 

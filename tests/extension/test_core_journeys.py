@@ -14,6 +14,7 @@ from tests.extension.st_ui import (
     connect_builtin,
     oai,
     open_drawer,
+    open_top_drawer,
     record_st_events,
     reveal,
     send_message,
@@ -180,3 +181,27 @@ def test_fix_written_while_st_was_closed_is_undone_from_recent_fixes(
         next(e for e in after["entries"] if e["journal_id"] == entry["journal_id"])["undone_at"] is not None
     )
     stack.wait_for_settings(lambda s: s["oai_settings"]["custom_prompt_post_processing"] == "")
+
+
+def test_enrichment_of_sts_custom_source_select(versioned_stack: RealStack, st_page_for: Any) -> None:
+    """The guide's second method: ST's Custom (OpenAI-compatible) source at NanoGPT's URL, with the key in
+    the Custom key field (the settings and secrets ST wrote for that set-up). ST lists bare ids there."""
+    stack = versioned_stack
+    stack.seed_user(settings="settings.custom-nanogpt.json", oai=CLEAN_OAI)
+    page: STPage = st_page_for(stack, seed=False)
+    wait_catalog(page)
+    open_top_drawer(page, "api")
+    page.page.click("#api_button_openai")
+    page.page.wait_for_function("document.querySelectorAll('#model_custom_select option').length > 100")
+    page.page.wait_for_function(
+        "[...document.querySelectorAll('#model_custom_select option')].some(o => o.text.includes(' per 1M'))"
+    )
+    options = page.js(
+        "() => [...document.querySelectorAll('#model_custom_select option')]"
+        ".map(o => ({v: o.value, t: o.text}))"
+    )
+    assert {o["v"] for o in options if o["v"]} == set(stack.fake.ids("subscription"))
+    enriched = [o for o in options if " per 1M" in o["t"]]
+    assert len(enriched) > len(options) * 0.9
+    assert all(o["t"].startswith(o["v"]) for o in enriched), "ST's label (the id) stays first"
+    page.screenshot(f"core-enrichment-custom-{stack.version}.png", full_page=False)

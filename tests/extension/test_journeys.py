@@ -332,7 +332,8 @@ def test_rejected_key_is_plain_and_recovers_when_the_key_changes(
     assert page.page.text_content("#ngc_usd") == "—"
     # The endpoint panel recommends nothing on the strength of an unknown plan.
     page.page.wait_for_function(
-        "() => (document.querySelector('#ngc_endpoints .ngc-rec-line')?.textContent ?? '').includes('rejected')"
+        "() => (document.querySelector('#ngc_endpoints .ngc-rec-line')?.textContent ?? '')"
+        ".includes('rejected')"
     )
     assert "active NanoGPT subscription" not in (page.page.text_content("#ngc_endpoints") or "")
     page.screenshot(f"journey-key-rejected-{stack.version}.png", full_page=False)
@@ -550,8 +551,8 @@ def test_sync_shows_what_changed_marks_the_model_in_use_and_hides_junk(
         fake.add_model(removed)
         page.page.click("#ngc_sync")
         page.page.wait_for_function(
-            "(name) => (document.querySelector('#ngc_sync_changes [data-group=\"added\"]')?.textContent ?? '')"
-            ".includes(name)",
+            "(name) => (document.querySelector('#ngc_sync_changes [data-group=\"added\"]')"
+            "?.textContent ?? '').includes(name)",
             arg=removed["name"],
         )
         page.page.click("#ngc_browse")
@@ -565,16 +566,15 @@ def test_sync_shows_what_changed_marks_the_model_in_use_and_hides_junk(
         # ST's own Custom list (filled by ST's Connect from NanoGPT's raw list) hides the junk rows.
         reveal(page, "#model_custom_select")
         page.page.click("#api_button_openai")
-        page.page.wait_for_function(
-            "() => [...document.querySelectorAll('#model_custom_select option')].some(o => o.value === 'acme/brand-new-1')"
-        )
+        _wait_option(page, "#model_custom_select", "acme/brand-new-1")
         page.page.wait_for_function(
             "() => [...document.querySelectorAll('#model_custom_select option')]"
             ".filter(o => o.value === 'junk id with spaces').every(o => o.hidden && o.disabled)"
         )
         assert page.js(
             "() => [...document.querySelectorAll('#model_custom_select option')]"
-            ".filter(o => !o.hidden).every(o => o.value === '' ? o.textContent.trim() !== '' : !/\\s/.test(o.value))"
+            ".filter(o => !o.hidden)"
+            ".every(o => o.value === '' ? o.textContent.trim() !== '' : !/\\s/.test(o.value))"
         )
     finally:
         if in_use not in fake.ids("v1"):
@@ -585,6 +585,21 @@ def test_sync_shows_what_changed_marks_the_model_in_use_and_hides_junk(
         fake.set_price(repriced, prompt=old_price.get("prompt"), completion=old_price.get("completion"))
         assert stack.service is not None
         stack.service.request("POST", "/api/catalog/refresh")
+
+
+_HAS_OPTION = "([sel, v]) => [...document.querySelectorAll(sel + ' option')].some(o => o.value === v)"
+_HAS_TOAST = (
+    "([cls, text]) => [...document.querySelectorAll('#toast-container .' + cls)]"
+    ".some(t => t.textContent.includes(text))"
+)
+
+
+def _wait_option(page: STPage, select: str, value: str, timeout: float = 30000) -> None:
+    page.page.wait_for_function(_HAS_OPTION, arg=[select, value], timeout=timeout)
+
+
+def _wait_toast(page: STPage, text: str, cls: str = "toast") -> None:
+    page.page.wait_for_function(_HAS_TOAST, arg=[cls, text])
 
 
 def _warnings(page: STPage) -> str:
@@ -621,12 +636,11 @@ def test_slash_commands_show_results_and_refuse_bad_arguments(stack: RealStack, 
     page.screenshot("journey-slash-refused.png", full_page=False)
 
     assert page.slash("/nano-sync").startswith("Catalogue synced")
-    page.page.wait_for_function(
-        "() => [...document.querySelectorAll('#toast-container .toast-success')].some(t => t.textContent.includes('Catalogue synced'))"
-    )
+    _wait_toast(page, "Catalogue synced", "toast-success")
     listed = page.slash("/nano-fix")
     page.page.wait_for_function(
-        "() => [...document.querySelectorAll('#toast-container .toast')].some(t => /findings|no problems/.test(t.textContent))"
+        "() => [...document.querySelectorAll('#toast-container .toast')]"
+        ".some(t => /findings|no problems/.test(t.textContent))"
     )
     assert isinstance(listed, str)
     assert stack.service is not None
@@ -635,10 +649,7 @@ def test_slash_commands_show_results_and_refuse_bad_arguments(stack: RealStack, 
     base = next(i for i in sorted(ids) if f"{i}:thinking" in ids)
     page.js("(id) => jQuery('#custom_model_id').val(id).trigger('input')", base)
     assert page.slash("/nano-thinking on") == f"{base}:thinking"
-    page.page.wait_for_function(
-        "(id) => [...document.querySelectorAll('#toast-container .toast-success')].some(t => t.textContent.includes(id))",
-        arg=f"{base}:thinking",
-    )
+    _wait_toast(page, f"{base}:thinking", "toast-success")
     assert page.slash("/nano-thinking off | /echo") != ""
     assert oai(page, "custom_model") == base
 
@@ -735,10 +746,7 @@ def test_catalogue_change_refreshes_sts_own_list_when_idle(stack: RealStack, st_
     try:
         status, _ = stack.service.request("POST", "/api/catalog/refresh")  # the service's own refresh
         assert status == 200
-        page.page.wait_for_function(
-            "() => [...document.querySelectorAll('#model_nanogpt_select option')].some(o => o.value === 'acme/fresh-model-2')",
-            timeout=30000,
-        )
+        _wait_option(page, "#model_nanogpt_select", "acme/fresh-model-2")
         values = page.js("[...document.querySelectorAll('#model_nanogpt_select option')].map(o => o.value)")
         assert gone not in values
         assert oai(page, "nanogpt_model") == model

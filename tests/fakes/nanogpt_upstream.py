@@ -481,6 +481,7 @@ class FakeNanoGPT:
         self.log: list[RequestRecord] = []
         self.counts: Counter[str] = Counter()
         self._bodies: dict[tuple[str, bool], bytes] = {}  # pre-serialised lists; cleared on mutation
+        self.echoes: dict[str, list[dict[str, Any]]] = {}  # key -> extra entries served to that key only
         self.app = web.Application(middlewares=[self._middleware])
         for path in self.MODEL_ROUTES:
             self.app.router.add_get(path, self._models_handler)
@@ -513,6 +514,11 @@ class FakeNanoGPT:
     def add_model(self, entry: dict[str, Any]) -> None:
         self._models[entry["id"]] = entry
         self._bodies.clear()
+
+    def echo_for(self, key: str, *entries: dict[str, Any]) -> None:
+        """Serve ``entries`` too, in every model list, but only to callers presenting ``key``: an
+        upstream echoing the caller's own key back (duplicates allowed, they are appended as given)."""
+        self.echoes.setdefault(key, []).extend(entries)
 
     def remove_model(self, model_id: str) -> dict[str, Any]:
         self._bodies.clear()
@@ -587,7 +593,7 @@ class FakeNanoGPT:
                 e
                 for e in self._models.values()
                 if account.visible_models is None or e["id"] in account.visible_models
-            ]
+            ] + self.echoes.get(key or "", [])
             data = entries if detailed else [basic_entry(e) for e in entries]
             return web.Response(
                 body=orjson.dumps({"object": "list", "data": data}),
@@ -597,9 +603,10 @@ class FakeNanoGPT:
         # Invalid or missing keys still get a list (NanoGPT docs); a subscriber's key cuts v1 down.
         if tier == "v1" and account is not None and account.subscriber and not account.show_paid_models:
             tier = "subscription"
-        return web.Response(
-            body=self._list_body(tier, detailed), content_type="application/json", headers=headers
-        )
+        body = self._list_body(tier, detailed)
+        if key in self.echoes:
+            body = orjson.dumps({"object": "list", "data": orjson.loads(body)["data"] + self.echoes[key]})
+        return web.Response(body=body, content_type="application/json", headers=headers)
 
     async def _balance_handler(self, request: web.Request) -> web.StreamResponse:
         # x-api-key is the only documented auth for check-balance; Bearer alone counts as unauthenticated.

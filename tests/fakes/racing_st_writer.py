@@ -7,6 +7,11 @@ in three carry a bad Prompt Post-Processing the service should fix, one a health
 carries a unique marker, and the model cycles so consecutive broken saves are different situations.
 Prints the index of the last write. Only the standard library, so it starts fast and shares nothing
 with the service under test.
+
+``python racing_st_writer.py timed settings|preset|profile PATH SECONDS SEED`` saves every 0-20 ms for
+SECONDS and checks each save survived: just before the next save it reads the file back, and a marker
+older than its last save (still older 20 ms later, so not a transient) counts as a lost save. Prints
+``{"saves": N, "lost": K, "lost_markers": [...]}`` as JSON.
 """
 
 from __future__ import annotations
@@ -70,7 +75,42 @@ def profile_variant(base: dict[str, Any], i: int) -> bytes:
 VARIANTS = {"settings": settings_variant, "preset": preset_variant, "profile": profile_variant}
 
 
+def _marker(path: Path) -> int | None:
+    try:
+        return int(json.loads(path.read_bytes()).get("race_marker", -1))
+    except (OSError, ValueError):
+        return None  # unreadable: counted as not our save
+
+
+def timed(mode: str, path: Path, seconds: float, seed: int) -> int:
+    make = VARIANTS[mode]
+    base = json.loads(path.read_bytes())
+    # The variants only depend on i % 3 and the marker: serialise three templates once, so a save costs
+    # what ST's costs (writing the bytes) even for a settings file of several hundred KB.
+    templates = [make(base, r).split(f'"race_marker": {r}'.encode()) for r in range(3)]
+    assert all(len(parts) == 2 for parts in templates)
+    rng = random.Random(seed)
+    lost: list[int] = []
+    deadline = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < deadline:
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{i}")
+        head, tail = templates[i % 3]
+        tmp.write_bytes(head + f'"race_marker": {i}'.encode() + tail)
+        os.replace(tmp, path)
+        time.sleep(rng.uniform(0, 0.020))
+        if _marker(path) != i:
+            time.sleep(0.020)  # a fix being put back is visible for microseconds; a lost save stays lost
+            if _marker(path) != i:
+                lost.append(i)
+        i += 1
+    print(json.dumps({"saves": i, "lost": len(lost), "lost_markers": lost[:50]}), flush=True)
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1] == "timed":
+        return timed(sys.argv[2], Path(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
     mode, path, count, seed = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     make = VARIANTS[mode]
     base = json.loads(path.read_bytes())

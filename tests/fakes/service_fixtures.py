@@ -221,7 +221,7 @@ def start_service(
     service = RunningService(
         f"http://127.0.0.1:{port}", port, st, st_port, state_dir, upstream, process, log_path, extra_args, env
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a loaded 2-core CI machine can take a while to import and bind
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the service exited with {process.returncode}:\n{service.log_text()}")

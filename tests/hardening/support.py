@@ -7,6 +7,10 @@ rules are about what happened *after an answer*, so the suites need the status a
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,7 +28,7 @@ from tests.fakes.nanogpt_upstream import (
     FakeNanoGPT,
     key_id,
 )
-from tests.fakes.service_fixtures import UpstreamThread, start_fake_upstream
+from tests.fakes.service_fixtures import RunningService, UpstreamThread, start_fake_upstream
 
 FAKE_KEYS: tuple[str, ...] = (SUBSCRIBER_KEY, PAYG_KEY, LEGACY_PLAN_KEY, DEGRADED_KEY, INVALID_KEY)
 # The key-bearing part too: a leak that cut the "sk-nano-" prefix off must still be caught.
@@ -92,3 +96,72 @@ def find_keys(blob: bytes | str) -> list[str]:
     """Which fake keys (or their secret part) occur in ``blob``."""
     data = blob.encode() if isinstance(blob, str) else blob
     return [needle.decode() for needle in KEY_NEEDLES if needle in data]
+
+
+class FixPoker:
+    """Asks the service to fix everything, over and over, from a thread, while a race runs.
+
+    Automatic fixes alone stop early on purpose: a bad value that keeps coming back is taken as the
+    user's choice and only offered from then on. Explicit requests go through the same compare-and-swap
+    write, so they keep the service writing into the writer's stream for the whole race.
+    """
+
+    def __init__(self, service: RunningService) -> None:
+        self.service = service
+        self.statuses: dict[str, int] = {}
+        self.errors: list[str] = []  # a thread cannot fail the test itself; the test checks these
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fix-poker", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, body = self.service.request("POST", "/api/doctor/fix", body={"all": True})
+            except OSError as exc:
+                self.errors.append(f"request failed: {exc!r}")
+                return
+            if status != 200:
+                self.errors.append(f"HTTP {status}: {body}")
+                return
+            for result in body["results"]:
+                self.statuses[result["status"]] = self.statuses.get(result["status"], 0) + 1
+            self._stop.wait(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+RACING_WRITER = Path(__file__).parents[1] / "fakes" / "racing_st_writer.py"
+
+
+def race_writer(service: RunningService, target: Path, *writer_args: str) -> tuple[str, dict[str, int]]:
+    """Run ``racing_st_writer.py *writer_args`` while a ``FixPoker`` asks for every fix, sampling that
+    ``target`` is always a complete JSON document; returns the writer's output and the fix statuses."""
+    writer = subprocess.Popen(
+        [sys.executable, str(RACING_WRITER), *writer_args], stdout=subprocess.PIPE, text=True
+    )
+    poker = FixPoker(service)
+    samples = 0
+    try:
+        while writer.poll() is None:
+            json.loads(target.read_bytes())  # every sample is a complete JSON document
+            samples += 1
+            time.sleep(0.002)
+    finally:
+        poker.stop()
+    assert poker.errors == []
+    out, _ = writer.communicate(timeout=60)
+    assert writer.returncode == 0
+    assert samples > 50
+    return out, poker.statuses
+
+
+async def first_event_data(resp: Any) -> Any:
+    """The ``data`` of the first event on an open SSE response (the ``hello``), then the response closes."""
+    line = b""
+    while b"data:" not in line:
+        line = await resp.content.readline()
+    resp.close()
+    return json.loads(line.split(b"data: ", 1)[1])

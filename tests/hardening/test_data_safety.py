@@ -18,8 +18,6 @@ import os
 import random
 import sqlite3
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,29 +37,19 @@ from tests.fakes.service_fixtures import (
     RunningService,
     UpstreamThread,
     free_port,
-    start_fake_upstream,
     start_service,
 )
 from tests.fakes.st_fixtures import FIXTURES, MakeSTInstall, STInstall, UserSpec, build_st_install
+from tests.hardening.support import race_writer
 from tests.web.conftest import Companion, StartCompanion, start_companion
 
 __all__ = ["start_companion"]  # the in-process app fixture, used by the full-disk test
 
-RACING_WRITER = Path(__file__).parents[1] / "fakes" / "racing_st_writer.py"
 WRITES = 600  # per race; the settings.json race runs 1,000, these two together stay within seconds
 CRASH_TRIALS = 100
 SHIPPED_PRESET: dict[str, Any] = json.loads((FIXTURES / "openai-preset.Default.json").read_text("utf-8"))
 # The service only fixes presets and profiles unasked when told to; the races need it to act on its own.
 AUTO_ENV = {"NANOGPT_COMPANION_DOCTOR_POLICIES": json.dumps({"preset.ppp": "auto", "profile.ppp": "auto"})}
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[UpstreamThread]:
-    thread = start_fake_upstream()
-    try:
-        yield thread
-    finally:
-        thread.stop()
 
 
 def nanogpt_preset(ppp: str) -> dict[str, Any]:
@@ -86,63 +74,11 @@ def temps_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if is_companion_temp(p.name) or p.name.startswith("."))
 
 
-class FixPoker:
-    """Asks the service to fix everything, over and over, from a thread, while a race runs.
-
-    Automatic fixes alone stop early on purpose: a bad value that keeps coming back is taken as the
-    user's choice and only offered from then on. Explicit requests go through the same compare-and-swap
-    write, so they keep the service writing into the writer's stream for the whole race.
-    """
-
-    def __init__(self, service: RunningService) -> None:
-        self.service = service
-        self.statuses: dict[str, int] = {}
-        self.errors: list[str] = []  # a thread cannot fail the test itself; the test checks these
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fix-poker", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                status, body = self.service.request("POST", "/api/doctor/fix", body={"all": True})
-            except OSError as exc:
-                self.errors.append(f"request failed: {exc!r}")
-                return
-            if status != 200:
-                self.errors.append(f"HTTP {status}: {body}")
-                return
-            for result in body["results"]:
-                self.statuses[result["status"]] = self.statuses.get(result["status"], 0) + 1
-            self._stop.wait(0.005)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-
 def run_race(service: RunningService, target: Path, mode: str, seed: int) -> tuple[int, dict[str, int]]:
-    """Run the writer against ``target`` while sampling it; returns the writer's last index and the
-    statuses of the fixes requested meanwhile."""
-    writer = subprocess.Popen(
-        [sys.executable, str(RACING_WRITER), mode, str(target), str(WRITES), str(seed)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    poker = FixPoker(service)
-    samples = 0
-    try:
-        while writer.poll() is None:
-            json.loads(target.read_bytes())  # every sample is a complete JSON document
-            samples += 1
-            time.sleep(0.001)
-    finally:
-        poker.stop()
-    assert poker.errors == []
-    out, _ = writer.communicate(timeout=60)
-    assert writer.returncode == 0
-    assert samples > 50
-    return int(out.strip()), poker.statuses
+    """Run the writer against ``target`` while fixes are requested; returns the writer's last index and
+    the statuses of those fixes."""
+    out, statuses = race_writer(service, target, mode, str(target), str(WRITES), str(seed))
+    return int(out.strip()), statuses
 
 
 def assert_quiet(service: RunningService, before: dict[tuple[str, str], int]) -> None:

@@ -38,6 +38,7 @@ async def test_sse_streams_and_request_load(long_run: bool) -> None:
             sse_clients=200,
             publish=make_publisher(st, tokens[0]),
             publish_every=1.0,
+            min_events=3,
         )
         rss_after = rss_mb(pid)
         assert st.service.process.poll() is None

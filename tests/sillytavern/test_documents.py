@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from nanogpt_companion.sillytavern.documents import (
+    MAX_DOCUMENT_BYTES,
     is_companion_temp,
     read_document,
     read_document_async,
@@ -123,14 +124,14 @@ def test_size_cap(tmp_path: Path) -> None:
         read_document(path, max_bytes=10_000)
 
 
-def test_a_20_mb_settings_file_reads_and_patches(tmp_path: Path) -> None:
+def test_a_settings_file_just_under_the_size_limit_reads_and_patches(tmp_path: Path) -> None:
     data = loads_st(SETTINGS.read_text(encoding="utf-8"))
     # Large chat-like blobs inside extension settings, as some extensions store them.
-    data["extension_settings"]["big"] = ["ünïcode line " * 80 for _ in range(20_000)]
+    data["extension_settings"]["big"] = ["ünïcode line " * 80 for _ in range(13_000)]
     path = tmp_path / "settings.json"
     text = dumps_st(data)
     path.write_text(text, encoding="utf-8")
-    assert path.stat().st_size > 20 * 1024 * 1024
+    assert 14 * 1024 * 1024 < path.stat().st_size < MAX_DOCUMENT_BYTES
     doc = read_document(path)
     write_patched(doc, [PatchEdit(PPP, "merge")])
     after = path.read_text(encoding="utf-8")

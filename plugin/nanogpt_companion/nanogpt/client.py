@@ -42,6 +42,7 @@ from nanogpt_companion.nanogpt.errors import (
     UpstreamUnavailableError,
     redact,
 )
+from nanogpt_companion.nanogpt.redaction import KeyRedactor
 from nanogpt_companion.nanogpt.schemas import (
     SkippedEntry,
     UpstreamModel,
@@ -181,12 +182,18 @@ class NanoGPTClient:
         return self._base + TIER_PATHS[tier]
 
     async def models(
-        self, tier: domain.Tier, *, api_key: str | None, detailed: bool = True
+        self,
+        tier: domain.Tier,
+        *,
+        api_key: str | None,
+        detailed: bool = True,
+        redact: tuple[str | None, ...] = (),
     ) -> ModelListResult:
         """One tier's model list. The key is optional except for ``personalized``.
 
         Sending the key matters even where it is optional: NanoGPT applies per-account pricing and, for
-        a subscriber, cuts ``v1`` down to subscription models.
+        a subscriber, cuts ``v1`` down to subscription models. Every string in the answer has the key
+        (and the keys in ``redact``) redacted before it is returned (``redaction``).
         """
         if tier is domain.Tier.PERSONALIZED and not api_key:
             raise NoKeyError(
@@ -199,22 +206,23 @@ class NanoGPTClient:
         )
         async with self._parse_lock:
             parsed = await parse_model_list_async(response.body)
-        if parsed.skipped:
-            first = ", ".join(repr(entry.id) for entry in parsed.skipped[:_SKIPPED_IDS_SHOWN])
+        redactor = KeyRedactor((api_key, *redact))
+        models = [redactor.value(model) for model in parsed.models]
+        skipped = [redactor.value(entry) for entry in parsed.skipped]
+        if skipped:
+            first = ", ".join(repr(entry.id) for entry in skipped[:_SKIPPED_IDS_SHOWN])
             logger.warning(
                 "NanoGPT %s model list: skipped %d unusable entr%s (first: %s; reasons: %s)",
                 tier,
-                len(parsed.skipped),
-                "y" if len(parsed.skipped) == 1 else "ies",
+                len(skipped),
+                "y" if len(skipped) == 1 else "ies",
                 first,
-                "; ".join(sorted({entry.reason for entry in parsed.skipped})),
+                "; ".join(sorted({entry.reason for entry in skipped})),
             )
-        logger.debug(
-            "NanoGPT %s model list: %d models, %d bytes", tier, len(parsed.models), len(response.body)
-        )
+        logger.debug("NanoGPT %s model list: %d models, %d bytes", tier, len(models), len(response.body))
         return ModelListResult(
-            models=parsed.models,
-            skipped=parsed.skipped,
+            models=models,
+            skipped=skipped,
             max_age=parse_max_age(response.headers.get("Cache-Control")),
         )
 
@@ -224,7 +232,7 @@ class NanoGPTClient:
         response = await self._send(
             "POST", "/check-balance", headers={"x-api-key": api_key}, secret=api_key, what="balance"
         )
-        return parse_balance(response.body)
+        return KeyRedactor([api_key]).value(parse_balance(response.body))
 
     async def subscription_usage(self, api_key: str) -> domain.SubscriptionState:
         """Subscription state and quota buckets, in whichever shape the account's plan reports."""
@@ -236,7 +244,7 @@ class NanoGPTClient:
             secret=api_key,
             what="subscription usage",
         )
-        return parse_subscription_usage(response.body)
+        return KeyRedactor([api_key]).value(parse_subscription_usage(response.body))
 
     # -----------------------------------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from nanogpt_companion.nanogpt.redaction import KeyRedactor
+
 # NanoGPT keys are ``sk-nano-<uuid>`` (management tokens ``sk-nano-mgmt-...``); legacy keys are a bare UUID.
 _KEY_LIKE = re.compile(
     r"sk-[A-Za-z0-9_-]{6,}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -25,7 +27,7 @@ def redact(text: str, secret: str | None = None) -> str:
     up in our responses and logs, so they are treated as untrusted.
     """
     if secret:
-        text = text.replace(secret, "***")
+        text = KeyRedactor([secret]).text(text)
     text = _KEY_LIKE.sub("***", text)
     text = " ".join(text.split())
     if len(text) > _MAX_QUOTED:

@@ -150,48 +150,91 @@ def is_safe_handle(name: str) -> bool:
     return name.strip() == name
 
 
-def discover_users(data_root: Path) -> list[UserPaths]:
-    """Every ``<data_root>/<handle>/`` holding a ``settings.json``, sorted by handle.
+@dataclass(frozen=True)
+class UserProblem:
+    """A folder in the data root that is not served, and why. ``cause`` is stable across scans, so a
+    caller that rescans every few seconds can report each cause once."""
 
-    Symlinked user folders are followed only when they resolve inside the data root: a link pointing
-    elsewhere would let whoever can create it make us read and patch arbitrary files, so it is refused
-    with a warning.
+    cause: str
+    message: str
+
+
+def scan_users(data_root: Path) -> tuple[list[UserPaths], list[UserProblem]]:
+    """Every ``<data_root>/<handle>/`` holding a ``settings.json``, sorted by handle, and the folders
+    refused.
+
+    Symlinked user folders are followed only when they resolve inside the data root, to a folder that is
+    not another handle's folder: a link pointing elsewhere would let whoever can create it make us read
+    and patch arbitrary files, and two handles for one folder would give two tokens (and two identities)
+    for the same files. When a real folder and links to it compete,
+    the real folder is served and the links are refused; when only links compete, none is served.
     """
     data_root = Path(os.path.abspath(data_root))
     try:
         resolved_root = data_root.resolve(strict=True)
     except OSError:
-        logger.warning("ST data root %s does not exist", data_root)
-        return []
-    users: list[UserPaths] = []
+        return [], [UserProblem(f"missing:{data_root}", f"ST data root {data_root} does not exist")]
+    problems: list[UserProblem] = []
     try:
         entries = sorted(os.scandir(data_root), key=lambda e: e.name)
     except OSError as exc:
-        logger.warning("cannot list ST data root %s: %s", data_root, exc.strerror)
-        return []
+        return [], [
+            UserProblem(f"unlistable:{data_root}", f"cannot list ST data root {data_root}: {exc.strerror}")
+        ]
+    candidates: dict[Path, list[tuple[str, bool]]] = {}  # real folder -> (handle, is a link)
     for entry in entries:
         name = entry.name
         if name in NON_USER_DIRS or name.startswith(("_", ".")):
             continue
         if not is_safe_handle(name):
-            logger.warning("ignoring folder with an unusable user name in %s: %r", data_root, name)
+            problems.append(
+                UserProblem(
+                    f"name:{name!r}", f"ignoring folder with an unusable user name in {data_root}: {name!r}"
+                )
+            )
             continue
         try:
             if not entry.is_dir(follow_symlinks=True):
                 continue
-            if entry.is_symlink():
-                target = Path(entry.path).resolve(strict=True)
-                if not target.is_relative_to(resolved_root) or target == resolved_root:
-                    logger.warning(
-                        "ignoring user folder %r: it is a symlink to %s, outside the data root", name, target
-                    )
-                    continue
+            link = entry.is_symlink()
+            target = Path(entry.path).resolve(strict=True)
         except OSError:
             continue
-        root = data_root / name
-        if not (root / "settings.json").is_file():
+        if link and (not target.is_relative_to(resolved_root) or target == resolved_root):
+            problems.append(
+                UserProblem(
+                    f"link:{name}:{target}",
+                    f"ignoring user folder {name!r}: it is a symlink to {target}, outside the data root",
+                )
+            )
             continue
-        users.append(UserPaths(handle=name, root=root))
+        if not (data_root / name / "settings.json").is_file():
+            continue
+        candidates.setdefault(target, []).append((name, link))
+    users: list[UserPaths] = []
+    for target, handles in candidates.items():
+        served = [name for name, link in handles if not link] if len(handles) > 1 else [handles[0][0]]
+        if len(served) > 1:
+            served = []  # two real folders cannot share a real path; bind mounts can: serve neither
+        if len(handles) > 1:
+            names = ", ".join(repr(name) for name, _ in handles)
+            outcome = f"only {served[0]!r} is served" if served else "none of them is served"
+            problems.append(
+                UserProblem(
+                    f"same:{target}:{','.join(sorted(name for name, _ in handles))}",
+                    f"user folders {names} are the same folder ({target}); {outcome} until each user has "
+                    "a folder of their own",
+                )
+            )
+        users.extend(UserPaths(handle=name, root=data_root / name) for name in served)
+    return sorted(users, key=lambda u: u.handle), problems
+
+
+def discover_users(data_root: Path) -> list[UserPaths]:
+    """``scan_users`` for one-off callers (the CLI): every problem is logged as a warning."""
+    users, problems = scan_users(data_root)
+    for problem in problems:
+        logger.warning("%s", problem.message)
     return users
 
 

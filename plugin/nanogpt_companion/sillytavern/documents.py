@@ -16,18 +16,30 @@ import logging
 import os
 import secrets
 import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .confine import confined
 from .errors import ConcurrentModification, DocumentMissing, DocumentTooLarge, DocumentUnreadable, WriteFailed
 from .stjson import loads_fast
+from .swap import QUIET_PERIOD, ExchangeFn, exchange_files, replace_when_quiet, sha256_of_regular, swap_in
 
 logger = logging.getLogger(__name__)
 
-MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
+# settings.json: ST's are usually well under 1 MB; extensions that keep data in it reach a few MB. Past
+# 16 MB, reading and patching it would take the service past its memory budget (200 MB peak).
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+# What parsing a document may cost, estimated from its structure before parsing (see _parse_cost): a
+# few MB of "[{},{},...]" become hundreds of MB of Python objects.
+MAX_PARSE_BYTES = 96 * 1024 * 1024
+# Documents above this size are parsed one at a time, process-wide: two users' 16 MB settings files
+# parsed at once would double the service's memory high-water mark. Small files never wait.
+LARGE_DOCUMENT_BYTES = 1024 * 1024
+_LARGE_PARSE = threading.Lock()
 DEFAULT_ATTEMPTS = 5
 # 0.05 + 0.1 + 0.15 + 0.2 = 0.5 s in total: long enough for a slow non-atomic writer to finish a
 # settings-sized file, short enough that a genuinely broken file is reported promptly.
@@ -66,29 +78,88 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _read_bytes(path: Path, max_bytes: int) -> bytes:
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def _not_regular(path: Path, mode: int) -> DocumentUnreadable:
+    if stat.S_ISDIR(mode):
+        return DocumentUnreadable(path, f"{path.name} is a folder, not a file")
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    return DocumentUnreadable(path, f"{path.name} is {kind}, not a regular file; it was not read")
+
+
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of ``path``, only if it is a regular file (symlinks followed).
+
+    Why both checks: opening a FIFO blocks until a writer appears (a FIFO planted as ``secrets.json``
+    froze the whole service), and a device may do anything on open. ``stat`` refuses those before any
+    open; ``O_NONBLOCK`` makes the open itself safe if one was swapped in meanwhile, and ``fstat`` on the
+    descriptor is the final word.
+    """
     try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > max_bytes:
-                raise DocumentTooLarge(
-                    path,
-                    f"{path.name} is {size / 1_048_576:.1f} MB, more than the {max_bytes / 1_048_576:.0f} MB "
-                    "limit; it was not read",
-                )
-            # Read one byte past the cap: the file may have grown since fstat.
-            raw = fh.read(max_bytes + 1)
-    except FileNotFoundError:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
         raise DocumentMissing(path) from None
-    except IsADirectoryError:
-        raise DocumentUnreadable(path, f"{path.name} is a folder, not a file") from None
+    except OSError as exc:
+        raise DocumentUnreadable(path, f"{path.name} cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, st.st_mode)
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        raise DocumentMissing(path) from None
     except PermissionError:
         raise DocumentUnreadable(path, f"{path.name} cannot be read: permission denied") from None
     except OSError as exc:
         raise DocumentUnreadable(path, f"{path.name} cannot be read: {exc.strerror or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _not_regular(path, mode)
+    return fd
+
+
+def _too_large(path: Path, size: float, max_bytes: int) -> DocumentTooLarge:
+    return DocumentTooLarge(
+        path,
+        f"{path.name} is {size / 1_048_576:.1f} MB, more than the {max_bytes / 1_048_576:g} MB limit; "
+        "it was not read",
+    )
+
+
+def _read_bytes(path: Path, max_bytes: int) -> bytes:
+    fd = open_regular(path)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            size = os.fstat(fd).st_size
+            if size > max_bytes:
+                raise _too_large(path, size, max_bytes)
+            # Read one byte past the cap: the file may have grown since fstat.
+            raw = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise DocumentUnreadable(path, f"{path.name} cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     if len(raw) > max_bytes:
-        raise DocumentTooLarge(path, f"{path.name} is larger than the {max_bytes / 1_048_576:.0f} MB limit")
+        raise DocumentTooLarge(path, f"{path.name} is larger than the {max_bytes / 1_048_576:g} MB limit")
     return raw
+
+
+def _parse_cost(raw: bytes) -> int:
+    """An upper estimate of the memory ``json`` parsing ``raw`` takes, from its structure alone.
+
+    Measured on CPython 3.11 with orjson: about 90 bytes per object, 70 per list, 50 per element, plus
+    the text itself twice (bytes and decoded strings). The factors below are rounded up from those.
+    """
+    return 2 * len(raw) + 80 * raw.count(b",") + 150 * raw.count(b"{") + 60 * raw.count(b"[")
 
 
 def parse_document_bytes(path: Path, raw: bytes) -> Any:
@@ -115,18 +186,35 @@ def parse_document_bytes(path: Path, raw: bytes) -> Any:
         raise DocumentUnreadable(path, f"{path.name} is not valid JSON: {exc}") from None
 
 
+def _parse(path: Path, raw: bytes, max_parse_bytes: int) -> Any:
+    if len(raw) <= LARGE_DOCUMENT_BYTES:
+        return parse_document_bytes(path, raw)
+    cost = _parse_cost(raw)
+    if cost > max_parse_bytes:
+        raise DocumentTooLarge(
+            path,
+            f"{path.name} ({len(raw) / 1_048_576:.1f} MB) holds so many values that checking it would take "
+            f"about {cost / 1_048_576:.0f} MB of memory, more than the {max_parse_bytes / 1_048_576:g} MB "
+            "allowed; it was not read",
+        )
+    with _LARGE_PARSE:
+        return parse_document_bytes(path, raw)
+
+
 def read_document(
     path: Path,
     *,
     attempts: int = DEFAULT_ATTEMPTS,
     backoff: float = DEFAULT_BACKOFF,
     max_bytes: int = MAX_DOCUMENT_BYTES,
+    max_parse_bytes: int = MAX_PARSE_BYTES,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Document:
     """Read and parse a JSON file, retrying a parse failure (a writer may be half-way) with growing pauses.
 
-    A missing or oversized file is reported at once: waiting would not change either. ``sleep`` is the
-    pause between attempts (injectable so tests can change the file at a known point).
+    A missing, oversized or non-regular file (FIFO, device, socket) is reported at once: waiting would
+    not change any of them. ``sleep`` is the pause between attempts (injectable so tests can change the
+    file at a known point).
     """
     path = Path(path)
     last: DocumentUnreadable | None = None
@@ -135,7 +223,9 @@ def read_document(
             sleep(backoff * attempt)
         raw = _read_bytes(path, max_bytes)
         try:
-            data = parse_document_bytes(path, raw)
+            data = _parse(path, raw, max_parse_bytes)
+        except DocumentTooLarge:
+            raise
         except DocumentUnreadable as exc:
             last = exc
             logger.debug("read of %s failed (attempt %d/%d): %s", path, attempt + 1, attempts, exc.reason)
@@ -191,18 +281,27 @@ def replace_file_atomic(
     mode: int | None = None,
     follow_symlinks: bool = True,
     respect_read_only: bool = True,
+    within: Path | None = None,
+    exchange: ExchangeFn = exchange_files,
+    quiet_period: float = QUIET_PERIOD,
     fault_hook: FaultHook | None = None,
 ) -> None:
     """Replace ``path`` with ``data`` so that any crash leaves the old or the new content, never a mix.
 
-    ``expected_sha256``: compare-and-swap. The file is re-read right before the rename and nothing is
-    written when it no longer has this hash (the window left is the few microseconds between that read
-    and ``rename``; without a lock shared with ST it cannot be closed, only made small).
+    ``expected_sha256``: compare-and-swap. Nothing is written unless the file still has this hash, and a
+    save by another program that lands at the last moment is never destroyed: the new file is swapped
+    in atomically and what came out is checked afterwards and put back when it is not what we read
+    (``swap.swap_in``; where no atomic exchange exists, see ``swap.replace_when_quiet``).
     ``mode``: permission bits for the new file; default keeps the existing file's bits.
     ``respect_read_only``: a file or folder without the owner's write bit is treated as a user's "do not
     touch", even when we run as root and the OS would let us.
+    ``within``: the folder the write must stay in once symlinks are resolved (``confine.confined``).
+    ``fault_hook``: called at stages "tmp_written", "before_replace" and "swapped" (tests inject faults).
     """
-    target = Path(os.path.realpath(path)) if follow_symlinks else Path(os.path.abspath(path))
+    if within is not None:
+        target = confined(Path(path), within, follow_final=follow_symlinks)
+    else:
+        target = Path(os.path.realpath(path)) if follow_symlinks else Path(os.path.abspath(path))
     directory = target.parent
     try:
         existing = os.stat(target, follow_symlinks=False)
@@ -249,35 +348,47 @@ def replace_file_atomic(
             os.close(fd)
         if fault_hook is not None:
             fault_hook("tmp_written")
-        if expected_sha256 is not None:
-            try:
-                with open(target, "rb") as fh:
-                    current = sha256_hex(fh.read())
-            except FileNotFoundError:
-                raise ConcurrentModification(target) from None
-            if current != expected_sha256:
+        if expected_sha256 is None:
+            if fault_hook is not None:
+                fault_hook("before_replace")
+            os.replace(tmp, target)
+            created = False
+        else:
+            # Cheap early exit for the common conflict; the swap below is what makes it safe.
+            if sha256_of_regular(target) != expected_sha256:
                 raise ConcurrentModification(target)
-        if fault_hook is not None:
-            fault_hook("before_replace")
-        os.replace(tmp, target)
-        created = False
+            if fault_hook is not None:
+                fault_hook("before_replace")
+            after_swap = (lambda: fault_hook("swapped")) if fault_hook is not None else None
+            # After a swap, ``tmp`` holds the old file (or our own, after a conflict): removed below.
+            if not swap_in(tmp, target, expected_sha256, exchange=exchange, after_swap=after_swap):
+                replace_when_quiet(tmp, target, expected_sha256, quiet=quiet_period)
+                created = False
     except OSError as exc:
         raise _write_failed(target, exc) from None
     finally:
         if created:
             try:
                 os.unlink(tmp)
+            except FileNotFoundError:
+                pass  # kept aside under another name: swap._put_back gave up on a writer saving non-stop
             except OSError as exc:
                 logger.warning("could not remove temp file %s: %s", tmp, exc.strerror)
     _fsync_dir(directory)
 
 
-def write_new_file_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_new_file_atomic(path: Path, data: bytes, mode: int = 0o600, *, within: Path | None = None) -> None:
     """Atomically write one of our own files (e.g. the token file) with exact permission bits.
 
     A symlink at ``path`` is replaced, not followed: our files are never meant to point elsewhere, and
-    following one would let a planted link redirect the write.
+    following one would let a planted link redirect the write. ``within``: see ``replace_file_atomic``.
     """
     replace_file_atomic(
-        path, data, expected_sha256=None, mode=mode, follow_symlinks=False, respect_read_only=False
+        path,
+        data,
+        expected_sha256=None,
+        mode=mode,
+        follow_symlinks=False,
+        respect_read_only=False,
+        within=within,
     )

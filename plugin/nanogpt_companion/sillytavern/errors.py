@@ -54,3 +54,14 @@ class WriteFailed(STDataError):
     def __init__(self, path: Path, reason: str, errno: int | None = None) -> None:
         super().__init__(path, reason)
         self.errno = errno
+
+
+class UnsafeLink(WriteFailed):
+    """The file, or a folder on its path, is a symlink leading out of the folder the write belongs in."""
+
+    def __init__(self, path: Path, real: Path, folder: Path) -> None:
+        super().__init__(
+            path,
+            f"{path.name} is reached through a link to {real}, outside {folder}; it was left unchanged "
+            "(links leading out of a user's folder are never written through)",
+        )

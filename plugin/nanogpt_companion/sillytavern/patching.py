@@ -442,27 +442,36 @@ def patched_text(doc: Document, ops: Sequence[PatchEdit]) -> str:
 
 
 def write_patched(
-    doc: Document, ops: Sequence[PatchEdit], *, fault_hook: FaultHook | None = None
+    doc: Document,
+    ops: Sequence[PatchEdit],
+    *,
+    within: Path | None = None,
+    fault_hook: FaultHook | None = None,
 ) -> WriteResult:
     """Apply ``ops`` to the file ``doc`` was read from, only if it still holds exactly ``doc.raw``.
 
     Raises ``ConcurrentModification`` (file changed since ``doc`` was read: nothing written),
-    ``WriteFailed`` (read-only, no space, ...: original untouched, no temp file left) or ``PatchError``.
+    ``WriteFailed`` (read-only, no space, a link out of ``within``...: original untouched, no temp file
+    left) or ``PatchError``.
     """
     olds = old_values(doc.data, ops)
     new_text = patched_text(doc, ops)
     new_raw = new_text.encode("utf-8")
     if new_raw == doc.raw:
         return WriteResult(doc.sha256, olds, changed=False)
-    replace_file_atomic(doc.path, new_raw, expected_sha256=doc.sha256, fault_hook=fault_hook)
+    replace_file_atomic(doc.path, new_raw, expected_sha256=doc.sha256, within=within, fault_hook=fault_hook)
     logger.info("patched %s: %s", doc.path, ", ".join(".".join(map(str, e.path)) for e in ops))
     return WriteResult(sha256_hex(new_raw), olds)
 
 
 async def write_patched_async(
-    doc: Document, ops: Sequence[PatchEdit], *, fault_hook: FaultHook | None = None
+    doc: Document,
+    ops: Sequence[PatchEdit],
+    *,
+    within: Path | None = None,
+    fault_hook: FaultHook | None = None,
 ) -> WriteResult:
-    return await asyncio.to_thread(write_patched, doc, ops, fault_hook=fault_hook)
+    return await asyncio.to_thread(write_patched, doc, ops, within=within, fault_hook=fault_hook)
 
 
 def expected_data(data: Any, ops: Sequence[PatchEdit]) -> Any:

@@ -18,6 +18,10 @@ from .errors import STDataError
 logger = logging.getLogger(__name__)
 
 NANOGPT_SECRET = "api_key_nanogpt"  # noqa: S105 (the name of ST's secret, not a secret)
+# Where NanoGPT's guide puts the key for its Custom (OpenAI-compatible) and Text Completion methods. Same
+# names in ST 1.13.5 (src/endpoints/secrets.js lines 32, 52), 1.18.0 and 1.19.0 (lines 32, 54).
+CUSTOM_SECRET = "api_key_custom"  # noqa: S105
+GENERIC_SECRET = "api_key_generic"  # noqa: S105
 SecretsFormat = Literal["list", "flat"]
 
 # secrets.json is tiny; a couple of quick retries cover a non-atomic writer without delaying requests.
@@ -102,6 +106,18 @@ def read_secret(path: Path, name: str) -> NanoKey | None:
         return None
     value, label, sid = picked
     return NanoKey(value.strip(), label=label, secret_id=sid)
+
+
+def read_secrets(path: Path, names: tuple[str, ...]) -> dict[str, NanoKey]:
+    """The active value of each secret in ``names`` that has one, from one read of the file."""
+    data = _load(path)
+    found: dict[str, NanoKey] = {}
+    for name in names:
+        picked = _pick(data.get(name)) if data is not None else None
+        if picked is not None:
+            value, label, sid = picked
+            found[name] = NanoKey(value.strip(), label=label, secret_id=sid)
+    return found
 
 
 def read_nanogpt_key(user: UserPaths) -> NanoKey | None:

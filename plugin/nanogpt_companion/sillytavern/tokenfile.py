@@ -14,7 +14,8 @@ import secrets
 import stat
 from typing import Any
 
-from .dataroot import UserPaths
+from .confine import confined
+from .dataroot import TOKEN_FILE_NAME, UserPaths
 from .documents import write_new_file_atomic
 from .stjson import dumps_st, loads_st
 
@@ -32,9 +33,12 @@ def new_token() -> str:
 
 
 def _read_existing(path: os.PathLike[str]) -> tuple[dict[str, Any] | None, int | None]:
-    """The current content and permission bits, without following a symlink (a planted link is replaced)."""
+    """The current content and permission bits, without following a symlink (a planted link is replaced).
+
+    ``O_NONBLOCK``: a FIFO planted in its place must not hang the user scan (it is then replaced too).
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return None, None
     try:
@@ -94,12 +98,15 @@ def ensure_token_file(
         os.chmod(path, TOKEN_FILE_MODE)
         logger.info("tightened permissions of %s to 0600", path)
         return token
+    # A `user` or `files` folder that is a link out of the user's folder is never followed to create
+    # folders or the token file elsewhere (UnsafeLink, an OSError the registry reports).
+    confined(user.files_dir / TOKEN_FILE_NAME, user.root, follow_final=False)
     created_dirs = not user.files_dir.is_dir()
     user.files_dir.mkdir(parents=True, exist_ok=True)
     if created_dirs:
         match_owner(user.files_dir.parent, user.root)
         match_owner(user.files_dir, user.root)
-    write_new_file_atomic(path, dumps_st(desired).encode("utf-8"), mode=TOKEN_FILE_MODE)
+    write_new_file_atomic(path, dumps_st(desired).encode("utf-8"), mode=TOKEN_FILE_MODE, within=user.root)
     match_owner(path, user.root)
     logger.info("wrote token file for ST user %r", user.handle)
     return token

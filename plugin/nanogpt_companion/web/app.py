@@ -115,11 +115,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     def publish_catalog(fingerprint: str, snapshot: CatalogSnapshot, diff: CatalogDiff) -> None:
         event = {"fetched_at": snapshot.fetched_at, "count": len(snapshot.entries), "diff": diff.as_json()}
         for handle in users.handles():
-            if users.key_for(handle).fingerprint == fingerprint:
+            key = users.cached_key(handle)
+            if key is not None and key.fingerprint == fingerprint:
                 bus.publish(handle, "catalog", event)
-
-    async def key_for(handle: str) -> Any:
-        return users.key_for(handle)
 
     catalog = CatalogService(
         app[keys.NANOGPT], app[keys.STORE], ttl=settings.catalog_ttl, on_refresh=publish_catalog
@@ -128,7 +126,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[keys.NANOGPT],
         app[keys.STORE],
         bus,
-        key_for=key_for,
+        key_for=users.key_for,
         poll_interval=settings.account_poll_interval,
         low_balance_usd=settings.low_balance_usd,
         min_refresh_interval=settings.account_refresh_interval,
@@ -151,10 +149,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         return doctor.st_version(handle) if doctor is not None else UNKNOWN_VERSION
 
     app[keys.KEY_SLOTS] = KeySlotService(
-        users=users, store=app[keys.STORE], key_for=key_for, version_for=version_for
+        users=users, store=app[keys.STORE], key_for=users.key_for, version_for=version_for
     )
 
-    users.refresh()
+    def keys_changed(active: set[str]) -> None:
+        catalog.retain(active)
+        account.retain(active)
+
+    users.on_keys_change(keys_changed)
+    await users.refresh_async()
     await asyncio.to_thread(app[keys.PLUGIN_LINK].sync)
     _describe_setup(settings, users)
     # Everything alive now (modules, pydantic schemas, the app) lives as long as the process. Moving it
@@ -166,7 +169,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     def start(coro: Coroutine[Any, Any, Any], name: str) -> None:
         tasks.append(asyncio.create_task(_supervised(coro, name), name=name))
 
-    start(catalog.run(), "catalog-refresh")
+    start(catalog.run(active_keys=users.active_fingerprints), "catalog-refresh")
     start(account.run(users.handles), "account-poll")
     if users.data_root is not None:
         start(_rescan_users(users, doctor, app[keys.PLUGIN_LINK]), "user-rescan")
@@ -203,7 +206,7 @@ async def _rescan_users(users: UserRegistry, doctor: DoctorService | None, link:
         # The plugin may have been installed (or its link file removed) since the last round.
         await asyncio.to_thread(link.sync)
         with contextlib.suppress(OSError):
-            added, _ = users.refresh()
+            added, _ = await users.refresh_async()
             if doctor is not None:
                 for handle in added:
                     await doctor.check_user(handle)

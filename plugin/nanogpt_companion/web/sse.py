@@ -22,35 +22,54 @@ from nanogpt_companion.web import keys
 
 PING_INTERVAL = 15.0
 TICKET_TTL = 60.0
-MAX_TICKETS = 1024
+# Per user: a tab needs one ticket per (re)connect, a handful at most within a minute. A client looping on
+# ticket requests only evicts its own user's oldest tickets, never another user's (one global pool did).
+MAX_TICKETS_PER_USER = 16
 
 
 @dataclass
 class TicketBook:
     ttl: float = TICKET_TTL
+    per_user: int = MAX_TICKETS_PER_USER
     clock: Callable[[], float] = time.monotonic
-    _tickets: dict[str, tuple[str, float]] = field(default_factory=dict)
+    _tickets: dict[str, tuple[str, float]] = field(default_factory=dict)  # ticket -> (handle, expiry)
+    _by_user: dict[str, dict[str, None]] = field(default_factory=dict)  # handle -> its tickets, oldest first
 
     def issue(self, handle: str) -> str:
         self._expire()
-        if (
-            len(self._tickets) >= MAX_TICKETS
-        ):  # bounded: a client looping on ticket requests cannot grow memory
-            oldest = min(self._tickets, key=lambda t: self._tickets[t][1])
+        mine = self._by_user.setdefault(handle, {})
+        while len(mine) >= self.per_user:
+            oldest = next(iter(mine))
+            del mine[oldest]
             del self._tickets[oldest]
         ticket = secrets.token_urlsafe(24)
         self._tickets[ticket] = (handle, self.clock() + self.ttl)
+        mine[ticket] = None
         return ticket
 
     def redeem(self, ticket: str) -> str | None:
         self._expire()
         entry = self._tickets.pop(ticket, None)
-        return entry[0] if entry else None
+        if entry is None:
+            return None
+        self._forget(entry[0], ticket)
+        return entry[0]
+
+    def __len__(self) -> int:
+        return len(self._tickets)
+
+    def _forget(self, handle: str, ticket: str) -> None:
+        mine = self._by_user.get(handle)
+        if mine is not None:
+            mine.pop(ticket, None)
+            if not mine:
+                del self._by_user[handle]
 
     def _expire(self) -> None:
         now = self.clock()
         for ticket in [t for t, (_, exp) in self._tickets.items() if exp <= now]:
-            del self._tickets[ticket]
+            handle, _ = self._tickets.pop(ticket)
+            self._forget(handle, ticket)
 
 
 async def issue_ticket(request: web.Request) -> web.Response:

@@ -41,7 +41,7 @@ async def get_catalog(request: web.Request) -> web.Response:
     if q is not None and len(q) > MAX_QUERY_LEN:
         raise ApiError(400, "bad_request", "The search text is too long.")
     capabilities = [c for c in query.getall("capability", []) if c]
-    key = request.app[keys.USERS].key_for(user.handle)
+    key = await request.app[keys.USERS].key_for(user.handle)
     try:
         view = await request.app[keys.CATALOG].get(key)
     except CatalogUnavailable as exc:
@@ -75,7 +75,7 @@ async def get_catalog(request: web.Request) -> web.Response:
 
 async def refresh_catalog(request: web.Request) -> web.Response:
     user = request[keys.CURRENT_USER]
-    key = request.app[keys.USERS].key_for(user.handle)
+    key = await request.app[keys.USERS].key_for(user.handle)
     try:
         snapshot, diff = await request.app[keys.CATALOG].refresh(key)
     except NanoGPTError as exc:
