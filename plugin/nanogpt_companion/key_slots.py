@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nanogpt_companion.keys import ResolvedKey
+from nanogpt_companion.sillytavern.dataroot import UserPaths
 from nanogpt_companion.sillytavern.errors import ConcurrentModification, STDataError
 from nanogpt_companion.sillytavern.secrets_writer import (
     COMPANION_LABEL,
     SLOT_SECRETS,
+    SecretsLayout,
     SlotChange,
     SlotName,
     SlotTaken,
@@ -100,7 +102,7 @@ class KeySlotService:
             lock = self._locks[handle] = asyncio.Lock()
         return lock
 
-    def _secrets_path(self, handle: str) -> Any:
+    def _paths(self, handle: str) -> UserPaths:
         user = self._users.get(handle)
         if user is None or user.paths is None:
             raise KeySlotError(
@@ -109,7 +111,7 @@ class KeySlotService:
                 "The service was started without a SillyTavern directory, so it cannot set "
                 "SillyTavern's keys.",
             )
-        return user.paths.secrets
+        return user.paths
 
     async def _st_key(self, handle: str) -> str:
         key = await self._key_for(handle)
@@ -133,7 +135,7 @@ class KeySlotService:
 
     async def state(self, handle: str) -> dict[str, Any]:
         """Which slots hold the user's NanoGPT key ("ours"), another key, or none."""
-        path = self._secrets_path(handle)
+        path = self._paths(handle).secrets
         key = await self._key_for(handle)
         value = key.reveal()
         slots: dict[str, str] = {}
@@ -142,12 +144,12 @@ class KeySlotService:
         return {"key": {"present": value is not None, "source": key.source}, "slots": slots}
 
     async def install(self, handle: str, slot: SlotName) -> InstallResult:
-        path = self._secrets_path(handle)
+        paths = self._paths(handle)
         key = await self._st_key(handle)
-        layout = "flat" if self._version_for(handle).older_than(V_LIST_SECRETS) else "list"
+        layout: SecretsLayout = "flat" if self._version_for(handle).older_than(V_LIST_SECRETS) else "list"
         name = _SLOT_NAMES[slot]
         async with self._lock(handle):
-            change = await self._install_retrying(path, slot, key, layout)
+            change = await self._install_retrying(paths, slot, key, layout)
         if not change.changed:
             return InstallResult(
                 "unchanged",
@@ -168,10 +170,14 @@ class KeySlotService:
             f"Your NanoGPT key is now SillyTavern's active {name} key.",
         )
 
-    async def _install_retrying(self, path: Any, slot: SlotName, key: str, layout: Any) -> SlotChange:
+    async def _install_retrying(
+        self, paths: UserPaths, slot: SlotName, key: str, layout: SecretsLayout
+    ) -> SlotChange:
         for attempt in range(CAS_ATTEMPTS):
             try:
-                return await asyncio.to_thread(install_key, path, slot, key, default_layout=layout)
+                return await asyncio.to_thread(
+                    install_key, paths.secrets, slot, key, default_layout=layout, within=paths.root
+                )
             except ConcurrentModification:
                 if attempt == CAS_ATTEMPTS - 1:
                     raise KeySlotError(
@@ -189,7 +195,7 @@ class KeySlotService:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def undo(self, handle: str, write_id: int) -> dict[str, Any]:
-        path = self._secrets_path(handle)
+        paths = self._paths(handle)
         record = await self._store.key_write_get(handle, write_id)
         if record is None:
             raise KeySlotError(404, "not_found", f"No key change {write_id} for this user.")
@@ -199,7 +205,9 @@ class KeySlotService:
         async with self._lock(handle):
             for attempt in range(CAS_ATTEMPTS):
                 try:
-                    outcome, message = await asyncio.to_thread(undo_install, path, change)
+                    outcome, message = await asyncio.to_thread(
+                        undo_install, paths.secrets, change, within=paths.root
+                    )
                     break
                 except ConcurrentModification:
                     if attempt == CAS_ATTEMPTS - 1:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nanogpt_companion.sillytavern.errors import ConcurrentModification
+from nanogpt_companion.sillytavern.errors import ConcurrentModification, STDataError
 from nanogpt_companion.sillytavern.secrets import read_secret
 from nanogpt_companion.sillytavern.secrets_writer import (
     COMPANION_LABEL,
@@ -154,3 +154,16 @@ def test_a_file_that_appeared_meanwhile_is_never_replaced(tmp_path: Path) -> Non
         _create_exclusive(path, b"{}")
     assert path.read_text(encoding="utf-8") == '{"api_key_openai": []}'
     assert [p.name for p in tmp_path.iterdir()] == ["secrets.json"]  # no temp file left behind
+
+
+def test_a_link_out_of_the_users_folder_is_never_written_through(tmp_path: Path) -> None:
+    user = tmp_path / "data" / "default-user"
+    user.mkdir(parents=True)
+    outside = tmp_path / "elsewhere.json"
+    entry = {"id": "x", "value": "v", "label": "l", "active": True}
+    outside.write_text(dumps_st({"api_key_custom": [entry]}))
+    before = outside.read_bytes()
+    (user / "secrets.json").symlink_to(outside)
+    with pytest.raises(STDataError):
+        install_key(user / "secrets.json", "custom", SUBSCRIBER_KEY, within=user)
+    assert outside.read_bytes() == before

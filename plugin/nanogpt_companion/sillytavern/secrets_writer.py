@@ -127,12 +127,18 @@ def slot_state(path: Path, slot: SlotName, key: str) -> SlotState:
 
 
 def install_key(
-    path: Path, slot: SlotName, key: str, *, default_layout: SecretsLayout = "list"
+    path: Path,
+    slot: SlotName,
+    key: str,
+    *,
+    default_layout: SecretsLayout = "list",
+    within: Path | None = None,
 ) -> SlotChange:
     """Make ``key`` the active value of ``slot`` in the secrets file at ``path``.
 
     ``default_layout``: the format to use when the file does not show one yet (missing or empty), i.e. the
-    format the user's ST version writes. Raises ``SlotTaken`` (flat slot holding another key),
+    format the user's ST version writes. ``within``: the user's folder; nothing outside it is written (a
+    link planted in place of the file is refused). Raises ``SlotTaken`` (flat slot holding another key),
     ``ConcurrentModification`` (the file changed while we worked: nothing written) or another
     ``STDataError`` (unreadable, read-only, disk full: nothing written).
     """
@@ -152,7 +158,7 @@ def install_key(
                 "keeps one key per slot; it was left unchanged",
             )
         change = SlotChange(secret, layout, changed=True, fingerprint=fp, created_slot=True)
-        _write(path, doc, secret, key, created=doc is None)
+        _write(path, doc, secret, key, created=doc is None, within=within)
         return change if doc is not None else SlotChange(**{**asdict(change), "created_file": True})
 
     entries = _entries(data.get(secret))
@@ -178,14 +184,14 @@ def install_key(
         previous_active=_id(before) if before is not None else None,
         created_file=doc is None,
     )
-    _write(path, doc, secret, entries, created=doc is None)
+    _write(path, doc, secret, entries, created=doc is None, within=within)
     return change
 
 
 UndoOutcome = Literal["reverted", "nothing_to_undo", "changed_since"]
 
 
-def undo_install(path: Path, change: SlotChange) -> tuple[UndoOutcome, str]:
+def undo_install(path: Path, change: SlotChange, *, within: Path | None = None) -> tuple[UndoOutcome, str]:
     """Put the slot back as it was before ``change``, as far as that is still ours to decide.
 
     Only what we did is taken back: an entry we added is removed (unless the user already did), and the
@@ -201,7 +207,7 @@ def undo_install(path: Path, change: SlotChange) -> tuple[UndoOutcome, str]:
     value = doc.data.get(secret)
     if change.layout == "flat" or isinstance(value, str):
         if isinstance(value, str) and value.strip() and fingerprint(value.strip()) == change.fingerprint:
-            write_patched(doc, [PatchEdit((secret,), delete=True)])
+            write_patched(doc, [PatchEdit((secret,), delete=True)], within=within)
             return "reverted", f"Removed the NanoGPT key from {secret}."
         return "changed_since", f"{secret} was changed since; it was left as it is."
     entries = _entries(value)
@@ -217,7 +223,7 @@ def undo_install(path: Path, change: SlotChange) -> tuple[UndoOutcome, str]:
     elif change.added_id is None:
         return "changed_since", f"Another key was made active in {secret} since; it was left as it is."
     edit = PatchEdit((secret,), entries) if entries else PatchEdit((secret,), delete=True)
-    result = write_patched(doc, [edit])
+    result = write_patched(doc, [edit], within=within)
     if not result.changed:
         return "nothing_to_undo", f"{secret} is already as it was."
     return "reverted", f"{secret} is back to the key that was active before."
@@ -228,23 +234,25 @@ def _id(entry: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _write(path: Path, doc: Document | None, secret: str, value: Any, *, created: bool) -> None:
+def _write(
+    path: Path, doc: Document | None, secret: str, value: Any, *, created: bool, within: Path | None
+) -> None:
     if doc is not None and not created:
-        write_patched(doc, [PatchEdit((secret,), value)])
+        write_patched(doc, [PatchEdit((secret,), value)], within=within)
         logger.info("set the active key of %s in %s", secret, path)
         return
-    _create_exclusive(path, (dumps_st({secret: value}) + "").encode())
+    _create_exclusive(path, dumps_st({secret: value}).encode(), within=within)
     logger.info("created %s with %s", path, secret)
 
 
-def _create_exclusive(path: Path, raw: bytes) -> None:
+def _create_exclusive(path: Path, raw: bytes, *, within: Path | None = None) -> None:
     """A new secrets file, only if there still is none: a file ST created meanwhile is never replaced.
 
     The bytes go to a temp name first and are linked into place, which fails when the name exists, so the
     file appears complete or not at all.
     """
     tmp = path.with_name(f".{path.name}.nanogpt-companion.{uuid.uuid4().hex[:12]}.tmp")
-    replace_file_atomic(tmp, raw, expected_sha256=None, mode=0o600, follow_symlinks=False)
+    replace_file_atomic(tmp, raw, expected_sha256=None, mode=0o600, follow_symlinks=False, within=within)
     try:
         os.link(tmp, path)
     except FileExistsError:

@@ -112,12 +112,20 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     users = app[keys.USERS]
     bus = app[keys.BUS]
 
+    doctor: DoctorService | None = None  # set below; catalogue refreshes start only after that
+    rechecks: set[asyncio.Task[None]] = set()
+
     def publish_catalog(fingerprint: str, snapshot: CatalogSnapshot, diff: CatalogDiff) -> None:
         event = {"fetched_at": snapshot.fetched_at, "count": len(snapshot.entries), "diff": diff.as_json()}
         for handle in users.handles():
             key = users.cached_key(handle)
             if key is not None and key.fingerprint == fingerprint:
                 bus.publish(handle, "catalog", event)
+                if doctor is not None and (diff.added or diff.removed):
+                    # A model the user has selected may be gone: the finding must not wait for a file change.
+                    task = asyncio.create_task(doctor.check_user(handle, force=True))
+                    rechecks.add(task)
+                    task.add_done_callback(rechecks.discard)
 
     catalog = CatalogService(
         app[keys.NANOGPT], app[keys.STORE], ttl=settings.catalog_ttl, on_refresh=publish_catalog
@@ -133,7 +141,6 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.CATALOG] = catalog
     app[keys.ACCOUNT] = account
-    doctor: DoctorService | None = None
     if users.data_root is not None:
         doctor = DoctorService(
             users=users,
