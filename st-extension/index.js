@@ -276,7 +276,9 @@ class CompanionApp {
         const showProblem = failed && (!this.store.loaded || !this.store.models.length);
         if (showProblem || (this.store.stale && this.store.loaded)) {
             const reason = failed?.message ?? this.store.staleReason ?? '';
-            const head = showProblem ? `${t('NanoGPT cannot be reached')}; ${t('last sync')} ${when}.` : `${t('Showing the catalogue from')} ${when}: ${t('NanoGPT could not be reached since.')}`;
+            const head = showProblem
+                ? `${t(problemHeadline(failed.code))}; ${t('last sync')} ${when}.`
+                : `${t('Showing the catalogue from')} ${when}; ${t('the last refresh did not complete')}:`;
             problem.innerHTML = `<p><strong>${escapeHtml(head)}</strong></p>${reason ? `<p class="ngc-small">${escapeHtml(reason)}</p>` : ''}
                 <button type="button" class="menu_button ngc-small-btn" data-act="retry-catalog">${escapeHtml(t('Retry'))}</button>`;
             problem.hidden = false;
@@ -429,6 +431,15 @@ class CompanionApp {
         const model = this.adapter.currentModel();
         if (model) this.applyCatalogContext(model);
     }
+}
+
+/** Why there is no catalogue, by the service's error code: unreachable is not the same as refused. */
+function problemHeadline(code) {
+    if (code === 'key_rejected') return 'NanoGPT rejected the API key';
+    if (code === 'rate_limited') return 'NanoGPT is limiting requests right now';
+    if (code === 'upstream_malformed') return 'NanoGPT sent an unreadable answer';
+    if (code === 'not_connected' || code === 'unreachable') return 'The companion service cannot be reached';
+    return 'NanoGPT cannot be reached';
 }
 
 const app = new CompanionApp();

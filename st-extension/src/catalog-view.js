@@ -195,7 +195,7 @@ export class CatalogView {
         if (!this.store.models.length) {
             const err = this.store.error;
             const when = this.store.fetchedAt ? new Date(this.store.fetchedAt * 1000).toLocaleString() : this.t('never');
-            const why = err ? `${this.t('NanoGPT cannot be reached')}: ${err.message}` : this.t('No models loaded yet.');
+            const why = err ? err.message : this.t('No models loaded yet.');
             return `<div class="ngc-empty" data-empty="no-data"><p>${escapeHtml(why)}</p><p class="ngc-small ngc-muted">${escapeHtml(this.t('Last sync'))}: ${escapeHtml(when)}</p>
                 <button type="button" class="menu_button ngc-small-btn" data-act="retry">${escapeHtml(this.t('Retry'))}</button></div>`;
         }

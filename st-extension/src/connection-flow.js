@@ -169,9 +169,11 @@ export class ConnectionFlow {
         // 6. Connected: ST's own status, and the model really set.
         const online = this.adapter.onlineStatus();
         const connected = listed.length > 0 && online && online !== 'no_connection' && keyOk;
-        step('connected', connected, connected
-            ? `${this.t('Connection')}: ${this.t('connected')} (${online})`
-            : `${this.t('Connection')}: ${this.t('not connected')}${online && online !== 'no_connection' ? ` (${online})` : ''}`);
+        let connText;
+        if (connected) connText = `${this.t('Connection')}: ${this.t('connected')} (${online})`;
+        else if (listed.length && !keyOk) connText = `${this.t('Connection')}: ${this.t('SillyTavern lists the models, but NanoGPT will refuse messages without the key')}`;
+        else connText = `${this.t('Connection')}: ${this.t('not connected')}${online && online !== 'no_connection' ? ` (${online})` : ''}`;
+        step('connected', connected, connText);
         report.ready = connected && !!model && this.adapter.currentModel() === model;
         report.changes = this.changes(before);
         return report;

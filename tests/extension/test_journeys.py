@@ -168,6 +168,9 @@ def test_text_completion_switch_sets_url_key_model_and_context(
     expected = min(context or 0, slider_max) if context else None
     if expected:
         assert page.js("() => SillyTavern.getContext().maxContext") == expected
+        if context > slider_max:  # the report says why it is less than the model's
+            step = page.page.text_content(f'{REPORT} li[data-step="context"]') or ""
+            assert "slider stops here" in step
     saved = stack.wait_for_settings(
         lambda s: (
             s["main_api"] == "textgenerationwebui"
@@ -247,7 +250,12 @@ def test_use_from_the_catalogue_sets_the_text_completion_model_and_context(
     "Set context size from the catalogue" on, its context slider."""
     assert stack.service is not None
     _, catalog = stack.service.request("GET", "/api/catalog?tier=subscription&sort=context")
-    target = next(m for m in catalog["models"] if m["context_length"] and ":" not in m["id"])
+    # A context ST's (unlocked) slider can take, and not the 8192 the user has: the change must show.
+    target = next(
+        m
+        for m in catalog["models"]
+        if m["context_length"] and 8192 < m["context_length"] <= 512 * 1024 and ":" not in m["id"]
+    )
     custom_before = "custom/untouched-model"
     settings = stack.seed_user(
         oai={**CLEAN_OAI, "custom_model": custom_before}, main_api="textgenerationwebui"
@@ -255,6 +263,8 @@ def test_use_from_the_catalogue_sets_the_text_completion_model_and_context(
     settings["textgenerationwebui_settings"].update(
         type="generic", generic_model="", server_urls={"generic": V1_URL}
     )
+    settings["power_user"]["max_context_unlocked"] = True  # "Unlocked" in AI Response Configuration
+    settings["max_context"] = 8192
     stack.write_settings(settings)
     page: STPage = st_page_for(stack, seed=False)
     wait_catalog(page)
@@ -269,9 +279,9 @@ def test_use_from_the_catalogue_sets_the_text_completion_model_and_context(
     )
     assert page.page.input_value("#generic_model_textgenerationwebui") == target["id"]
     assert oai(page, "custom_model") == custom_before
-    slider_max = int(page.js("() => Number(document.querySelector('#max_context').max)"))
-    expected = min(target["context_length"], slider_max)
+    expected = target["context_length"]
     page.page.wait_for_function("(n) => SillyTavern.getContext().maxContext === n", arg=expected)
+    _wait_toast(page, f"Context (tokens): 8,192 → {expected:,}", "toast-success")
     # The row of the model in use is marked, and first.
     first = page.page.query_selector(".ngc-catalog .ngc-model")
     assert first is not None and first.get_attribute("data-id") == target["id"]
@@ -330,6 +340,7 @@ def test_rejected_key_is_plain_and_recovers_when_the_key_changes(
     assert "NanoGPT rejected your API key" in state and "checked" in state and "API Connections" in state
     assert page.page.text_content("#ngc_sub_state") == "unknown"
     assert page.page.text_content("#ngc_usd") == "—"
+    assert page.page.is_hidden("#ngc_low_icon")  # no balance is not a low balance
     # The endpoint panel recommends nothing on the strength of an unknown plan.
     page.page.wait_for_function(
         "() => (document.querySelector('#ngc_endpoints .ngc-rec-line')?.textContent ?? '')"
@@ -362,9 +373,7 @@ def test_rejected_key_is_plain_and_recovers_when_the_key_changes(
     page.screenshot(f"journey-key-recovered-{stack.version}.png", full_page=False)
 
 
-def test_alerts_fired_while_st_was_closed_are_shown_once(
-    stack: RealStack, st_page_for: Any, realst_browser: Any
-) -> None:
+def test_alerts_fired_while_st_was_closed_are_shown_once(stack: RealStack, st_page_for: Any) -> None:
     """A quota at 85 % and a balance under the threshold, found by a poll while no ST tab is open: the next
     page shows both alerts (kept by the service until then) and the low balance on the balance itself; the
     page after that does not show them again."""
@@ -493,6 +502,7 @@ def test_nanogpt_unreachable_with_no_catalogue_says_why_and_retries(
         page.page.wait_for_selector('dialog.popup .ngc-catalog [data-empty="no-data"]')
         empty = page.page.text_content(".ngc-catalog [data-empty]") or ""
         assert "No model matches" not in empty and "Last sync: never" in empty
+        assert "NanoGPT" in empty  # the service's reason, e.g. that NanoGPT did not answer
         page.screenshot("journey-offline-no-catalogue.png", full_page=False)
         fake.faults.clear()
         page.page.click('.ngc-catalog [data-empty] button[data-act="retry"]')
@@ -595,7 +605,14 @@ _HAS_TOAST = (
 
 
 def _wait_option(page: STPage, select: str, value: str, timeout: float = 30000) -> None:
-    page.page.wait_for_function(_HAS_OPTION, arg=[select, value], timeout=timeout)
+    try:
+        page.page.wait_for_function(_HAS_OPTION, arg=[select, value], timeout=timeout)
+    except Exception as exc:
+        # Say what the extension reported about ST's list, not only that the option never came.
+        report = page.js(
+            "() => document.querySelector('#ngc_sync_changes')?.textContent ?? '(no sync report)'"
+        )
+        raise AssertionError(f"{value} never appeared in {select}; the panel said: {report}") from exc
 
 
 def _wait_toast(page: STPage, text: str, cls: str = "toast") -> None:
@@ -772,6 +789,7 @@ def test_catalogue_change_refreshes_sts_own_list_when_idle(stack: RealStack, st_
             assert oai(page, "nanogpt_model") == model  # not silently switched
             page.page.wait_for_selector('#ngc_findings li[data-id^="model.gone"]', timeout=20000)
             assert "no longer offers the model you use" in (page.page.text_content("#ngc_sync_changes") or "")
+            page.page.locator('#ngc_findings li[data-id^="model.gone"]').scroll_into_view_if_needed()
             page.screenshot("journey-auto-sync-model-removed.png", full_page=False)
         finally:
             fake.add_model(in_use)
