@@ -11,19 +11,19 @@ const LIST_TIMEOUT_MS = 15000;
 const SLOT_FOR = { builtin: 'nanogpt', chat: 'custom', text: 'generic' };
 const KEY_LABEL = { nanogpt: 'NanoGPT API Key', custom: 'Custom API Key', generic: 'API key (optional)' };
 
-/** The settings a switch may change, each with the ST control that owns it and the event its handler reads. */
-const FIELDS = {
-    main_api: { sel: '#main_api', ev: 'change' },
-    'oai_settings.chat_completion_source': { sel: '#chat_completion_source', ev: 'change' },
-    'oai_settings.custom_url': { sel: '#custom_api_url_text', ev: 'input' },
-    'oai_settings.custom_model': { sel: '#custom_model_id', ev: 'input' },
-    'oai_settings.nanogpt_model': { sel: '#model_nanogpt_select', ev: 'change' },
-    'oai_settings.openai_max_context': { sel: '#openai_max_context', ev: 'input' },
-    'textgenerationwebui_settings.type': { sel: '#textgen_type', ev: 'change' },
-    'textgenerationwebui_settings.server_urls.generic': { sel: '#generic_api_url_text', ev: 'input' },
-    'textgenerationwebui_settings.generic_model': { sel: '#generic_model_textgenerationwebui', ev: 'input' },
-    max_context: { sel: '#max_context', ev: 'input' },
-};
+/** The settings a switch may change (ST's control for each: adapter.controlFor). */
+const FIELDS = [
+    'main_api',
+    'oai_settings.chat_completion_source',
+    'oai_settings.custom_url',
+    'oai_settings.custom_model',
+    'oai_settings.nanogpt_model',
+    'oai_settings.openai_max_context',
+    'textgenerationwebui_settings.type',
+    'textgenerationwebui_settings.server_urls.generic',
+    'textgenerationwebui_settings.generic_model',
+    'max_context',
+];
 
 export class SwitchError extends Error {}
 
@@ -63,7 +63,7 @@ export class ConnectionFlow {
     /** Everything a switch may change, as it is now (for the report and for Undo). */
     snapshot() {
         const out = {};
-        for (const path of Object.keys(FIELDS)) out[path] = this.read(path);
+        for (const path of FIELDS) out[path] = this.read(path);
         return out;
     }
 
@@ -74,7 +74,7 @@ export class ConnectionFlow {
     }
 
     set(path, value) {
-        const f = FIELDS[path];
+        const f = this.adapter.controlFor(path);
         return this.adapter.setControl(f.sel, value, f.ev);
     }
 
@@ -217,7 +217,7 @@ export class ConnectionFlow {
             step('context', null, `${label}: ${fmt(current)} (${this.t('the catalogue does not know this model\'s context')})`);
             return;
         }
-        const slider = this.adapter.win.document.querySelector(FIELDS[path].sel);
+        const slider = this.adapter.win.document.querySelector(this.adapter.controlFor(path).sel);
         const max = numberOf(slider?.max) ?? modelCtx;
         const wanted = this.settings().set_context_from_catalog ? Math.min(modelCtx, max) : (current && current > modelCtx ? modelCtx : null);
         if (wanted !== null && wanted !== current) this.set(path, wanted);
@@ -230,7 +230,7 @@ export class ConnectionFlow {
 
     changes(before) {
         const out = [];
-        for (const path of Object.keys(FIELDS)) {
+        for (const path of FIELDS) {
             const a = before[path];
             const b = this.read(path);
             if (a === b || (a ?? '') === (b ?? '')) continue;

@@ -42,6 +42,12 @@ const CONTROL_MAP = {
     'textgenerationwebui_settings.generic_model': { sel: '#generic_model_textgenerationwebui', ev: 'input' },
 };
 
+/** Controls outside `oai_settings`/`textgenerationwebui_settings` that a connection switch also sets. */
+const OTHER_CONTROLS = {
+    main_api: { sel: '#main_api', ev: 'change' },
+    max_context: { sel: '#max_context', ev: 'input' }, // Text Completion's context (top level of settings.json)
+};
+
 const ROOTS = {
     oai_settings: 'chatCompletionSettings',
     textgenerationwebui_settings: 'textCompletionSettings',
@@ -447,6 +453,12 @@ export class StAdapter {
             el.dispatchEvent(new Event(ev, { bubbles: true }));
         }
         return true;
+    }
+
+    /** The ST control that owns a settings path and the event its handler listens to. */
+    controlFor(path) {
+        const key = Array.isArray(path) ? path.join('.') : path;
+        return CONTROL_MAP[key] ?? OTHER_CONTROLS[key] ?? null;
     }
 
     hasOption(select, value) {

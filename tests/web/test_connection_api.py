@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from tests.fakes.nanogpt_upstream import PAYG_KEY, SUBSCRIBER_KEY
-from tests.fakes.st_fixtures import UserSpec
+from tests.fakes.st_fixtures import UserSpec, fixture_path
 from tests.web.conftest import ST_PORT, Companion, StartCompanion
 
 CUSTOM_KEY = "sk-custom-FAKE-2222222"
@@ -116,3 +117,30 @@ async def test_refresh_the_user_asks_for_is_rate_limited(companion: Companion) -
     for _ in range(5):
         await companion.get("/api/account?refresh=1")
     assert fake.count("/api/check-balance") == calls  # five presses, no request to NanoGPT
+
+
+async def test_a_model_removed_upstream_is_reported_without_a_file_change(
+    start_companion: StartCompanion, make_st_install
+) -> None:
+    """NanoGPT drops the model the user has selected: the catalogue refresh alone (no settings.json
+    change) brings the doctor's finding, so an open tab shows it at once."""
+    settings = json.loads(fixture_path("settings.nanogpt-source-selected.json").read_text())
+    companion = await start_companion(
+        make_st_install(users={"default-user": UserSpec(settings=settings)}, port=ST_PORT)
+    )
+    fake = companion.upstream.fake
+    model = sorted(i for i in fake.ids("subscription") if ":" not in i)[0]
+    settings["oai_settings"]["nanogpt_model"] = model
+    settings["oai_settings"]["chat_completion_source"] = "nanogpt"
+    companion.st.user().settings.write_text(json.dumps(settings, indent=4))
+    findings = (await _body(await companion.get("/api/doctor")))["findings"]
+    assert not any(f["rule"] == "model.gone" for f in findings)
+    fake.remove_model(model)
+    assert (await companion.post("/api/catalog/refresh")).status == 200
+    for _ in range(200):  # the re-check runs beside the refresh answer; wait for it, bounded
+        findings = (await _body(await companion.get("/api/doctor")))["findings"]
+        if any(f["rule"] == "model.gone" for f in findings):
+            break
+        await asyncio.sleep(0.02)
+    gone = [f for f in findings if f["rule"] == "model.gone"]
+    assert gone and gone[0]["details"]["model"] == model
