@@ -330,9 +330,20 @@ class CompanionApp {
         await this.afterCatalogChange(data?.diff ?? {}, new Map(this.store.byId));
     }
 
-    async afterCatalogChange(diff, before) {
-        this.store.markNew(diff.added);
+    /**
+     * Measured against what this tab had: a service that restarted reports its first load as "everything
+     * added", which is news to nobody here; a tab that had nothing yet just loads.
+     */
+    async afterCatalogChange(serviceDiff, before) {
+        const known = before.size > 0;
+        const diff = {
+            added: (serviceDiff.added ?? []).filter((id) => !before.has(id)),
+            removed: (serviceDiff.removed ?? []).filter((id) => before.has(id)),
+            changed: serviceDiff.changed ?? [],
+        };
+        if (known) this.store.markNew(diff.added);
         await this.loadCatalog();
+        if (!known) return describeDiff({}, before, this.store.byId);
         const report = describeDiff(diff, before, this.store.byId, this.adapter.currentModel());
         this.lastSync = { report, when: new Date().toLocaleTimeString(), stNote: null };
         if (!report.empty) this.renderSyncChanges();

@@ -386,8 +386,9 @@ async def test_event_stream_with_ticket_delivers_catalog_events(companion: Compa
 
 
 async def test_keys_never_leak_into_responses_logs_or_events(
-    companion: Companion, caplog: pytest.LogCaptureFixture
+    start_companion: StartCompanion, caplog: pytest.LogCaptureFixture
 ) -> None:
+    companion = await start_companion(account_refresh_interval=0)  # every refresh=1 below reaches the fake
     caplog.set_level(logging.DEBUG)
     seen: list[bytes] = []
     ticket = (await json_of(await companion.post("/api/events/ticket")))["ticket"]

@@ -121,8 +121,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             key = users.cached_key(handle)
             if key is not None and key.fingerprint == fingerprint:
                 bus.publish(handle, "catalog", event)
-                if doctor is not None and (diff.added or diff.removed):
-                    # A model the user has selected may be gone: the finding must not wait for a file change.
+                if doctor is not None and (diff.removed or 0 < len(diff.added) < len(snapshot.entries)):
+                    # A model the user has selected may be gone (or back): the finding must not wait for a
+                    # file change. A first load (everything "added") is the start-up scan's job.
                     task = asyncio.create_task(doctor.check_user(handle, force=True))
                     rechecks.add(task)
                     task.add_done_callback(rechecks.discard)
