@@ -178,6 +178,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# How long an alert is kept (shown or not); quota windows are a month at most.
+ALERT_KEEP_SECONDS = 90 * 86_400
 
 _JOURNAL_COLUMNS = (
     "id, user, file, key_path, old_value, new_value, existed, rule, finding_id, created_at, mode, undone_at"
@@ -441,11 +443,18 @@ class Store:
     # ---- alerts ----------------------------------------------------------------------------------
 
     async def alert_add(self, user: str, alert_id: str, body: dict[str, Any], ts: float) -> bool:
-        """Keep an alert until a tab has shown it. False when this id was recorded before (once per id)."""
+        """Keep an alert until a tab has shown it. False when this id was recorded before (once per id).
+
+        Alerts older than ``ALERT_KEEP_SECONDS`` are dropped here, shown or not: their ids carry the quota
+        window or the time they fired, so none of them can fire again, and news that old helps nobody.
+        """
         payload = _dumps(body)
 
         def run(conn: sqlite3.Connection) -> bool:
             with conn:
+                conn.execute(
+                    "DELETE FROM alert WHERE user = ? AND created_at < ?", (user, ts - ALERT_KEEP_SECONDS)
+                )
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO alert (user, id, body, created_at) VALUES (?, ?, ?, ?)",
                     (user, alert_id, payload, ts),
