@@ -79,7 +79,7 @@ export class ModelSync {
         let note = `${this.t('SillyTavern\'s model list refreshed')}: +${gained} ${this.t('new')}, −${lost} ${this.t('removed')}`;
         if (selectedRemoved) {
             // ST keeps the id (the Custom source's text field), but NanoGPT would refuse it: say that, not "kept".
-            note += `; ${this.t('NanoGPT removed your model')} ${selected}: ${this.t('SillyTavern still has it set, but messages with it will fail. NanoGPT removed it: see the Settings doctor for a replacement.')}`;
+            note += `; ${this.t('NanoGPT removed your model')} ${selected}: ${this.t('SillyTavern still has it set, but messages with it will fail; see the Settings doctor for a replacement.')}`;
         } else if (selected) {
             note += kept ? `; ${this.t('your model')} ${selected} ${this.t('stays selected')}` : `; ${this.t('your model changed to')} ${this.adapter.currentModel()}`;
         }
