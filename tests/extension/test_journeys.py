@@ -765,6 +765,17 @@ def test_chat_chip_fits_st_on_a_phone(stack: RealStack, st_page_for: Any) -> Non
     page.screenshot("journey-chat-chip-phone.png", full_page=False)
 
 
+def _put_catalogue_back(stack: RealStack, removed: dict[str, Any], added_id: str) -> None:
+    """Undo a test's catalogue change on the shared fake (and the service's copy) for the tests after it."""
+    ids = {m["id"] for m in stack.fake.models}
+    if removed["id"] not in ids:
+        stack.fake.add_model(removed)
+    if added_id in ids:
+        stack.fake.remove_model(added_id)
+    assert stack.service is not None
+    stack.service.request("POST", "/api/catalog/refresh")
+
+
 def _refresh_and_expect_sts_list_to_follow(
     stack: RealStack, page: STPage, source: str, model: str, gone: str, new_id: str
 ) -> None:
@@ -829,11 +840,7 @@ def test_catalogue_change_refreshes_sts_own_list_when_idle(stack: RealStack, st_
         finally:
             fake.add_model(in_use)
     finally:
-        if gone not in {m["id"] for m in fake.models}:
-            fake.add_model(removed)
-        if "acme/fresh-model-2" in {m["id"] for m in fake.models}:
-            fake.remove_model("acme/fresh-model-2")
-        stack.service.request("POST", "/api/catalog/refresh")
+        _put_catalogue_back(stack, removed, "acme/fresh-model-2")
 
 
 def _name_words(model_id: str) -> set[str]:
@@ -926,8 +933,4 @@ def test_catalogue_change_refreshes_the_custom_list_on_a_nanogpt_address(
         finally:
             fake.add_model(in_use)
     finally:
-        if gone not in {m["id"] for m in fake.models}:
-            fake.add_model(removed)
-        if "acme/fresh-custom-3" in {m["id"] for m in fake.models}:
-            fake.remove_model("acme/fresh-custom-3")
-        stack.service.request("POST", "/api/catalog/refresh")
+        _put_catalogue_back(stack, removed, "acme/fresh-custom-3")
