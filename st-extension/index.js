@@ -5,17 +5,23 @@
 import { AccountView } from './src/account-view.js';
 import { CatalogCache, ownerKey } from './src/catalog-cache.js';
 import { CatalogStore, CatalogView } from './src/catalog-view.js';
+import { ConnectionFlow } from './src/connection-flow.js';
 import { DoctorView } from './src/doctor-view.js';
 import { EndpointSwitcher } from './src/endpoint-switcher.js';
 import { SelectEnricher } from './src/enrich-selects.js';
-import { debounce, escapeHtml, isNanoGptUrl } from './src/format.js';
+import { debounce, escapeHtml } from './src/format.js';
+import { ModelSync } from './src/model-sync.js';
+import { PolicyView } from './src/policy-view.js';
 import { ServiceClient, STATUS } from './src/service-client.js';
 import { registerSlashCommands } from './src/slash-commands.js';
 import { StAdapter } from './src/st-adapter.js';
+import { describeChange } from './src/st-labels.js';
+import { describeDiff, renderSyncChanges, summaryLine } from './src/sync-report.js';
 
 const VERSION = '0.1.0';
 const ACCOUNT_REFRESH_AFTER_GENERATION_MS = 2500;
 const DOCTOR_RECHECK_MS = 1500; // ST saves settings with a 1 s debounce; the service re-reads after that.
+const MODEL_FIELD_SETTLE_MS = 600; // typing a model id: follow up once the user paused
 // The list projection (no descriptions: those load on demand) without router ids: what the views show.
 const CATALOG_PATH = '/api/catalog?fields=summary&include_routers=false';
 
@@ -29,6 +35,7 @@ class CompanionApp {
         this.cacheRead = Promise.resolve();
         this.endpointData = null;
         this.popupOpen = null;
+        this.lastKeyStatus = null;
     }
 
     async init() {
@@ -62,32 +69,53 @@ class CompanionApp {
             onEvent: (n, d) => this.onEvent(n, d),
             onBootstrap: (info) => this.onBootstrap(info),
         });
-        this.account = new AccountView({ root, adapter });
-        this.doctor = new DoctorView({ root, adapter, client: this.client, onChange: () => this.endpoints.render() });
-        this.endpoints = new EndpointSwitcher({ root: root.querySelector('#ngc_endpoints'), adapter, onSwitched: () => this.scheduleDoctor() });
+        this.account = new AccountView({ root, adapter, onRefresh: () => this.refreshAccount({ force: true }) });
+        this.policies = new PolicyView({ root, adapter, client: this.client, onChange: () => this.doctor.refresh() });
+        this.doctor = new DoctorView({
+            root,
+            adapter,
+            client: this.client,
+            onChange: () => this.endpoints.render(),
+            onMuted: (n) => this.policies.showMuted(n),
+        });
+        this.flow = new ConnectionFlow({
+            adapter,
+            client: this.client,
+            store: this.store,
+            settings: this.settings,
+            isSubscriber: () => this.account.snapshot?.key_status === 'ok' && !!this.account.snapshot?.subscription?.active,
+        });
+        this.endpoints = new EndpointSwitcher({
+            root: root.querySelector('#ngc_endpoints'),
+            adapter,
+            flow: this.flow,
+            onSwitched: () => this.onConnectionChanged(),
+        });
         this.enricher = new SelectEnricher({ adapter, store: this.store, settings: this.settings });
+        this.modelSync = new ModelSync({ adapter, onReport: (r) => this.onModelSync(r) });
 
         this.bindSettings();
-        this.account.ensureBadge(this.settings().show_badge);
         this.account.renderStatus(STATUS.CONNECTING);
+        this.updateInUse();
         this.endpoints.render();
         this.doctor.render();
         this.enricher.attach();
 
         root.querySelector('#ngc_browse').addEventListener('click', () => this.openCatalog());
-        root.querySelector('#ngc_sync').addEventListener('click', async () => adapter.toast('info', await this.sync()));
+        root.querySelector('#ngc_sync').addEventListener('click', () => this.sync());
+        root.querySelector('#ngc_catalog_problem').addEventListener('click', (ev) => {
+            if (ev.target.closest?.('button[data-act="retry-catalog"]')) this.retryCatalog();
+        });
 
         this.refreshAccountSoon = debounce(() => this.refreshAccount(), ACCOUNT_REFRESH_AFTER_GENERATION_MS);
         this.scheduleDoctor = debounce(() => this.connected() && this.doctor.refresh(), DOCTOR_RECHECK_MS);
+        this.connectionChangedSoon = debounce(() => this.onConnectionChanged(), 250);
         adapter.on('GENERATION_ENDED', () => this.refreshAccountSoon()) || adapter.on('MESSAGE_RECEIVED', () => this.refreshAccountSoon());
-        for (const key of ['OAI_PRESET_CHANGED_AFTER', 'CONNECTION_PROFILE_LOADED', 'CHATCOMPLETION_SOURCE_CHANGED']) {
-            adapter.on(key, () => {
-                this.scheduleDoctor();
-                this.endpoints.render();
-                this.enricher.apply();
-            });
+        for (const key of ['OAI_PRESET_CHANGED_AFTER', 'CONNECTION_PROFILE_LOADED', 'CHATCOMPLETION_SOURCE_CHANGED', 'MAIN_API_CHANGED']) {
+            adapter.on(key, () => this.onConnectionChanged());
         }
         adapter.on('CHATCOMPLETION_MODEL_CHANGED', (model) => this.onModelChanged(model));
+        this.watchStFields();
         adapter.observeErrorToasts((text) => this.doctor.onGenerationError(text));
 
         registerSlashCommands(this);
@@ -95,6 +123,21 @@ class CompanionApp {
             if (document.visibilityState === 'visible' && this.client.status !== STATUS.CONNECTED) this.client.reconnectNow();
         });
         this.client.start();
+    }
+
+    /**
+     * ST fields whose handlers emit no event: the Custom and Generic addresses and the typed model ids
+     * (typing into #custom_model_id only saves, public/scripts/openai.js; only choosing in
+     * #model_custom_select emits CHATCOMPLETION_MODEL_CHANGED). Listening here keeps the badge, the
+     * endpoint panel and the per-model follow-ups in step with what the user typed.
+     */
+    watchStFields() {
+        const $ = this.adapter.$;
+        if (!$) return;
+        const typedModel = debounce(() => this.onModelChanged(this.adapter.currentModel()), MODEL_FIELD_SETTLE_MS);
+        $(document).on('input.ngc', '#custom_api_url_text, #generic_api_url_text', () => this.connectionChangedSoon());
+        $(document).on('change.ngc', '#textgen_type', () => this.connectionChangedSoon());
+        $(document).on('input.ngc', '#custom_model_id, #generic_model_textgenerationwebui', () => typedModel());
     }
 
     connected() {
@@ -112,11 +155,23 @@ class CompanionApp {
                 after?.(el.checked);
             });
         };
-        bind('ngc_show_badge', 'show_badge', (on) => this.account.ensureBadge(on));
+        bind('ngc_show_badge', 'show_badge', () => this.updateInUse());
         bind('ngc_enrich_selects', 'enrich_selects', () => this.enricher.apply());
         bind('ngc_only_subscription', 'only_subscription', () => this.enricher.apply());
         bind('ngc_apply_model_fixes', 'apply_model_fixes');
         bind('ngc_set_context', 'set_context_from_catalog');
+    }
+
+    /** The badge and the chat chip only while NanoGPT is the active connection. */
+    updateInUse() {
+        this.account.ensureBadge(this.settings().show_badge, this.adapter.nanoKind() !== null);
+    }
+
+    onConnectionChanged() {
+        this.updateInUse();
+        this.endpoints.render();
+        this.enricher.apply();
+        this.scheduleDoctor();
     }
 
     onStatus(status) {
@@ -125,18 +180,25 @@ class CompanionApp {
     }
 
     async loadAll() {
-        await Promise.allSettled([this.refreshAccount(), this.refreshHistory(), this.loadCatalog(), this.ensureEndpoints(true), this.doctor.refresh()]);
+        await Promise.allSettled([
+            this.refreshAccount(),
+            this.refreshHistory(),
+            this.loadCatalog(),
+            this.ensureEndpoints(true),
+            this.doctor.refresh(),
+            this.policies.refresh(),
+            this.loadAlerts(),
+        ]);
     }
 
     onEvent(name, data) {
         if (name === 'account') {
-            this.account.renderAccount(data);
+            this.onAccount(data);
             this.refreshHistory();
         } else if (name === 'alert') {
-            this.account.showAlert(data);
+            this.showAlerts([data]);
         } else if (name === 'catalog') {
-            this.store.markNew(data?.diff?.added);
-            this.loadCatalog();
+            this.onCatalogEvent(data);
         } else if (name === 'findings') {
             this.doctor.set(data?.findings ?? [], data);
         } else if (name === 'fix') {
@@ -144,11 +206,43 @@ class CompanionApp {
         }
     }
 
-    async refreshAccount() {
+    onAccount(snap) {
+        this.account.renderAccount(snap);
+        // The recommendation depends on the account; never leave one standing on a key NanoGPT refused.
+        if (snap?.key_status !== this.lastKeyStatus) {
+            this.lastKeyStatus = snap?.key_status ?? null;
+            this.ensureEndpoints(true);
+        }
+    }
+
+    /** Alerts the service kept while no tab was open, then each new one: shown once, then marked seen. */
+    async loadAlerts() {
         try {
-            this.account.renderAccount(await this.client.call('/api/account'));
+            const data = await this.client.call('/api/alerts');
+            await this.showAlerts(data.alerts ?? []);
+        } catch (err) {
+            console.debug('[NanoGPT Companion] alerts unavailable', err?.code);
+        }
+        this.root.dataset.alertsChecked = String(Date.now()); // when this page last took its alerts
+    }
+
+    async showAlerts(alerts) {
+        const shown = alerts.filter((a) => this.account.showAlert(a)).map((a) => a.id);
+        if (!shown.length) return;
+        try {
+            await this.client.call('/api/alerts/seen', { method: 'POST', body: { ids: shown } });
+        } catch (err) {
+            console.debug('[NanoGPT Companion] could not mark alerts seen', err?.code);
+        }
+    }
+
+    /** `force`: ask NanoGPT now (the refresh button, /nano-balance); the service rate-limits it. */
+    async refreshAccount({ force = false } = {}) {
+        try {
+            this.onAccount(await this.client.call(force ? '/api/account?refresh=1' : '/api/account'));
         } catch (err) {
             console.debug('[NanoGPT Companion] account refresh failed', err?.code);
+            if (force) this.adapter.toast('warning', `${this.adapter.t('Balance not refreshed')}: ${err.message}`);
         }
     }
 
@@ -188,11 +282,17 @@ class CompanionApp {
             if (!same) data = await answer.json();
         } catch (err) {
             console.debug('[NanoGPT Companion] catalogue load failed', err?.code ?? err?.message);
+            if (owner !== this.catalogOwner) return;
+            // Say why (a saved copy may still be shown), instead of an empty or silently old list.
+            this.store.error = { code: err.code, message: err.message };
+            this.renderCatalogSummary(err);
+            this.catalogView?.render();
             return;
         }
         if (owner !== this.catalogOwner) return;
         if (data === null) {
             this.store.source = 'service'; // the saved copy is confirmed current
+            this.store.error = null;
             this.renderCatalogSummary();
             return;
         }
@@ -208,13 +308,44 @@ class CompanionApp {
         this.catalogView?.render();
     }
 
-    renderCatalogSummary() {
+    /**
+     * The summary line (count, last sync, stale, saved copy, hidden junk rows) and, when the catalogue could
+     * not be loaded, why: "NanoGPT cannot be reached; last sync never", with a retry.
+     */
+    renderCatalogSummary(failed = null) {
         const t = (s) => this.adapter.t(s);
-        const when = this.store.fetchedAt ? new Date(this.store.fetchedAt * 1000).toLocaleString() : '—';
-        const notes = [this.store.stale ? t('stale') : '', this.store.source === 'cache' ? t('saved copy') : ''].filter(Boolean);
         const summary = this.root.querySelector('#ngc_catalog_summary');
-        summary.textContent = `${this.store.models.length} ${t('models')} · ${t('updated')} ${when}${notes.map((n) => ` · ${n}`).join('')}`;
+        const problem = this.root.querySelector('#ngc_catalog_problem');
+        const when = this.store.fetchedAt ? new Date(this.store.fetchedAt * 1000).toLocaleString() : t('never');
+        if (this.store.loaded) {
+            const notes = [
+                this.store.stale ? t('stale') : '',
+                this.store.source === 'cache' ? t('saved copy') : '',
+                this.store.hidden ? `${this.store.hidden} ${t('unusable entries hidden')}` : '',
+            ].filter(Boolean);
+            summary.textContent = `${this.store.models.length} ${t('models')} · ${t('synced')} ${when}${notes.map((n) => ` · ${n}`).join('')}`;
+        } else {
+            summary.textContent = `${t('No catalogue yet')} · ${t('last sync')} ${when}`;
+        }
         summary.dataset.source = this.store.source ?? '';
+        const empty = !this.store.loaded || !this.store.models.length;
+        if (failed || (this.store.stale && this.store.loaded)) {
+            const reason = failed?.message ?? this.store.staleReason ?? '';
+            const head = failed && empty
+                ? `${t(problemHeadline(failed.code))}; ${t('last sync')} ${when}.`
+                : `${t('Showing the catalogue from')} ${when}; ${t('the last refresh did not complete')}:`;
+            problem.innerHTML = `<p><strong>${escapeHtml(head)}</strong></p>${reason ? `<p class="ngc-small">${escapeHtml(reason)}</p>` : ''}
+                <button type="button" class="menu_button ngc-small-btn" data-act="retry-catalog">${escapeHtml(t('Retry'))}</button>`;
+            problem.hidden = false;
+        } else {
+            problem.hidden = true;
+            problem.innerHTML = '';
+        }
+    }
+
+    async retryCatalog() {
+        const r = await this.sync();
+        if (!r.ok) await this.loadCatalog();
     }
 
     async ensureCatalog() {
@@ -231,16 +362,68 @@ class CompanionApp {
         }
     }
 
+    /** "Sync now": refresh the catalogue, show what changed in the panel. Returns {ok, text}. */
     async sync() {
+        const btn = this.root.querySelector('#ngc_sync');
+        if (btn) btn.disabled = true;
         try {
+            const before = new Map(this.store.byId);
             const r = await this.client.call('/api/catalog/refresh', { method: 'POST', body: {} });
-            this.store.markNew(r.diff?.added);
-            await this.loadCatalog();
-            const d = r.diff ?? {};
-            return `Catalogue synced: ${r.count} models (+${d.added?.length ?? 0} added, -${d.removed?.length ?? 0} removed, ${d.changed?.length ?? 0} changed)`;
+            const report = await this.afterCatalogChange(r.diff ?? {}, before);
+            return { ok: true, text: `${this.adapter.t('Catalogue synced')}: ${r.count} ${this.adapter.t('models')} (${summaryLine(report)})` };
         } catch (err) {
-            return `Sync failed: ${err.message}`;
+            this.store.error = { code: err.code, message: err.message };
+            this.renderCatalogSummary(err);
+            return { ok: false, text: `${this.adapter.t('Sync failed')}: ${err.message}` };
+        } finally {
+            if (btn) btn.disabled = false;
         }
+    }
+
+    /** A refresh the service made by itself (SSE `catalog`): the same report, and ST's own list follows. */
+    async onCatalogEvent(data) {
+        await this.afterCatalogChange(data?.diff ?? {}, new Map(this.store.byId));
+    }
+
+    /**
+     * Measured against what this tab had: a service that restarted reports its first load as "everything
+     * added", which is news to nobody here; a tab that had nothing yet just loads.
+     */
+    async afterCatalogChange(serviceDiff, before) {
+        const known = before.size > 0;
+        const diff = {
+            added: (serviceDiff.added ?? []).filter((id) => !before.has(id)),
+            removed: (serviceDiff.removed ?? []).filter((id) => before.has(id)),
+            changed: serviceDiff.changed ?? [],
+        };
+        if (known) this.store.markNew(diff.added);
+        await this.loadCatalog();
+        if (!known) return describeDiff({}, before, this.store.byId);
+        const report = describeDiff(diff, before, this.store.byId, this.adapter.currentModel());
+        this.lastSync = { report, when: new Date().toLocaleTimeString(), stNote: null };
+        if (!report.empty) this.renderSyncChanges();
+        if (diff.added?.length || diff.removed?.length) {
+            this.modelSync.onCatalogChange(diff);
+            if (report.currentRemoved) this.doctor.refresh();
+        }
+        return report;
+    }
+
+    renderSyncChanges() {
+        const s = this.lastSync;
+        if (!s) return;
+        renderSyncChanges(this.root.querySelector('#ngc_sync_changes'), s.report, { t: (x) => this.adapter.t(x), when: s.when, stNote: s.stNote });
+    }
+
+    /** ST's own list was brought in step (or could not be): say so under the sync report. */
+    onModelSync(result) {
+        if (this.lastSync) {
+            this.lastSync.stNote = result.note;
+            this.renderSyncChanges();
+        }
+        this.enricher.apply();
+        if (result.refreshed) this.adapter.toast('info', result.note, this.adapter.t('NanoGPT models'));
+        if (result.selectedRemoved) this.doctor.refresh();
     }
 
     async openCatalog() {
@@ -250,7 +433,9 @@ class CompanionApp {
             adapter: this.adapter,
             initialSort: this.settings().catalog_sort,
             showVariants: this.settings().show_thinking_variants,
+            currentModel: () => this.adapter.currentModel(),
             onUse: (id, btn) => this.useModel(id, btn),
+            onRetry: () => this.retryCatalog(),
             loadDetails: (id) => this.client.call(`/api/catalog/model?id=${encodeURIComponent(id)}`),
         });
         this.catalogView = view;
@@ -264,25 +449,64 @@ class CompanionApp {
         this.catalogView = null;
     }
 
-    async useModel(id, btn) {
+    /**
+     * "Use" from the catalogue (and /nano-thinking): the model of the API that is active (Text Completion's
+     * model when Text Completion is active), then the per-model follow-ups (context size from the catalogue).
+     */
+    async useModel(id, btn, { quiet = false } = {}) {
         if (btn) btn.disabled = true;
         const r = await this.adapter.selectModel(id);
         if (btn) btn.disabled = false;
-        if (r.ok) this.adapter.toast('success', `${this.adapter.t('Now using')} ${id}`);
-        else this.adapter.toast('warning', r.message);
+        if (r.ok) {
+            const extra = this.applyCatalogContext(id);
+            if (!quiet) this.adapter.toast('success', `${this.adapter.t('Now using')} ${id}${extra ? ` · ${extra}` : ''}`);
+            this.catalogView?.render();
+            this.endpoints.render();
+            this.scheduleDoctor();
+        } else if (!quiet) {
+            this.adapter.toast('warning', r.message ?? `${id}: ${this.adapter.t('not selected')}`);
+        }
+        return r;
     }
 
-    /** Per-model follow-ups: context size from the catalogue (Custom only, opt-in) and a doctor re-check. */
-    onModelChanged(model) {
+    /**
+     * "Set context size from the catalogue" (opt-in): Custom's and Text Completion's context slider follow
+     * the model's context (clamped to the slider's range). The built-in source sets it by itself.
+     */
+    applyCatalogContext(model) {
+        if (!this.settings().set_context_from_catalog) return null;
+        const kind = this.adapter.nanoKind();
+        const entry = this.store.byId.get(model);
+        if (!entry?.context_length || (kind !== 'chat' && kind !== 'text')) return null;
+        const path = kind === 'text' ? ['max_context'] : ['oai_settings', 'openai_max_context'];
+        const sel = kind === 'text' ? '#max_context' : '#openai_max_context';
+        const slider = document.querySelector(sel);
+        const max = Number(slider?.max) || entry.context_length;
+        const value = Math.min(entry.context_length, max);
+        const before = kind === 'text' ? this.adapter.ctx()?.maxContext : this.adapter.readPath(path);
+        if (before === value) return null;
+        this.adapter.setControl(sel, value, 'input');
+        return describeChange(path, before, value);
+    }
+
+    /** Per-model follow-ups: context size from the catalogue (opt-in) and a doctor re-check. */
+    onModelChanged() {
         this.endpoints.render();
+        this.catalogView?.render();
         if (!this.settings().apply_model_fixes) return;
         this.scheduleDoctor();
-        const src = this.adapter.activeSource();
-        const entry = this.store.byId.get(model);
-        if (this.settings().set_context_from_catalog && src.source === 'custom' && isNanoGptUrl(src.customUrl) && entry?.context_length) {
-            this.adapter.applyPatchOp({ path: ['oai_settings', 'openai_max_context'], value: entry.context_length });
-        }
+        const model = this.adapter.currentModel();
+        if (model) this.applyCatalogContext(model);
     }
+}
+
+/** Why there is no catalogue, by the service's error code: unreachable is not the same as refused. */
+function problemHeadline(code) {
+    if (code === 'key_rejected') return 'NanoGPT rejected the API key';
+    if (code === 'rate_limited') return 'NanoGPT is limiting requests right now';
+    if (code === 'upstream_malformed') return 'NanoGPT sent an unreadable answer';
+    if (code === 'not_connected' || code === 'unreachable') return 'The companion service cannot be reached';
+    return 'NanoGPT cannot be reached';
 }
 
 const app = new CompanionApp();

@@ -11,6 +11,12 @@ Design notes (the why):
   under the threshold and re-arms only after it climbs back; quota alerts are keyed by bucket and reset
   window, so the next week's window may alert again. Alert state is in memory: after a restart a still
   true condition alerts once more, which is better than staying silent about it.
+- An alert is stored before it is sent (once per alert id) and stays "unseen" until an ST tab has shown it:
+  one that fires while no tab is open (the poll runs on its own) reaches the user at the next page load.
+- A refresh the user asks for reaches NanoGPT at most once per ``min_refresh_interval``: a button pressed
+  in a loop must not turn into a request loop against NanoGPT.
+- A key that changes in ST (another value in secrets.json) is polled within a couple of seconds, so a
+  rejected key recovers by itself once the user fixes it; the same rejected key is not retried on its own.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ __all__ = ["AccountClient", "AccountService", "HistoryPoint"]
 # NanoGPT sometimes answers 429 without Retry-After; a minute is long enough not to look abusive and
 # short enough that the panel recovers on its own.
 DEFAULT_RETRY_AFTER = 60.0
+MIN_REFRESH_INTERVAL = 10.0
+KEY_CHECK_INTERVAL = 2.0  # how often the poll loop looks for a key changed in ST (a stat, no request)
 QUOTA_WARN = 0.8
 QUOTA_FULL = 1.0
 _DAY = 86400.0
@@ -89,6 +97,7 @@ class AccountService:
         key_for: Callable[[str], Awaitable[ResolvedKey]],
         poll_interval: float = 300,
         low_balance_usd: float = 1.0,
+        min_refresh_interval: float = MIN_REFRESH_INTERVAL,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
@@ -97,6 +106,7 @@ class AccountService:
         self._key_for = key_for
         self._interval = max(0.001, poll_interval)
         self._low_balance = low_balance_usd
+        self._min_refresh = max(0.0, min_refresh_interval)
         self._clock = clock
         self._users: dict[str, _UserState] = {}
 
@@ -117,8 +127,26 @@ class AccountService:
         return st.snapshot
 
     async def refresh(self, user: str) -> AccountSnapshot:
-        """Poll now (the user asked). Concurrent callers share one poll; a rejected key is tried again."""
+        """Poll now (the user asked). Concurrent callers share one poll; a rejected key is tried again.
+
+        Within ``min_refresh_interval`` of the last request to NanoGPT for the same key the snapshot just
+        taken is returned instead (``next_refresh_at`` says when another refresh will go out).
+        """
+        st = self._state(user)
+        key = await self._key_for(user)
+        now = self._clock()
+        recent = st.last_attempt is not None and now - st.last_attempt < self._min_refresh
+        if recent and st.snapshot is not None and st.snapshot_fp == _fp(key) and st.inflight is None:
+            return st.snapshot
         return await self._single_flight(user, explicit=True)
+
+    def next_refresh_at(self, user: str) -> float | None:
+        """When a refresh the user asks for will reach NanoGPT again (None: now)."""
+        st = self._users.get(user)
+        if st is None or st.last_attempt is None:
+            return None
+        at = max(st.last_attempt + self._min_refresh, st.retry_at if st.retry_fp == st.snapshot_fp else 0.0)
+        return at if at > self._clock() else None
 
     def cached(self, user: str) -> AccountSnapshot | None:
         """The last snapshot without polling (None before the first poll)."""
@@ -135,11 +163,11 @@ class AccountService:
         It wakes four times per interval so a user polled on demand in between, or one who just appeared,
         is picked up within 1.25 intervals rather than two.
         """
-        tick = self._interval / 4
+        tick = min(self._interval / 4, KEY_CHECK_INTERVAL)
         while True:
             try:
                 now = self._clock()
-                due = [u for u in dict.fromkeys(users()) if self._due(self._state(u), now)]
+                due = [u for u in dict.fromkeys(users()) if await self._needs_poll(u, now)]
                 if due:
                     await asyncio.gather(*(self._poll_logged(u) for u in due))
             except Exception:
@@ -184,6 +212,16 @@ class AccountService:
     def _due(self, st: _UserState, now: float) -> bool:
         return st.last_attempt is None or now - st.last_attempt >= self._interval
 
+    async def _needs_poll(self, user: str, now: float) -> bool:
+        """Due by the interval, or the user's key changed in ST since the snapshot (e.g. a rejected key
+        replaced): then at once, so the panel recovers without anyone pressing a button."""
+        st = self._state(user)
+        if self._due(st, now):
+            return True
+        if st.snapshot is None or st.inflight is not None:
+            return False
+        return st.snapshot_fp != _fp(await self._key_for(user))
+
     def _start(self, user: str, *, explicit: bool) -> asyncio.Task[AccountSnapshot]:
         st = self._state(user)
         if st.inflight is None or st.inflight.done():
@@ -223,7 +261,8 @@ class AccountService:
         api_key = key.reveal()
         if api_key is None:
             st.last_attempt = now
-            return self._settle(user, st, fp, AccountSnapshot(key_status="missing", key_source="none"))
+            missing = AccountSnapshot(key_status="missing", key_source="none", checked_at=now)
+            return self._settle(user, st, fp, missing)
 
         if st.rejected_fp == fp and not explicit and st.snapshot is not None and st.snapshot_fp == fp:
             return st.snapshot
@@ -270,6 +309,9 @@ class AccountService:
             balance=balance,
             subscription=usage,
             fetched_at=now,
+            checked_at=now,
+            low_balance=_is_low(balance, self._low_balance),
+            low_balance_usd=self._low_balance,
         )
         quota: dict[str, float] = {
             name: b.percent_used for name, b in usage.buckets.items() if b.percent_used is not None
@@ -281,8 +323,24 @@ class AccountService:
         alerts = self._alerts(st, snapshot, now)
         result = self._settle(user, st, fp, snapshot)
         for alert in alerts:
-            self._bus.publish(user, "alert", alert)
+            await self._deliver(user, alert, now)
         return result
+
+    async def _deliver(self, user: str, alert: dict[str, Any], now: float) -> None:
+        """Store the alert (once per id) and send it to open tabs; a tab marks it seen once shown."""
+        try:
+            fresh = await self._store.alert_add(user, alert["id"], alert, now)
+        except (StoreError, sqlite3.Error) as exc:
+            log.warning("could not keep alert %s for %s: %s", alert["id"], user, exc)
+            fresh = True  # better shown now than lost
+        if fresh:
+            self._bus.publish(user, "alert", {**alert, "created_at": now})
+
+    async def unseen_alerts(self, user: str) -> list[dict[str, Any]]:
+        return await self._store.alerts_unseen(user)
+
+    async def mark_alerts_seen(self, user: str, alert_ids: list[str]) -> int:
+        return await self._store.alerts_mark_seen(user, alert_ids, self._clock())
 
     def _failed(
         self,
@@ -307,7 +365,7 @@ class AccountService:
                 )
             st.rejected_fp, st.good_fp = fp, None
             snapshot = AccountSnapshot(
-                key_status="rejected", key_source=key.source, error=_error_info(rejected)
+                key_status="rejected", key_source=key.source, error=_error_info(rejected), checked_at=now
             )
             return self._settle(user, st, fp, snapshot)
 
@@ -346,6 +404,9 @@ class AccountService:
             fetched_at=previous.fetched_at if previous else None,
             stale=True,
             error=_error_info(first),
+            checked_at=now,
+            low_balance=_is_low(kept_balance, self._low_balance),
+            low_balance_usd=self._low_balance,
         )
         return self._settle(user, st, fp, snapshot)
 
@@ -425,12 +486,16 @@ class AccountService:
         return []
 
 
+def _is_low(balance: Balance | None, threshold: float) -> bool | None:
+    return None if balance is None or balance.usd is None else balance.usd < threshold
+
+
 def _fp(key: ResolvedKey) -> str:
     return key.fingerprint if key.present else "anonymous"
 
 
 def _without_time(snapshot: AccountSnapshot) -> AccountSnapshot:
-    return snapshot.model_copy(update={"fetched_at": None})
+    return snapshot.model_copy(update={"fetched_at": None, "checked_at": None})
 
 
 def _error_info(exc: Exception) -> ErrorInfo:

@@ -90,6 +90,9 @@ class Settings(BaseModel):
     catalog_ttl: float = Field(300.0, ge=1.0, description="Seconds before the catalogue is refreshed.")
     account_poll_interval: float = Field(300.0, ge=5.0, description="Seconds between balance/quota polls.")
     low_balance_usd: float = Field(1.0, ge=0.0, description="Alert when the USD balance drops below this.")
+    account_refresh_interval: float = Field(
+        10.0, ge=0.0, description="Least seconds between balance refreshes a user asks for (button, command)."
+    )
     upstream_timeout: float = Field(30.0, gt=0, description="Per-request timeout towards NanoGPT, seconds.")
     max_upstream_body_mb: float = Field(
         8.0, gt=0, description="Refuse upstream bodies larger than this (MB)."

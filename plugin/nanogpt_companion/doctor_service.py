@@ -161,6 +161,10 @@ class DoctorService:
     def _user_state(self, handle: str) -> UserState:
         return self._state.setdefault(handle, UserState())
 
+    def st_version(self, handle: str) -> STVersion:
+        """The ST version the last scan of ``handle`` found (what a key-slot write must match)."""
+        return self._user_state(handle).version
+
     async def report(self, handle: str, *, refresh: bool = False) -> dict[str, Any]:
         """Findings as the API and the CLI show them. ``refresh``: re-read NanoGPT's catalogue and the
         files first (the extension's Re-check), instead of answering from the last scan."""

@@ -151,3 +151,6 @@ class AccountSnapshot(Record):
     fetched_at: float | None = None  # unix seconds of the last successful poll
     stale: bool = False
     error: ErrorInfo | None = None
+    checked_at: float | None = None  # unix seconds NanoGPT was last asked (answered or not)
+    low_balance: bool | None = None  # USD balance under the user's alert threshold (None: no balance)
+    low_balance_usd: float | None = None  # that threshold

@@ -90,6 +90,18 @@ class JournalEntry:
     undone_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class KeyWrite:
+    """One key copied into an ST key slot by the endpoint switch; ``change`` is what undo needs."""
+
+    id: int
+    user: str
+    slot: str
+    change: dict[str, Any]
+    created_at: float
+    undone_at: float | None = None
+
+
 # Each migration moves the schema from version N-1 to N (N = its 1-based position) in one transaction
 # together with ``PRAGMA user_version``, so a crash mid-migration leaves the previous version intact.
 # ``IF NOT EXISTS`` keeps a re-run harmless. Append new migrations; never edit a released one.
@@ -144,8 +156,32 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (user, finding_id)
     );
     """,
+    # 2: the endpoint switch's key writes (ids and fingerprints only, never a key) and account alerts kept
+    # until an ST tab has shown them.
+    """
+    CREATE TABLE IF NOT EXISTS key_write (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        slot TEXT NOT NULL,
+        change TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        undone_at REAL
+    );
+    CREATE INDEX IF NOT EXISTS key_write_user ON key_write (user, id);
+
+    CREATE TABLE IF NOT EXISTS alert (
+        user TEXT NOT NULL,
+        id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        seen_at REAL,
+        PRIMARY KEY (user, id)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# How long an alert is kept (shown or not); quota windows are a month at most.
+ALERT_KEEP_SECONDS = 90 * 86_400
 
 _JOURNAL_COLUMNS = (
     "id, user, file, key_path, old_value, new_value, existed, rule, finding_id, created_at, mode, undone_at"
@@ -367,6 +403,92 @@ class Store:
 
         return await self._call(run)
 
+    # ---- key writes (endpoint switch) ------------------------------------------------------------
+
+    async def key_write_add(self, user: str, slot: str, change: dict[str, Any], ts: float) -> int:
+        """Record a key copied into an ST key slot; ``change`` holds ids and fingerprints, never a key."""
+        payload = _dumps(change)
+
+        def run(conn: sqlite3.Connection) -> int:
+            with conn:
+                cur = conn.execute(
+                    "INSERT INTO key_write (user, slot, change, created_at) VALUES (?, ?, ?, ?)",
+                    (user, slot, payload, ts),
+                )
+            if cur.lastrowid is None:  # pragma: no cover - sqlite always sets it after an INSERT
+                raise StoreError("key write insert returned no id")
+            return cur.lastrowid
+
+        return await self._call(run)
+
+    async def key_write_get(self, user: str, write_id: int) -> KeyWrite | None:
+        def run(conn: sqlite3.Connection) -> KeyWrite | None:
+            row = conn.execute(
+                "SELECT id, user, slot, change, created_at, undone_at FROM key_write "
+                "WHERE id = ? AND user = ?",
+                (write_id, user),
+            ).fetchone()
+            return None if row is None else _key_write_from_row(row)
+
+        return await self._call(run)
+
+    async def key_write_mark_undone(self, write_id: int, ts: float) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            with conn:
+                cur = conn.execute(
+                    "UPDATE key_write SET undone_at = ? WHERE id = ? AND undone_at IS NULL", (ts, write_id)
+                )
+            return cur.rowcount == 1
+
+        return await self._call(run)
+
+    # ---- alerts ----------------------------------------------------------------------------------
+
+    async def alert_add(self, user: str, alert_id: str, body: dict[str, Any], ts: float) -> bool:
+        """Keep an alert until a tab has shown it. False when this id was recorded before (once per id).
+
+        Alerts older than ``ALERT_KEEP_SECONDS`` are dropped here, shown or not: their ids carry the quota
+        window or the time they fired, so none of them can fire again, and news that old helps nobody.
+        """
+        payload = _dumps(body)
+
+        def run(conn: sqlite3.Connection) -> bool:
+            with conn:
+                conn.execute(
+                    "DELETE FROM alert WHERE user = ? AND created_at < ?", (user, ts - ALERT_KEEP_SECONDS)
+                )
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO alert (user, id, body, created_at) VALUES (?, ?, ?, ?)",
+                    (user, alert_id, payload, ts),
+                )
+            return cur.rowcount == 1
+
+        return await self._call(run)
+
+    async def alerts_unseen(self, user: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Alerts no tab has shown yet, oldest first."""
+
+        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT body, created_at FROM alert WHERE user = ? AND seen_at IS NULL "
+                "ORDER BY created_at, id LIMIT ?",
+                (user, max(0, limit)),
+            ).fetchall()
+            return [{**orjson.loads(r[0]), "created_at": float(r[1])} for r in rows]
+
+        return await self._call(run)
+
+    async def alerts_mark_seen(self, user: str, alert_ids: list[str], ts: float) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            with conn:
+                cur = conn.executemany(
+                    "UPDATE alert SET seen_at = ? WHERE user = ? AND id = ? AND seen_at IS NULL",
+                    [(ts, user, alert_id) for alert_id in alert_ids],
+                )
+            return max(0, cur.rowcount)
+
+        return await self._call(run)
+
     # ---- doctor policies -------------------------------------------------------------------------
 
     async def get_policies(self, user: str) -> dict[str, str]:
@@ -544,6 +666,17 @@ def _looks_like_sqlite(path: Path) -> bool:
     except FileNotFoundError:
         return True
     return head in (b"", b"SQLite format 3\x00")
+
+
+def _key_write_from_row(row: tuple[Any, ...]) -> KeyWrite:
+    return KeyWrite(
+        id=int(row[0]),
+        user=str(row[1]),
+        slot=str(row[2]),
+        change=orjson.loads(row[3]),
+        created_at=float(row[4]),
+        undone_at=None if row[5] is None else float(row[5]),
+    )
 
 
 def _journal_from_row(row: tuple[Any, ...]) -> JournalEntry:

@@ -1,4 +1,5 @@
-// Balance, subscription quota, history sparkline, status pill, compact badge and alert toasts.
+// Balance, subscription quota, history sparkline, status pill, compact badge, the balance chip shown while
+// chatting, the key state (rejected, missing) with "Check again", and alert toasts.
 // Owns only the extension's own DOM; ST is reached through the adapter.
 
 import {
@@ -15,10 +16,20 @@ const STATUS_TEXT = {
 };
 
 export class AccountView {
-    constructor({ root, adapter, now = () => Date.now() }) {
+    constructor({ root, adapter, now = () => Date.now(), onRefresh = null, onOpen = null }) {
         this.root = root;
         this.adapter = adapter;
         this.now = now;
+        this.onRefresh = onRefresh;
+        this.onOpen = onOpen ?? (() => adapter.openOwnDrawer());
+        this.chip = null;
+        this.nextRefreshAt = null;
+        this.refreshing = false;
+        this.cooldownTimer = null;
+        this.root.querySelector('#ngc_refresh')?.addEventListener('click', () => this.requestRefresh());
+        this.root.querySelector('#ngc_key_state')?.addEventListener('click', (ev) => {
+            if (ev.target.closest?.('button[data-act="check-again"]')) this.requestRefresh();
+        });
         this.t = (s) => adapter.t(s);
         this.snapshot = null;
         this.seenAlerts = new Set();
@@ -40,11 +51,12 @@ export class AccountView {
         if (status === STATUS.CONNECTED && detail.via) pill.dataset.via = detail.via;
         else delete pill.dataset.via;
         const refusedHost = status === STATUS.NOT_RUNNING && detail.reason === 'bad_host';
-        pill.textContent = viaPlugin ? this.t('connected via ST plugin')
+        this.pillText = viaPlugin ? this.t('connected via ST plugin')
             : refusedHost ? this.t('address not allowed') : this.t(STATUS_TEXT[status] ?? status);
-        pill.title = viaPlugin
+        this.pillTitle = viaPlugin
             ? this.t('Connected through the NanoGPT Companion server plugin inside SillyTavern.')
             : (status === STATUS.CONNECTED ? this.t('Connected directly to the companion service on this machine.') : '');
+        this.renderPill();
         const msg = this.q('#ngc_status_message');
         let html = '';
         if (refusedHost) {
@@ -73,20 +85,108 @@ export class AccountView {
 
     renderAccount(snap) {
         this.snapshot = snap;
+        if (snap && 'next_refresh_at' in snap) this.nextRefreshAt = snap.next_refresh_at ? snap.next_refresh_at * 1000 : null;
         const bal = snap?.balance ?? {};
-        this.q('#ngc_usd').textContent = formatUsd(bal.usd);
+        const usd = this.q('#ngc_usd');
+        usd.textContent = formatUsd(bal.usd);
+        // Low balance is shown on the balance itself (colour and icon), not only in a toast.
+        const low = snap?.low_balance === true;
+        usd.classList.toggle('ngc-low', low);
+        usd.title = low ? `${this.t('Below your alert threshold of')} ${formatUsd(snap.low_balance_usd)}` : '';
+        this.q('#ngc_low_icon').hidden = !low;
         this.q('#ngc_xno').textContent = formatXno(bal.xno);
         const sub = snap?.subscription;
-        this.q('#ngc_sub_state').textContent = sub ? (sub.active ? this.t('active') : this.t(sub.state || 'inactive')) : this.t('none');
+        const keyOk = snap?.key_status === 'ok';
+        // A subscription is only claimed from data NanoGPT just confirmed.
+        let subText;
+        if (!keyOk) subText = this.t('unknown');
+        else if (!sub) subText = this.t('none');
+        else subText = sub.active ? this.t('active') : this.t(sub.state || 'inactive');
+        if (keyOk && snap?.stale && sub?.active) subText = `${this.t('active')} (${this.t('last known')})`;
+        const subEl = this.q('#ngc_sub_state');
+        subEl.textContent = subText;
+        subEl.dataset.state = keyOk ? (sub?.active ? 'active' : 'inactive') : 'unknown';
         const notes = [];
-        if (snap?.key_status === 'missing') notes.push(this.t('No NanoGPT API key found: add one in SillyTavern\'s API connections (NanoGPT).'));
-        if (snap?.key_status === 'rejected') notes.push(this.t('NanoGPT rejected the API key.'));
-        if (snap?.stale) notes.push(this.t('Showing last known values') + (snap.error?.message ? `: ${snap.error.message}` : '.'));
+        if (snap?.stale && keyOk) notes.push(this.t('Showing last known values') + (snap.error?.message ? `: ${snap.error.message}` : '.'));
         if (sub?.degraded) notes.push(this.t('NanoGPT could not look up the quota counters right now.'));
         if (sub?.recommended_mode === 'paygo') notes.push(this.t('NanoGPT currently routes requests as pay-as-you-go') + (sub.routing_reason ? ` (${sub.routing_reason})` : '.'));
         this.q('#ngc_account_note').textContent = notes.join(' ');
-        this.renderQuota(sub);
+        this.renderKeyState(snap);
+        this.renderPill();
+        this.renderQuota(keyOk ? sub : null);
+        this.renderUpdated();
         this.renderBadge();
+    }
+
+    /**
+     * The header pill: the service connection, unless NanoGPT refuses the key (or there is none). A green
+     * "connected" above a useless key reads as "all is well", so the pill names the key problem instead
+     * (data-status stays the service's; data-key carries the key's state).
+     */
+    renderPill() {
+        const pill = this.q('#ngc_status_pill');
+        if (!pill) return;
+        const key = this.status === STATUS.CONNECTED ? this.snapshot?.key_status : null;
+        const problem = { rejected: this.t('key rejected'), missing: this.t('no API key') }[key];
+        if (problem) {
+            pill.dataset.key = key;
+            pill.textContent = problem;
+            pill.title = `${this.pillTitle ?? ''} ${key === 'rejected' ? this.t('NanoGPT rejected your API key: see Balance below.') : this.t('SillyTavern has no NanoGPT API key: see Balance below.')}`.trim();
+        } else {
+            delete pill.dataset.key;
+            pill.textContent = this.pillText ?? pill.textContent;
+            pill.title = this.pillTitle ?? '';
+        }
+    }
+
+    /** The key's state in plain words: what happened, when, and what to do; "Check again" asks NanoGPT now. */
+    renderKeyState(snap) {
+        const box = this.q('#ngc_key_state');
+        if (!box) return;
+        const when = snap?.checked_at ? new Date(snap.checked_at * 1000).toLocaleString() : null;
+        let html = '';
+        if (snap?.key_status === 'rejected') {
+            html = `<p><strong>${escapeHtml(this.t('NanoGPT rejected your API key'))}</strong>${when ? ` (${escapeHtml(this.t('checked'))} ${escapeHtml(when)})` : ''}.</p>`
+                + `<p class="ngc-small">${escapeHtml(this.t('The key may be revoked or mistyped. Put a working key in SillyTavern (API Connections → NanoGPT → NanoGPT API Key): the balance is checked again by itself when the key changes. Balance, quota and subscription are unknown until then.'))}</p>`;
+        } else if (snap?.key_status === 'missing') {
+            html = `<p><strong>${escapeHtml(this.t('No NanoGPT API key in SillyTavern'))}</strong></p>`
+                + `<p class="ngc-small">${escapeHtml(this.t('Add it under API Connections (Chat Completion → NanoGPT → NanoGPT API Key). The balance appears by itself once it is saved.'))}</p>`;
+        } else if (snap?.key_status === 'error') {
+            html = `<p><strong>${escapeHtml(this.t('NanoGPT cannot be reached'))}</strong>${when ? ` (${escapeHtml(this.t('tried'))} ${escapeHtml(when)})` : ''}: ${escapeHtml(snap.error?.message ?? '')}</p>`;
+        }
+        if (html) html += `<button type="button" class="menu_button ngc-small-btn" data-act="check-again">${escapeHtml(this.t('Check again'))}</button>`;
+        box.innerHTML = html;
+        box.hidden = !html;
+        box.dataset.keyStatus = snap?.key_status ?? '';
+    }
+
+    /** "Updated 14:02" beside the refresh button, which waits out NanoGPT's rate limit visibly. */
+    renderUpdated() {
+        const el = this.q('#ngc_updated');
+        const btn = this.q('#ngc_refresh');
+        if (!el || !btn) return;
+        const s = this.snapshot;
+        const at = s?.fetched_at ?? s?.checked_at;
+        el.textContent = at ? `${this.t('updated')} ${new Date(at * 1000).toLocaleTimeString()}` : '';
+        const wait = this.nextRefreshAt ? Math.ceil((this.nextRefreshAt - this.now()) / 1000) : 0;
+        btn.disabled = this.refreshing || wait > 0;
+        btn.title = wait > 0 ? `${this.t('Can refresh again in')} ${wait}s` : this.t('Ask NanoGPT for the balance now');
+        clearTimeout(this.cooldownTimer);
+        if (wait > 0) this.cooldownTimer = setTimeout(() => this.renderUpdated(), Math.min(wait, 5) * 1000);
+    }
+
+    async requestRefresh() {
+        if (!this.onRefresh || this.refreshing) return;
+        this.refreshing = true;
+        this.renderUpdated();
+        this.q('#ngc_refresh')?.classList.add('ngc-spinning');
+        try {
+            await this.onRefresh();
+        } finally {
+            this.refreshing = false;
+            this.q('#ngc_refresh')?.classList.remove('ngc-spinning');
+            this.renderUpdated();
+        }
     }
 
     renderQuota(sub) {
@@ -146,53 +246,100 @@ export class AccountView {
         svg.addEventListener('mouseleave', () => { out.textContent = ''; });
     }
 
-    /** Each alert id is shown once per page; the service also sends each id once, this guards reconnects. */
+    /**
+     * Each alert id is shown once per page; the service keeps every alert until a tab reports it shown, so
+     * one that fired while ST was closed still reaches the user. A quota or balance *error* is a warning
+     * toast here: ST's red toasts mean "SillyTavern failed", and this is news about the account.
+     */
     showAlert(alert) {
         if (!alert?.id || this.seenAlerts.has(alert.id)) return false;
         this.seenAlerts.add(alert.id);
-        const level = { error: 'error', warning: 'warning', info: 'info' }[alert.level] ?? 'info';
-        this.adapter.toast(level, alert.message ?? alert.kind);
+        const level = { error: 'warning', warning: 'warning', info: 'info' }[alert.level] ?? 'info';
+        this.adapter.toast(level, alert.message ?? alert.kind, this.t('NanoGPT account'));
         return true;
     }
 
-    ensureBadge(show) {
-        if (!show) {
+    /**
+     * The badge (API Connections panel) and the chip (beside ST's chat input) exist only while NanoGPT is the
+     * active connection (built-in source, or a NanoGPT address in Custom / Text Completion Generic); both
+     * open this drawer when clicked. ``show`` is the user's setting.
+     */
+    ensureBadge(show, inUse = true) {
+        this.badgeWanted = show;
+        const wanted = show && inUse;
+        if (!wanted) {
             this.badge?.remove();
+            this.chip?.remove();
             this.badge = null;
+            this.chip = null;
             return;
         }
-        if (this.badge) return;
-        const el = document.createElement('div');
-        el.id = 'ngc_badge';
-        el.className = 'ngc-badge';
-        el.setAttribute('role', 'status');
-        el.setAttribute('aria-label', this.t('NanoGPT balance'));
-        el.tabIndex = 0;
-        if (this.adapter.mountBadge(el)) this.badge = el;
+        if (!this.badge) {
+            const el = this.clickable(document.createElement('div'), 'ngc_badge', 'ngc-badge');
+            if (this.adapter.mountBadge(el)) this.badge = el;
+        }
+        if (!this.chip) {
+            const chip = this.clickable(document.createElement('div'), 'ngc_chat_balance', 'ngc-chip');
+            if (this.adapter.mountChatChip(chip)) this.chip = chip;
+        }
         this.renderBadge();
     }
 
+    clickable(el, id, cls) {
+        el.id = id;
+        el.className = cls;
+        el.setAttribute('role', 'button');
+        el.setAttribute('aria-label', this.t('NanoGPT balance: open NanoGPT Companion'));
+        el.tabIndex = 0;
+        el.addEventListener('click', () => this.onOpen());
+        el.addEventListener('keydown', (ev) => {
+            if (ev.key === 'Enter' || ev.key === ' ') {
+                ev.preventDefault();
+                this.onOpen();
+            }
+        });
+        return el;
+    }
+
     renderBadge() {
-        const el = this.badge;
-        if (!el) return;
-        el.dataset.status = this.status;
-        if (this.status !== STATUS.CONNECTED && !this.snapshot) {
-            el.innerHTML = `<span class="ngc-badge-name">NanoGPT</span> <span class="ngc-muted">${escapeHtml(this.t(STATUS_TEXT[this.status] ?? ''))}</span>`;
-            return;
-        }
         const s = this.snapshot;
-        const parts = [`<span class="ngc-badge-name">NanoGPT</span>`, `<strong class="ngc-badge-usd">${escapeHtml(formatUsd(s?.balance?.usd))}</strong>`];
+        const low = s?.low_balance === true;
         const weekly = quotaRows(s?.subscription).find((r) => r.key === 'weekly_input_tokens') ?? quotaRows(s?.subscription)[0];
-        if (s?.subscription?.active && weekly) {
-            parts.push(`<span class="ngc-badge-sub" title="${escapeHtml(this.t(weekly.label))}">SUB ${escapeHtml(formatPercent(weekly.fraction))}</span>`);
+        const showSub = s?.key_status === 'ok' && s?.subscription?.active && weekly;
+        const waiting = this.status !== STATUS.CONNECTED && !s;
+        const usdText = s?.key_status === 'rejected' ? this.t('key rejected') : s?.key_status === 'missing' ? this.t('no key') : formatUsd(s?.balance?.usd);
+        for (const el of [this.badge, this.chip]) {
+            if (!el) continue;
+            el.dataset.status = this.status;
+            el.dataset.low = String(low);
+            el.dataset.keyStatus = s?.key_status ?? '';
         }
-        if (s?.stale || this.status !== STATUS.CONNECTED) parts.push(`<span class="ngc-muted" title="${escapeHtml(this.t('last known values'))}">⧗</span>`);
-        el.innerHTML = parts.join(' ');
+        if (this.badge) {
+            if (waiting) {
+                this.badge.innerHTML = `<span class="ngc-badge-name">NanoGPT</span> <span class="ngc-muted">${escapeHtml(this.t(STATUS_TEXT[this.status] ?? ''))}</span>`;
+            } else {
+                const parts = [`<span class="ngc-badge-name">NanoGPT</span>`, `<strong class="ngc-badge-usd">${low ? '<span class="fa-solid fa-triangle-exclamation" aria-hidden="true"></span> ' : ''}${escapeHtml(usdText)}</strong>`];
+                if (showSub) parts.push(`<span class="ngc-badge-sub" title="${escapeHtml(this.t(weekly.label))}">SUB ${escapeHtml(formatPercent(weekly.fraction))}</span>`);
+                if (s?.stale || this.status !== STATUS.CONNECTED) parts.push(`<span class="ngc-muted" title="${escapeHtml(this.t('last known values'))}">⧗</span>`);
+                this.badge.innerHTML = parts.join(' ');
+            }
+        }
+        if (this.chip) {
+            // Compact: the balance (and the weekly quota for subscribers) in one short line beside the input.
+            const title = [`NanoGPT ${usdText}`, showSub ? `${this.t(weekly.label)} ${formatPercent(weekly.fraction)}` : '', low ? this.t('low balance') : '']
+                .filter(Boolean).join(' · ');
+            this.chip.title = title;
+            this.chip.innerHTML = waiting
+                ? '<span class="ngc-chip-usd ngc-muted">NanoGPT…</span>'
+                : `${low ? '<span class="fa-solid fa-triangle-exclamation" aria-hidden="true"></span>' : ''}<span class="ngc-chip-usd">${escapeHtml(usdText)}</span>${showSub ? `<span class="ngc-chip-sub">${escapeHtml(formatPercent(weekly.fraction))}</span>` : ''}`;
+        }
     }
 
     summary() {
         const s = this.snapshot;
         if (!s) return this.t('No account data yet.');
+        if (s.key_status === 'rejected') return this.t('NanoGPT rejected your API key; balance unknown.');
+        if (s.key_status === 'missing') return this.t('No NanoGPT API key in SillyTavern; balance unknown.');
         const bits = [`${formatUsd(s.balance?.usd)}`, `${formatXno(s.balance?.xno)}`];
         const sub = s.subscription;
         if (sub?.active) {
@@ -201,6 +348,7 @@ export class AccountView {
         } else {
             bits.push('no active subscription');
         }
+        if (s.low_balance) bits.push('low balance');
         if (s.stale) bits.push('stale');
         return bits.join(' | ');
     }

@@ -3,7 +3,7 @@
 // 600 rows stay cheap; one delegated listener handles every row.
 
 import {
-    escapeHtml, filterCatalog, foldThinking, formatPrice, formatTokens, inputMultiplier, isSubscriptionModel, sortCatalog,
+    escapeHtml, filterCatalog, foldThinking, formatPrice, formatTokens, inputMultiplier, isSubscriptionModel, isUsableModelId, sortCatalog,
 } from './format.js';
 
 const SEEN_KEY = 'nanogpt_companion.seen_models';
@@ -17,16 +17,22 @@ export class CatalogStore {
         this.stale = false;
         this.newIds = new Set();
         this.loaded = false;
+        this.error = null; // the last load's failure ({code, message}), shown instead of an empty list
+        this.hidden = 0; // junk rows left out (no usable id)
         this.source = null; // 'cache' (the copy saved by the last page load) or 'service'
     }
 
     /** Models not seen in the previous session are "new"; so are the ids in the last refresh diff. */
     set(payload, source = 'service') {
         this.source = source;
-        this.models = payload?.models ?? [];
+        const all = payload?.models ?? [];
+        this.models = all.filter((m) => isUsableModelId(m?.id));
+        this.hidden = all.length - this.models.length;
+        this.error = null;
         this.byId = new Map(this.models.map((m) => [m.id, m]));
         this.fetchedAt = payload?.fetched_at ?? null;
         this.stale = !!payload?.stale;
+        this.staleReason = payload?.error?.message ?? null;
         this.loaded = true;
         let seen = null;
         try {
@@ -49,10 +55,12 @@ export class CatalogStore {
 }
 
 export class CatalogView {
-    constructor({ store, adapter, onUse, loadDetails, initialSort = 'name', showVariants = false }) {
+    constructor({ store, adapter, onUse, onRetry = null, loadDetails, currentModel = () => null, initialSort = 'name', showVariants = false }) {
         this.store = store;
         this.adapter = adapter;
         this.onUse = onUse;
+        this.onRetry = onRetry;
+        this.currentModel = currentModel;
         // The list carries what rows show; the rest of an entry (description, modalities, cache prices)
         // is asked for when a row is opened, and kept for the life of the popup.
         this.loadDetails = loadDetails;
@@ -136,7 +144,11 @@ export class CatalogView {
         const btn = ev.target.closest?.('button[data-act]');
         if (!btn) return;
         const id = btn.dataset.id;
-        if (btn.dataset.act === 'use') {
+        if (btn.dataset.act === 'retry') {
+            this.onRetry?.();
+        } else if (btn.dataset.act === 'clear') {
+            this.clearFilters();
+        } else if (btn.dataset.act === 'use') {
             this.onUse?.(id, btn);
         } else if (btn.dataset.act === 'info') {
             this.toggleDetails(id);
@@ -146,6 +158,17 @@ export class CatalogView {
             this.render();
             this.focusButton('variants', id);
         }
+    }
+
+    clearFilters() {
+        const sort = this.filters.sort;
+        this.filters = { q: '', tier: '', vision: false, reasoning: false, tools: false, maxPrice: null, minContext: null, sort, newOnly: false };
+        for (const el of this.el.querySelectorAll('[data-f]')) {
+            if (el.dataset.f === 'sort' || el.dataset.f === 'showVariants') continue;
+            if (el.type === 'checkbox') el.checked = false;
+            else el.value = '';
+        }
+        this.render();
     }
 
     async toggleDetails(id) {
@@ -186,10 +209,15 @@ export class CatalogView {
         </div>`;
     }
 
+    /** The model in use first, then the rest in the chosen order. */
     visible() {
         let list = filterCatalog(this.store.models, this.filters);
         if (this.filters.newOnly) list = list.filter((m) => this.store.newIds.has(m.id));
-        return sortCatalog(list, this.filters.sort);
+        const sorted = sortCatalog(list, this.filters.sort);
+        const current = this.currentModel();
+        const at = current ? sorted.findIndex((m) => m.id === current) : -1;
+        if (at > 0) sorted.unshift(...sorted.splice(at, 1));
+        return sorted;
     }
 
     render() {
@@ -204,9 +232,22 @@ export class CatalogView {
                 for (const v of variants) html.push(this.rowHtml(v, [], true));
             }
         }
-        this.el.querySelector('.ngc-catalog-list').innerHTML = html.join('') || `<div class="ngc-muted">${escapeHtml(this.t('No model matches these filters.'))}</div>`;
+        this.el.querySelector('.ngc-catalog-list').innerHTML = html.join('') || this.emptyHtml();
         const total = this.store.models.filter((m) => !m.is_router).length;
         this.el.querySelector('.ngc-catalog-count').textContent = `${rows.length} ${this.t('shown')} / ${total} ${this.t('models')}${this.store.stale ? ` · ${this.t('stale')}` : ''}`;
+    }
+
+    /** "No data" (nothing loaded, and why, with a retry) is not "no match" (filters too narrow). */
+    emptyHtml() {
+        if (!this.store.models.length) {
+            const err = this.store.error;
+            const when = this.store.fetchedAt ? new Date(this.store.fetchedAt * 1000).toLocaleString() : this.t('never');
+            const why = err ? err.message : this.t('No models loaded yet.');
+            return `<div class="ngc-empty" data-empty="no-data"><p>${escapeHtml(why)}</p><p class="ngc-small ngc-muted">${escapeHtml(this.t('Last sync'))}: ${escapeHtml(when)}</p>
+                <button type="button" class="menu_button ngc-small-btn" data-act="retry">${escapeHtml(this.t('Retry'))}</button></div>`;
+        }
+        return `<div class="ngc-empty" data-empty="no-match"><p>${escapeHtml(this.t('No model matches these filters.'))}</p>
+            <button type="button" class="menu_button ngc-small-btn" data-act="clear">${escapeHtml(this.t('Clear filters'))}</button></div>`;
     }
 
     rowHtml(m, variants, isVariant) {
@@ -219,6 +260,8 @@ export class CatalogView {
         if (caps.reasoning === true) badges.push('<span class="ngc-tag" title="Reasoning">reasoning</span>');
         if (caps.tool_calling === true) badges.push('<span class="ngc-tag" title="Tool calling">tools</span>');
         if (this.store.newIds.has(m.id)) badges.push('<span class="ngc-tag ngc-tag-new">new</span>');
+        const inUse = m.id === this.currentModel();
+        if (inUse) badges.unshift(`<span class="ngc-tag ngc-tag-current">${escapeHtml(this.t('in use'))}</span>`);
         const p = m.pricing ?? {};
         const id = escapeHtml(m.id);
         const toggle = variants.length
@@ -228,7 +271,7 @@ export class CatalogView {
         const info = this.loadDetails
             ? `<button type="button" class="menu_button ngc-small-btn" data-act="info" data-id="${id}" aria-expanded="${opened}" title="${escapeHtml(this.t('Details'))}" aria-label="${escapeHtml(this.t('Details'))} ${escapeHtml(m.name || m.id)}">ⓘ</button>`
             : '';
-        return `<div class="ngc-model${isVariant ? ' ngc-variant' : ''}" role="listitem" data-id="${id}">
+        return `<div class="ngc-model${isVariant ? ' ngc-variant' : ''}${inUse ? ' ngc-current' : ''}" role="listitem" data-id="${id}"${inUse ? ' aria-current="true"' : ''}>
             <div class="ngc-model-main">
                 <div class="ngc-model-name">${escapeHtml(m.name || m.id)} ${badges.join('')}</div>
                 <div class="ngc-model-id ngc-small ngc-muted">${id}</div>

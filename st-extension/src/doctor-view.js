@@ -4,14 +4,16 @@
 // (the report's `ppp` table and each finding's `change`): this file keeps no copy of ST's version facts.
 
 import { escapeHtml, matchFormattingError } from './format.js';
+import { describeChange } from './st-labels.js';
 
 const PPP_PATH = ['oai_settings', 'custom_prompt_post_processing'];
 /** How many not-yet-undone fixes the "Recent fixes" list offers; older ones stay in the service's journal. */
 const RECENT_LIMIT = 5;
 
 export class DoctorView {
-    constructor({ root, adapter, client, onChange }) {
+    constructor({ root, adapter, client, onChange, onMuted }) {
         this.root = root;
+        this.onMuted = onMuted ?? (() => {});
         this.adapter = adapter;
         this.client = client;
         this.onChange = onChange ?? (() => {});
@@ -80,9 +82,8 @@ export class DoctorView {
         this.recentList.innerHTML = this.recent.map((e) => {
             const where = e.mode === 'file' ? this.t('written to the file while SillyTavern was closed') : this.t('applied in SillyTavern');
             const when = e.created_at ? new Date(e.created_at * 1000).toLocaleString() : '';
-            // The service words each change as ST labels it; the raw key is only a fallback for old services.
-            const key = (e.path ?? []).slice(-1)[0] ?? e.rule;
-            const change = e.change ?? `${key}: ${show(e.old_value)} → ${show(e.new_value)}`;
+            // The service words each change as ST labels it (`change`); otherwise ST's own labels from here.
+            const change = e.change ?? (e.path?.length ? describeChange(e.path, e.old_value, e.new_value) : `${e.rule}: ${show(e.old_value)} → ${show(e.new_value)}`);
             return `<li class="ngc-finding ngc-recent" data-journal="${escapeHtml(e.journal_id)}" data-mode="${escapeHtml(e.mode)}">
                 <div class="ngc-finding-head">${escapeHtml(change)}</div>
                 <div class="ngc-small ngc-muted">${escapeHtml(where)}${when ? ` · ${escapeHtml(when)}` : ''}</div>
@@ -91,9 +92,12 @@ export class DoctorView {
         }).join('');
     }
 
-    /** Findings plus, when given, the rest of the report (the `ppp` table rides along with every scan). */
+    /** Findings plus, when given, the rest of the report (the `ppp` table rides along with every scan).
+     * Findings of rules set to "off" are not listed; how many were left out is said instead. */
     set(findings, report = null) {
-        this.findings = findings ?? [];
+        const all = findings ?? [];
+        this.findings = all.filter((f) => f.policy !== 'off');
+        this.onMuted(all.filter((f) => f.policy === 'off'));
         if (report && 'ppp' in report) this.ppp = report.ppp ?? null;
         this.render();
     }
@@ -190,8 +194,9 @@ export class DoctorView {
         return { status, message: failure, undo: isUndo };
     }
 
+    /** "Prompt Post-Processing: Merge consecutive roles → None", in ST's own words. */
     describeOps(ops) {
-        return (ops ?? []).map((op) => `${(op.path ?? []).slice(-1)[0]} = ${JSON.stringify(op.value ?? null)}`).join(', ');
+        return (ops ?? []).map((op) => describeChange(op.path ?? [], op.old, op.value)).join('; ');
     }
 
     /**

@@ -200,7 +200,9 @@ export function endpointIdForUrl(url, endpoints) {
     if (!isNanoGptUrl(url)) return null;
     const norm = (s) => String(s).replace(/\/+$/, '');
     const hit = (endpoints ?? []).find((e) => norm(e.url) === norm(url));
-    return hit ? hit.id : null;
+    if (hit) return hit.id;
+    // Text Completion's Generic type also works with https://nano-gpt.com/api (ST appends /v1 itself).
+    return /^https:\/\/nano-gpt\.com\/api$/.test(norm(url)) ? 'v1' : null;
 }
 
 /**
@@ -279,4 +281,52 @@ export function debounce(fn, ms) {
 export function backoffDelay(attempt, baseMs = 1000, capMs = 60000, random = Math.random) {
     const raw = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 16));
     return Math.round(raw * (0.8 + 0.4 * random()));
+}
+
+/**
+ * Whether a model id from NanoGPT's list can name a model at all. Junk rows (empty, spaces, line breaks,
+ * control characters, absurd length) are hidden from the catalogue and from ST's own selects; the service
+ * drops them by the same rule (nanogpt/schemas.py).
+ */
+export function isUsableModelId(id) {
+    return typeof id === 'string' && id.length > 0 && id.length <= 200 && !/[\s\p{C}]/u.test(id);
+}
+
+/**
+ * The model to use after a switch: the one in use when the new address lists it, else its thinking base,
+ * else the closest listed model (same vendor, covered by the subscription for subscribers, most name parts in
+ * common, e.g. "Derestricted-GLM-1.7" -> "Derestricted-GLM-3.8-32b", not a router or a thinking variant, newest
+ * first), else the first listed. Returns {id, reason}.
+ */
+export function pickModel(previous, listed, byId, { subscriber = false } = {}) {
+    const ids = (listed ?? []).filter(isUsableModelId);
+    if (!ids.length) return { id: null, reason: 'none' };
+    if (previous && ids.includes(previous)) return { id: previous, reason: 'same' };
+    const prev = previous ? byId.get(previous) : null;
+    const base = prev?.thinking_base ?? (previous ? previous.replace(/(?::thinking(?::[\w-]+)?|-thinking)$/, '') : null);
+    if (base && base !== previous && ids.includes(base)) return { id: base, reason: 'base' };
+    const vendor = prev?.vendor ?? (previous?.includes('/') ? previous.split('/')[0] : null);
+    const parts = new Set(nameParts(previous));
+    const rank = (id) => {
+        const e = byId.get(id);
+        return [
+            vendor && (e?.vendor ?? id.split('/')[0]) === vendor ? 0 : 1,
+            subscriber && e && !isSubscriptionModel(e) ? 1 : 0,
+            -nameParts(id).filter((p) => parts.has(p)).length,
+            e?.is_router ? 1 : 0,
+            e?.thinking_base ? 1 : 0,
+            -(e?.created ?? 0),
+        ];
+    };
+    const ranked = ids.map((id) => [rank(id), id]).sort((a, b) => {
+        for (let i = 0; i < a[0].length; i++) if (a[0][i] !== b[0][i]) return a[0][i] - b[0][i];
+        return a[1].localeCompare(b[1]);
+    });
+    return { id: ranked[0][1], reason: 'closest' };
+}
+
+/** The words of a model id after its vendor ("ArliAI/Derestricted-GLM-1.7" -> derestricted, glm), versions left out. */
+function nameParts(id) {
+    const name = (id ?? '').includes('/') ? id.slice(id.indexOf('/') + 1) : (id ?? '');
+    return [...new Set(name.toLowerCase().split(/[^a-z0-9]+/).filter((p) => p && !/^\d+$/.test(p)))];
 }

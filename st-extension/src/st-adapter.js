@@ -3,7 +3,8 @@
 // thrown error. Changes to ST settings go through ST's own UI handlers (select + change, input + input)
 // because those also update ST's derived state and persist; direct mutation is the fallback.
 
-import { EXTENSION_NAME, SETTINGS_KEY } from './format.js';
+import { EXTENSION_NAME, SETTINGS_KEY, isNanoGptUrl, isUsableModelId } from './format.js';
+import { settingLabel, valueLabel } from './st-labels.js';
 
 const TEMPLATE_PATH = `third-party/${EXTENSION_NAME}`;
 
@@ -40,11 +41,17 @@ const CONTROL_MAP = {
     'textgenerationwebui_settings.type': { sel: '#textgen_type', ev: 'change' },
     // Text Completion's context lives at the top of settings.json; ST's slider handler sets and saves it.
     max_context: { sel: '#max_context', ev: 'input' },
+    'textgenerationwebui_settings.generic_model': { sel: '#generic_model_textgenerationwebui', ev: 'input' },
 };
 
 /** Top-level settings.json keys ST exposes (read-only copies) on getContext(). */
 const TOP_LEVEL = {
     max_context: 'maxContext',
+};
+
+/** Controls outside the settings paths above that a connection switch also sets. */
+const OTHER_CONTROLS = {
+    main_api: { sel: '#main_api', ev: 'change' },
 };
 
 const ROOTS = {
@@ -188,21 +195,145 @@ export class StAdapter {
     /** Where NanoGPT is in use right now, if anywhere: 'nanogpt' (built-in), 'custom' (NanoGPT URL) or null. */
     activeSource() {
         const s = this.chatSettings();
+        const tc = this.textSettings();
         return {
             mainApi: this.mainApi(),
             source: s?.chat_completion_source ?? null,
             customUrl: s?.custom_url ?? '',
+            textType: tc?.type ?? null,
+            genericUrl: tc?.server_urls?.generic ?? '',
             model: this.currentModel(),
             toolsEnabled: !!s?.function_calling,
         };
     }
 
+    /**
+     * Which NanoGPT connection is active: 'builtin' (Chat Completion, NanoGPT source), 'chat' (Custom with a
+     * NanoGPT URL), 'text' (Text Completion, Generic with a NanoGPT URL), or null (NanoGPT is not in use).
+     */
+    nanoKind() {
+        const a = this.activeSource();
+        if (a.mainApi === 'openai' && a.source === 'nanogpt') return 'builtin';
+        if (a.mainApi === 'openai' && a.source === 'custom' && isNanoGptUrl(a.customUrl)) return 'chat';
+        if (a.mainApi === 'textgenerationwebui' && a.textType === 'generic' && isNanoGptUrl(a.genericUrl)) return 'text';
+        return null;
+    }
+
+    /** The model of the active connection (Chat Completion Custom/NanoGPT, or Text Completion Generic). */
     currentModel() {
+        if (this.mainApi() === 'textgenerationwebui') {
+            const tc = this.textSettings();
+            return tc?.type === 'generic' ? tc.generic_model || null : null;
+        }
         const s = this.chatSettings();
         if (!s) return null;
         if (s.chat_completion_source === 'custom') return s.custom_model || null;
         if (s.chat_completion_source === 'nanogpt') return s.nanogpt_model || null;
         return null;
+    }
+
+    /** The model ids ST's own list holds for a connection kind (what its last Connect fetched). */
+    modelIds(kind) {
+        const d = this.win.document;
+        const sel = { builtin: '#model_nanogpt_select option', chat: '#model_custom_select option', text: '#generic_model_fill option' }[kind];
+        if (!sel) return [];
+        return Array.from(d.querySelectorAll(sel)).map((o) => o.value).filter((v) => v && isUsableModelId(v));
+    }
+
+    /**
+     * Run `action` (a Connect) and wait until ST has refilled the model list of `kind`: a change to that
+     * select (or datalist) after the action, with models in it. ST appends every option within one task, so
+     * by the time the observer runs the fill is complete. False after `ms` without a refill.
+     */
+    refillModelList(kind, action, ms) {
+        const d = this.win.document;
+        const el = { builtin: d.getElementById('model_nanogpt_select'), chat: d.getElementById('model_custom_select'), text: d.getElementById('generic_model_fill') }[kind];
+        const MO = this.win.MutationObserver;
+        if (!el || !MO) {
+            action();
+            return this.waitFor(() => this.modelIds(kind).length > 0, ms);
+        }
+        return new Promise((resolve) => {
+            let done = false;
+            const finish = (ok) => {
+                if (done) return;
+                done = true;
+                mo.disconnect();
+                clearTimeout(timer);
+                resolve(ok);
+            };
+            const mo = new MO(() => {
+                if (this.modelIds(kind).length > 0) finish(true);
+            });
+            mo.observe(el, { childList: true });
+            const timer = setTimeout(() => finish(false), ms);
+            action();
+        });
+    }
+
+    onlineStatus() {
+        return this.ctx()?.onlineStatus ?? null;
+    }
+
+    /** ST shows its Stop button while a reply is being generated; nothing that reconnects may run then. */
+    isGenerating() {
+        const stop = this.win.document.getElementById('mes_stop');
+        return !!stop && stop.offsetParent !== null && this.win.getComputedStyle(stop).display !== 'none';
+    }
+
+    emit(eventKey, payload) {
+        const c = this.ctx();
+        const types = c?.eventTypes ?? c?.event_types;
+        const name = types?.[eventKey];
+        if (!name || !c?.eventSource?.emit) return false;
+        c.eventSource.emit(name, payload);
+        return true;
+    }
+
+    /**
+     * ST's server re-reads secrets.json on every request, but the page learns which keys exist only on load
+     * or after its own writes. After the service wrote a key, run ST's own readSecretState (the module ST
+     * itself loaded, so its state and "Key saved" placeholders update) and emit SECRET_WRITTEN like ST's
+     * writeSecret does, so other parts of ST refresh too.
+     */
+    async reloadSecretState(secretKey) {
+        let ok = false;
+        try {
+            const mod = await import(new URL('../../../../secrets.js', import.meta.url).href);
+            if (typeof mod.readSecretState === 'function') {
+                await mod.readSecretState();
+                ok = true;
+            }
+        } catch (err) {
+            console.debug('[NanoGPT Companion] ST secrets module not available', err?.message);
+        }
+        this.emit('SECRET_WRITTEN', secretKey);
+        return ok;
+    }
+
+    /** Open ST's Extensions panel and our drawer in it, and bring it into view (the badge's click). */
+    openOwnDrawer() {
+        const d = this.win.document;
+        const content = d.getElementById('rm_extensions_block');
+        if (content && !content.classList.contains('openDrawer')) {
+            const toggle = d.querySelector('#extensions-settings-button .drawer-toggle');
+            if (toggle) {
+                if (this.$) this.$(toggle).trigger('click');
+                else toggle.click();
+            }
+        }
+        const ours = d.getElementById('ngc_drawer_content');
+        if (ours && this.win.getComputedStyle(ours).display === 'none') d.querySelector('.ngc-drawer .inline-drawer-header')?.click();
+        d.getElementById('ngc_drawer_root')?.scrollIntoView?.({ block: 'start', behavior: 'smooth' });
+    }
+
+    /** The compact balance shown while chatting: beside ST's chat menu buttons, left of the input box. */
+    mountChatChip(el) {
+        const d = this.win.document;
+        const host = d.getElementById('leftSendForm') ?? d.getElementById('send_form');
+        if (!host) return false;
+        host.append(el);
+        return true;
     }
 
     readPath(path) {
@@ -247,6 +378,22 @@ export class StAdapter {
             }
         }
         $el.trigger('change.select2');
+    }
+
+    /**
+     * True when ST renders this select's dropdown rows with its own template (select2 `templateResult`
+     * other than select2's default), as 1.18+ does for the NanoGPT model list.
+     */
+    hasRichTemplate(select) {
+        if (!select || !this.$) return false;
+        try {
+            const inst = this.$(select).data('select2');
+            const mine = inst?.options?.get?.('templateResult');
+            const base = this.$.fn?.select2?.defaults?.defaults?.templateResult;
+            return typeof mine === 'function' && mine !== base;
+        } catch {
+            return false;
+        }
     }
 
     select2Utils() {
@@ -315,6 +462,12 @@ export class StAdapter {
         return true;
     }
 
+    /** The ST control that owns a settings path and the event its handler listens to. */
+    controlFor(path) {
+        const key = Array.isArray(path) ? path.join('.') : path;
+        return CONTROL_MAP[key] ?? OTHER_CONTROLS[key] ?? null;
+    }
+
     hasOption(select, value) {
         return !!select && Array.from(select.options).some((o) => o.value === value);
     }
@@ -328,7 +481,7 @@ export class StAdapter {
         const key = path.join('.');
         const current = this.readPath(path);
         if (op.old !== undefined && op.old !== null && current !== undefined && !sameValue(current, op.old) && !sameValue(current, op.value)) {
-            return { ok: false, message: `${key} changed since the check (now ${JSON.stringify(current)})` };
+            return { ok: false, message: `${settingLabel(path)} ${this.t('changed since the check (now')} ${valueLabel(path, current, this.win.document)})` };
         }
         const ctl = CONTROL_MAP[key];
         if (ctl) {
@@ -336,7 +489,7 @@ export class StAdapter {
             const selectOk = el && (el.tagName !== 'SELECT' || this.hasOption(el, String(op.value ?? '')));
             if (el && selectOk) {
                 this.setControl(ctl.sel, ctl.checkbox ? !!op.value : op.value ?? '', ctl.ev, ctl.checkbox);
-                if (sameValue(this.readPath(path), op.value)) return { ok: true, message: `${key} set through ST's control` };
+                if (sameValue(this.readPath(path), op.value)) return { ok: true, message: `${settingLabel(path)} ${this.t('set through SillyTavern\'s control')}` };
             }
         }
         return this.mutatePath(path, op.value);
@@ -348,7 +501,7 @@ export class StAdapter {
         const key = ROOTS[root];
         const c = this.ctx();
         let obj = key ? c?.[key] : null;
-        if (!obj || rest.length === 0) return { ok: false, message: `cannot apply ${path.join('.')} in this SillyTavern` };
+        if (!obj || rest.length === 0) return { ok: false, message: `${this.t('This SillyTavern cannot change')} ${settingLabel(path)}` };
         for (const p of rest.slice(0, -1)) {
             if (obj[p] === null || typeof obj[p] !== 'object') obj[p] = {};
             obj = obj[p];
@@ -363,7 +516,7 @@ export class StAdapter {
         }
         if (typeof c.saveSettingsDebounced !== 'function') return { ok: false, message: 'SillyTavern cannot save settings' };
         c.saveSettingsDebounced();
-        return { ok: true, message: `${path.join('.')} set directly` };
+        return { ok: true, message: `${settingLabel(path)} ${this.t('set')}` };
     }
 
     clickConnect(api = 'openai') {
@@ -379,45 +532,35 @@ export class StAdapter {
         return this.setControl('#main_api', api, 'change');
     }
 
-    /** Chat Completion -> Custom (OpenAI-compatible) with a NanoGPT base URL. */
-    useCustomEndpoint(url) {
-        this.setMainApi('openai');
-        if (this.chatSettings()?.chat_completion_source !== 'custom') this.setControl('#chat_completion_source', 'custom', 'change');
-        return this.setControl('#custom_api_url_text', url, 'input');
-    }
-
     useBuiltinNanoGpt() {
         this.setMainApi('openai');
         return this.setControl('#chat_completion_source', 'nanogpt', 'change');
     }
 
-    /** Text Completion -> Generic (OpenAI-compatible) with a NanoGPT base URL. */
-    useTextEndpoint(url) {
-        this.setMainApi('textgenerationwebui');
-        this.setControl('#textgen_type', 'generic', 'change');
-        return this.setControl('#generic_api_url_text', url, 'input');
-    }
-
     /**
-     * Select a model for the active source through ST's handlers. For the built-in source the option
-     * only exists after a Connect, so connect first and wait for ST to fill the select.
+     * Select a model for the active API through ST's handlers: Text Completion (Generic) sets its model
+     * field; Chat Completion Custom picks it in ST's list (or types the id); the built-in NanoGPT source needs
+     * the option, which exists only after a Connect, so it connects first and waits for ST's fill. Any other
+     * API switches Chat Completion to the built-in source first.
      */
-    async selectModel(id, { waitMs = 5000 } = {}) {
-        const src = this.chatSettings()?.chat_completion_source;
+    async selectModel(id, { waitMs = 8000 } = {}) {
+        if (this.mainApi() === 'textgenerationwebui' && this.textSettings()?.type === 'generic') {
+            this.setControl('#generic_model_textgenerationwebui', id, 'input');
+            return { ok: this.textSettings()?.generic_model === id, source: 'text', message: `${id} could not be set as SillyTavern's Text Completion model` };
+        }
+        const src = this.mainApi() === 'openai' ? this.chatSettings()?.chat_completion_source : null;
         const { nanogpt, custom } = this.modelSelects();
         if (src === 'custom') {
-            this.setControl('#custom_model_id', id, 'input');
             if (this.hasOption(custom, id)) this.setControl('#model_custom_select', id, 'change');
-            return { ok: true, source: 'custom' };
+            if (this.chatSettings()?.custom_model !== id) this.setControl('#custom_model_id', id, 'input');
+            return { ok: this.chatSettings()?.custom_model === id, source: 'custom' };
         }
         if (src !== 'nanogpt') this.useBuiltinNanoGpt();
         if (!this.hasOption(nanogpt, id)) {
-            this.clickConnect('openai');
-            const ok = await this.waitFor(() => this.hasOption(nanogpt, id), waitMs);
-            if (!ok) {
+            const loaded = await this.refillModelList('builtin', () => this.clickConnect('openai'), waitMs);
+            if (!loaded || !this.hasOption(nanogpt, id)) {
                 // Real ST leaves the select with only its "-- Connect to the API --" placeholder when its
                 // Connect fails (no key, NanoGPT unreachable), and ignores model changes until a list loaded.
-                const loaded = Array.from(nanogpt?.options ?? []).some((o) => o.value);
                 const message = loaded
                     ? `${id} is not in the model list SillyTavern got from NanoGPT for your key; try another endpoint or model.`
                     : `SillyTavern could not load NanoGPT's model list (Connect failed: check the key and the connection under API Connections), so ${id} cannot be selected yet.`;
@@ -425,7 +568,7 @@ export class StAdapter {
             }
         }
         this.setControl('#model_nanogpt_select', id, 'change');
-        return { ok: true, source: 'nanogpt' };
+        return { ok: this.chatSettings()?.nanogpt_model === id, source: 'nanogpt' };
     }
 
     waitFor(pred, ms) {

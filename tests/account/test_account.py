@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from nanogpt_companion.account import AccountService
+from nanogpt_companion.account import MIN_REFRESH_INTERVAL, AccountService
 from nanogpt_companion.events import EventBus
 from nanogpt_companion.nanogpt.client import NanoGPTClient
 from nanogpt_companion.store import Store
@@ -354,7 +354,7 @@ async def test_alerts_fire_once_per_occurrence(
     ids = [a["id"] for a in fired]
     assert len(set(ids)) == len(ids)
     for alert in fired:
-        assert set(alert) == {"id", "kind", "level", "message"}
+        assert set(alert) == {"id", "kind", "level", "message", "created_at"}
 
 
 async def test_single_flight_concurrent_refreshes_share_one_poll(service: AccountService, fake: FakeNanoGPT):
@@ -496,3 +496,64 @@ async def test_run_survives_a_failing_round(
     await service.close()
     assert fake.count(BALANCE) >= 1
     assert "account poll round failed" in caplog.text
+
+
+async def test_refresh_is_rate_limited_but_never_blocks_a_new_key(
+    service: AccountService, fake: FakeNanoGPT, keys: Keys, clock: Clock
+):
+    await service.refresh("alice")
+    for _ in range(4):
+        clock.advance(2)
+        await service.refresh("alice")
+    assert fake.count(BALANCE) == 1  # presses inside MIN_REFRESH_INTERVAL reach nobody
+    assert service.next_refresh_at("alice") == pytest.approx(clock.now - 8 + MIN_REFRESH_INTERVAL)
+    keys.set("alice", PAYG_KEY)  # a different key is polled at once, whatever the interval
+    assert (await service.refresh("alice")).balance.usd == pytest.approx(9.54827636)  # type: ignore[union-attr]
+    clock.advance(MIN_REFRESH_INTERVAL)
+    await service.refresh("alice")
+    assert fake.count(BALANCE) == 3
+    assert service.next_refresh_at("alice") is not None
+
+
+async def test_a_rejected_key_replaced_in_st_recovers_by_itself(
+    service: AccountService, fake: FakeNanoGPT, keys: Keys, clock: Clock
+):
+    keys.set("alice", INVALID_KEY)
+    rejected = await service.get("alice")
+    assert rejected.key_status == "rejected" and rejected.checked_at == clock.now
+    run = asyncio.create_task(service.run(lambda: ["alice"]))
+    try:
+        keys.set("alice", SUBSCRIBER_KEY)  # the user pastes a working key into ST
+        for _ in range(500):
+            if (snap := service.cached("alice")) is not None and snap.key_status == "ok":
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        await service.close()
+    assert service.cached("alice").key_status == "ok"  # type: ignore[union-attr]
+    assert keys_used(fake) == [key_id(INVALID_KEY)] * 2 + [key_id(SUBSCRIBER_KEY)] * 2
+
+
+async def test_quota_at_85_percent_alerts_at_80_once_and_is_kept_for_a_tab(
+    service: AccountService, account: FakeAccount, store: Store, bus: EventBus, clock: Clock
+):
+    set_usage(account, weekly=0.85)
+    await service.get("alice")  # no tab is open: nobody receives the event
+    unseen = await service.unseen_alerts("alice")
+    assert [(a["kind"], a["level"]) for a in unseen] == [("quota_80", "warning")]
+    assert "85% used" in unseen[0]["message"]
+    with bus.subscribe("alice", is_extension=True) as sub:
+        clock.advance(301)
+        await service.refresh("alice")  # same window: the alert is not sent again
+        assert alerts(drain(sub.queue)) == []
+    assert await service.mark_alerts_seen("alice", [unseen[0]["id"]]) == 1
+    assert await service.unseen_alerts("alice") == []
+
+
+async def test_low_balance_is_on_the_snapshot(service: AccountService, account: FakeAccount):
+    set_usd(account, 0.5)
+    snap = await service.get("alice")
+    assert snap.low_balance is True and snap.low_balance_usd == 1.0

@@ -160,6 +160,9 @@ def test_unusable_entries_are_skipped_with_reasons() -> None:
                 {"id": "  "},
                 {"id": "a/ok", "name": "dup"},
                 None,
+                {"id": "a/two words"},
+                {"id": "a/tab\there"},
+                {"id": "x" * 201},
             ]
         }
     )
@@ -171,6 +174,9 @@ def test_unusable_entries_are_skipped_with_reasons() -> None:
         (3, None, "missing or non-string id"),
         (4, "a/ok", "duplicate id"),
         (5, None, "entry is NoneType, not an object"),
+        (6, "a/two words", "unusable id"),
+        (7, "a/tab\there", "unusable id"),
+        (8, "x" * 120, "unusable id"),
     ]
 
 

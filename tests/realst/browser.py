@@ -111,12 +111,16 @@ class STPage:
         height: int = 900,
         path: str = "/",
         color_scheme: str | None = None,
+        touch: bool = False,
         wait_ready: bool = True,
         before_load: Callable[[Any], None] | None = None,
     ) -> STPage:
         options: dict[str, Any] = {"viewport": {"width": width, "height": height}}
         if color_scheme:
             options["color_scheme"] = color_scheme
+        if touch:  # a phone: taps instead of clicks (Playwright's Page.tap needs it)
+            options["has_touch"] = True
+            options["is_mobile"] = True
         context = browser.new_context(**options)
         context.add_init_script(PAGE_INIT_SCRIPT)
         page = context.new_page()

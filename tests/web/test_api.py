@@ -307,7 +307,8 @@ async def test_endpoints_recommend_subscription_for_a_subscriber(companion: Comp
     assert alices["recommended"] == "v1"
 
 
-async def test_history_records_a_point_per_change(companion: Companion) -> None:
+async def test_history_records_a_point_per_change(start_companion: StartCompanion) -> None:
+    companion = await start_companion(account_refresh_interval=0)  # refreshes back to back
     await companion.get("/api/account")
     await companion.get("/api/account?refresh=1")  # same values: no new row
     account = companion.upstream.fake.accounts[SUBSCRIBER_KEY]
@@ -385,8 +386,9 @@ async def test_event_stream_with_ticket_delivers_catalog_events(companion: Compa
 
 
 async def test_keys_never_leak_into_responses_logs_or_events(
-    companion: Companion, caplog: pytest.LogCaptureFixture
+    start_companion: StartCompanion, caplog: pytest.LogCaptureFixture
 ) -> None:
+    companion = await start_companion(account_refresh_interval=0)  # every refresh=1 below reaches the fake
     caplog.set_level(logging.DEBUG)
     seen: list[bytes] = []
     ticket = (await json_of(await companion.post("/api/events/ticket")))["ticket"]

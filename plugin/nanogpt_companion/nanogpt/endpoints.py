@@ -294,6 +294,19 @@ def recommend_endpoint(account: AccountSnapshot | None) -> tuple[EndpointId, str
     ``reasoning_content`` alike since 1.12.13 (reasoning.js L81-84, 13f76c974) and from neither before, so
     the legacy address never shows reasoning that the standard one hides.
     """
+    if account is not None and account.key_status == "rejected":
+        return (
+            "v1",
+            "NanoGPT rejected your API key, so your plan is unknown; the standard address works for every "
+            "account once the key is fixed.",
+        )
+    if account is not None and account.stale:
+        # Never claim a subscription from data NanoGPT did not just confirm.
+        return (
+            "v1",
+            "NanoGPT could not be asked about your plan just now; the standard address works for every "
+            "account.",
+        )
     subscription = account.subscription if account is not None else None
     if subscription is not None and subscription.active:
         if (subscription.recommended_mode or "").lower() == "paygo":

@@ -181,6 +181,13 @@ def _prices(pricing: Mapping[str, Any]) -> tuple[float | None, float | None, str
     return prompt, completion, _nonempty_str(pricing.get("currency"))
 
 
+MAX_ID_LENGTH = 200
+
+
+def _usable_id(model_id: str) -> bool:
+    return len(model_id) <= MAX_ID_LENGTH and not any(c.isspace() or not c.isprintable() for c in model_id)
+
+
 def parse_model_entry(raw: object) -> UpstreamModel | str:
     """One list entry -> a model, or the reason it was skipped. Never raises."""
     if not isinstance(raw, dict):
@@ -188,6 +195,10 @@ def parse_model_entry(raw: object) -> UpstreamModel | str:
     model_id = raw.get("id")
     if not isinstance(model_id, str) or not model_id.strip():
         return "missing or non-string id"
+    if not _usable_id(model_id):
+        # Junk rows (ids with spaces, line breaks or control characters, or absurdly long): no request can
+        # name such a model, so a user could only pick it by mistake.
+        return "unusable id"
     pricing = _mapping(raw.get("pricing"))
     prompt, completion, currency = _prices(pricing)
     subscription = _mapping(raw.get("subscription"))

@@ -19,9 +19,11 @@ from nanogpt_companion.catalog import CatalogDiff, CatalogService, CatalogSnapsh
 from nanogpt_companion.config import Settings
 from nanogpt_companion.doctor_service import DoctorService
 from nanogpt_companion.events import EventBus
+from nanogpt_companion.key_slots import KeySlotService
 from nanogpt_companion.nanogpt.client import NanoGPTClient
 from nanogpt_companion.plugin_link import PluginLink
 from nanogpt_companion.sillytavern.dataroot import read_st_config
+from nanogpt_companion.sillytavern.version import UNKNOWN_VERSION, STVersion
 from nanogpt_companion.store import Store
 from nanogpt_companion.users import UserRegistry
 from nanogpt_companion.watcher import SettingsWatcher
@@ -110,14 +112,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     users = app[keys.USERS]
     bus = app[keys.BUS]
 
-    # `doctor` is assigned below; this runs only once the catalogue refreshes, after start-up.
+    doctor: DoctorService | None = None  # set below; catalogue refreshes start only after that
+
     def publish_catalog(fingerprint: str, snapshot: CatalogSnapshot, diff: CatalogDiff) -> None:
         event = {"fetched_at": snapshot.fetched_at, "count": len(snapshot.entries), "diff": diff.as_json()}
         for handle in users.handles():
             key = users.cached_key(handle)
             if key is not None and key.fingerprint == fingerprint:
                 bus.publish(handle, "catalog", event)
-        if doctor is not None:
+        if doctor is not None and (diff.removed or len(diff.added) < len(snapshot.entries)):
+            # A first load (everything "added") is the start-up scan's job, not news.
             doctor.on_catalog_refresh(fingerprint, diff)
 
     catalog = CatalogService(
@@ -130,10 +134,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         key_for=users.key_for,
         poll_interval=settings.account_poll_interval,
         low_balance_usd=settings.low_balance_usd,
+        min_refresh_interval=settings.account_refresh_interval,
     )
     app[keys.CATALOG] = catalog
     app[keys.ACCOUNT] = account
-    doctor: DoctorService | None = None
     if users.data_root is not None:
         doctor = DoctorService(
             users=users,
@@ -144,6 +148,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             settings=settings,
         )
     app[keys.DOCTOR] = doctor
+
+    def version_for(handle: str) -> STVersion:
+        return doctor.st_version(handle) if doctor is not None else UNKNOWN_VERSION
+
+    app[keys.KEY_SLOTS] = KeySlotService(
+        users=users, store=app[keys.STORE], key_for=users.key_for, version_for=version_for
+    )
 
     def keys_changed(active: set[str]) -> None:
         catalog.retain(active)

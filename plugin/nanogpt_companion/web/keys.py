@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # the services import nothing from web/, but security and sse
     from nanogpt_companion.config import Settings  # noqa: F401
     from nanogpt_companion.doctor_service import DoctorService  # noqa: F401
     from nanogpt_companion.events import EventBus  # noqa: F401
+    from nanogpt_companion.key_slots import KeySlotService  # noqa: F401
     from nanogpt_companion.nanogpt.client import NanoGPTClient  # noqa: F401
     from nanogpt_companion.plugin_link import PluginLink  # noqa: F401
     from nanogpt_companion.store import Store  # noqa: F401
@@ -36,5 +37,6 @@ ACCESS = web.AppKey["AccessPolicy"]("access")
 STOPPING = web.AppKey[asyncio.Event]("stopping")
 OPENAPI = web.AppKey[bytes]("openapi")
 PLUGIN_LINK = web.AppKey["PluginLink"]("plugin_link")
+KEY_SLOTS = web.AppKey["KeySlotService"]("key_slots")
 
 CURRENT_USER = web.RequestKey["User"]("current_user")

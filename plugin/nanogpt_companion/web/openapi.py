@@ -17,6 +17,8 @@ from nanogpt_companion.doctor.finding import Finding
 from nanogpt_companion.domain import AccountSnapshot, CatalogEntry, CatalogSummary, ErrorInfo
 from nanogpt_companion.web import keys
 from nanogpt_companion.web.bodies import AckRequest, FixRequest, PolicyRequest, UndoRequest
+from nanogpt_companion.web.handlers.alerts import SeenRequest
+from nanogpt_companion.web.handlers.connection import KeyRequest, KeyUndoRequest
 
 REF = "#/components/schemas/{model}"
 
@@ -114,15 +116,71 @@ JOURNAL_ENTRY = {
         "undone_at",
     ],
 }
+POLICY_VALUE = {"type": "string", "enum": ["auto", "ask", "off"]}
 POLICIES = {
     "type": "object",
     "properties": {
-        "policies": {
-            "type": "object",
-            "additionalProperties": {"type": "string", "enum": ["auto", "ask", "off"]},
-        }
+        "policies": {"type": "object", "additionalProperties": POLICY_VALUE},
+        "rules": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "title": {"type": "string"},
+                    "summary": {"type": "string"},
+                    "default_policy": POLICY_VALUE,
+                    "policy": POLICY_VALUE,
+                },
+                "required": ["id", "title", "summary", "default_policy", "policy"],
+            },
+        },
     },
-    "required": ["policies"],
+    "required": ["policies", "rules"],
+}
+SLOT_NAMES = ["nanogpt", "custom", "generic"]
+UNDO_OUTCOMES = ["reverted", "nothing_to_undo", "changed_since", "already_undone"]
+KEY_WRITE = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["written", "unchanged"]},
+        "slot": {"type": "string", "enum": SLOT_NAMES},
+        "secret": {"type": "string", "enum": ["api_key_nanogpt", "api_key_custom", "api_key_generic"]},
+        "write_id": {"type": ["integer", "null"]},
+        "layout": {"type": "string", "enum": ["list", "flat"]},
+        "label": {"type": "string"},
+        "message": {"type": "string"},
+    },
+    "required": ["status", "slot", "secret", "write_id", "layout", "label", "message"],
+}
+KEY_STATE = {
+    "type": "object",
+    "properties": {
+        "key": {
+            "type": "object",
+            "properties": {
+                "present": {"type": "boolean"},
+                "source": {"type": "string", "enum": ["config", "sillytavern", "none"]},
+            },
+            "required": ["present", "source"],
+        },
+        "slots": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "enum": ["ours", "other", "empty", "unknown"]},
+        },
+    },
+    "required": ["key", "slots"],
+}
+ALERT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "kind": {"type": "string", "enum": ["low_balance", "quota_80", "quota_100", "routing_changed"]},
+        "level": {"type": "string", "enum": ["warning", "error", "info"]},
+        "message": {"type": "string"},
+        "created_at": {"type": "number"},
+    },
+    "required": ["id", "kind", "level", "message", "created_at"],
 }
 
 
@@ -162,6 +220,9 @@ def build_openapi() -> bytes:
         UndoRequest,
         AckRequest,
         PolicyRequest,
+        KeyRequest,
+        KeyUndoRequest,
+        SeenRequest,
     )
     schemas["ErrorBody"] = {
         "type": "object",
@@ -192,6 +253,11 @@ def build_openapi() -> bytes:
             "choices": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
             "applies": {"type": ["boolean", "null"]},
         },
+    }
+    snapshot = schemas["AccountSnapshot"]
+    account_response = {
+        **snapshot,
+        "properties": {**snapshot.get("properties", {}), "next_refresh_at": NULLABLE_NUMBER},
     }
     catalog_response = {
         "type": "object",
@@ -321,10 +387,15 @@ def build_openapi() -> bytes:
         },
         "/api/account": {
             "get": _op(
-                "Balance and subscription usage (stale flag when the last poll failed)",
-                {"200": _json(_ref("AccountSnapshot"))},
+                "Balance and subscription usage (stale flag when the last poll failed); next_refresh_at says "
+                "when a refresh the user asks for will reach NanoGPT again",
+                {"200": _json(account_response)},
                 params=[
-                    _query("refresh", {"type": "string", "enum": ["0", "1", "true", "false"]}, "Poll now")
+                    _query(
+                        "refresh",
+                        {"type": "string", "enum": ["0", "1", "true", "false"]},
+                        "Poll now (at most once per account_refresh_interval)",
+                    )
                 ],
             )
         },
@@ -469,6 +540,81 @@ def build_openapi() -> bytes:
                 },
                 body="PolicyRequest",
             ),
+        },
+        "/api/connection/key": {
+            "get": _op(
+                "Which SillyTavern key slots hold the caller's NanoGPT key (never a key itself)",
+                {"200": _json(KEY_STATE), "409": _json(_ref("ErrorBody"), "No SillyTavern directory")},
+            ),
+            "post": _op(
+                "Copy the caller's NanoGPT key from SillyTavern into the key slot a connection reads "
+                "(api_key_custom, api_key_generic or api_key_nanogpt), made active; journalled for undo",
+                {
+                    "200": _json(KEY_WRITE),
+                    "409": _json(
+                        _ref("ErrorBody"),
+                        "no_data_root, no_key, key_not_in_sillytavern, slot_taken (flat format holding "
+                        "another key) or conflict (secrets.json kept changing)",
+                    ),
+                    "500": _json(_ref("ErrorBody"), "secrets.json could not be written (write_failed)"),
+                },
+                body="KeyRequest",
+            ),
+        },
+        "/api/connection/key/undo": {
+            "post": _op(
+                "Undo a key copy: remove the entry it added and re-activate the one active before",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "status": {
+                                    "type": "string",
+                                    "enum": UNDO_OUTCOMES,
+                                },
+                                "message": {"type": "string"},
+                            },
+                            "required": ["status", "message"],
+                        }
+                    ),
+                    "404": _json(_ref("ErrorBody"), "No such key change for the caller"),
+                    "409": _json(
+                        _ref("ErrorBody"), "No SillyTavern directory, or secrets.json kept changing"
+                    ),
+                    "500": _json(_ref("ErrorBody"), "secrets.json could not be written"),
+                },
+                body="KeyUndoRequest",
+            )
+        },
+        "/api/alerts": {
+            "get": _op(
+                "Account alerts no SillyTavern tab has shown yet, oldest first",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"alerts": {"type": "array", "items": ALERT}},
+                            "required": ["alerts"],
+                        }
+                    )
+                },
+            )
+        },
+        "/api/alerts/seen": {
+            "post": _op(
+                "Mark alerts as shown (they are not offered again)",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"marked": {"type": "integer"}},
+                            "required": ["marked"],
+                        }
+                    )
+                },
+                body="SeenRequest",
+            )
         },
         "/api/events/ticket": {
             "post": _op(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from nanogpt_companion.web import openapi, sse
-from nanogpt_companion.web.handlers import account, catalog, doctor, endpoints, health
+from nanogpt_companion.web.handlers import account, alerts, catalog, connection, doctor, endpoints, health
 
 
 def setup_routes(app: web.Application) -> None:
@@ -24,6 +24,11 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/api/doctor/journal", doctor.get_journal)
     router.add_get("/api/doctor/policy", doctor.get_policies)
     router.add_put("/api/doctor/policy", doctor.set_policy)
+    router.add_get("/api/connection/key", connection.get_key_state)
+    router.add_post("/api/connection/key", connection.set_key)
+    router.add_post("/api/connection/key/undo", connection.undo_key)
+    router.add_get("/api/alerts", alerts.get_alerts)
+    router.add_post("/api/alerts/seen", alerts.mark_seen)
     router.add_post("/api/events/ticket", sse.issue_ticket)
     router.add_get("/api/events", sse.event_stream)
     router.add_get("/api/openapi.json", openapi.serve_openapi)

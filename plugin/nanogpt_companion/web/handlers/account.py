@@ -9,14 +9,17 @@ MAX_HISTORY_DAYS = 366
 
 
 async def get_account(request: web.Request) -> web.Response:
-    """Balance and subscription usage. ``?refresh=1`` polls NanoGPT now instead of serving the cache."""
+    """Balance and subscription usage. ``?refresh=1`` polls NanoGPT now instead of serving the cache (at most
+    once per ``MIN_REFRESH_INTERVAL``; ``next_refresh_at`` says when the next one will go out)."""
     user = request[keys.CURRENT_USER]
     service = request.app[keys.ACCOUNT]
     if request.query.get("refresh") in ("1", "true"):
         snapshot = await service.refresh(user.handle)
     else:
         snapshot = await service.get(user.handle)
-    return json_response(snapshot.model_dump(mode="json"))
+    # When the next refresh the user asks for will reach NanoGPT (refreshes are rate-limited).
+    body = {**snapshot.model_dump(mode="json"), "next_refresh_at": service.next_refresh_at(user.handle)}
+    return json_response(body)
 
 
 async def get_history(request: web.Request) -> web.Response:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from nanogpt_companion.doctor.engine import RULES
+from nanogpt_companion.doctor.finding import Policy
 from nanogpt_companion.doctor_service import DoctorService
 from nanogpt_companion.web import keys
 from nanogpt_companion.web.bodies import AckRequest, FixRequest, PolicyRequest, UndoRequest, read_body
@@ -71,9 +73,25 @@ async def get_journal(request: web.Request) -> web.Response:
     return json_response({"entries": await _doctor(request).journal(user.handle, int(raw))})
 
 
+def _policies_body(policies: dict[str, Policy]) -> dict[str, object]:
+    """The effective policies, plus each rule's name and what it checks, so a panel can show a control per
+    rule in the user's words (rules in the order the doctor runs them)."""
+    rules = [
+        {
+            "id": rule.id,
+            "title": rule.title,
+            "summary": rule.summary,
+            "default_policy": rule.default_policy,
+            "policy": policies.get(rule.id, rule.default_policy),
+        }
+        for rule in RULES
+    ]
+    return {"policies": policies, "rules": rules}
+
+
 async def get_policies(request: web.Request) -> web.Response:
     user = request[keys.CURRENT_USER]
-    return json_response({"policies": await _doctor(request).effective_policies(user.handle)})
+    return json_response(_policies_body(await _doctor(request).effective_policies(user.handle)))
 
 
 async def set_policy(request: web.Request) -> web.Response:
@@ -83,4 +101,4 @@ async def set_policy(request: web.Request) -> web.Response:
         policies = await _doctor(request).set_policy(user.handle, body.rule, body.policy)
     except KeyError:
         raise ApiError(404, "not_found", f"No doctor rule named {body.rule!r}.") from None
-    return json_response({"policies": policies})
+    return json_response(_policies_body(policies))

@@ -1,0 +1,57 @@
+"""Routes of the endpoint switch's key step: ``/api/connection/key`` (state, copy) and its undo.
+
+The extension switches ST's connection itself; these routes only move the user's NanoGPT key into the key
+slot that connection reads (``key_slots.py``), so the key never passes through the browser.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from aiohttp import web
+from pydantic import Field
+
+from nanogpt_companion.key_slots import KeySlotError, KeySlotService
+from nanogpt_companion.web import keys
+from nanogpt_companion.web.bodies import Body, read_body
+from nanogpt_companion.web.errors import ApiError, json_response
+
+
+class KeyRequest(Body):
+    slot: Literal["nanogpt", "custom", "generic"]
+
+
+class KeyUndoRequest(Body):
+    write_id: int = Field(ge=1)
+
+
+def _service(request: web.Request) -> KeySlotService:
+    return request.app[keys.KEY_SLOTS]
+
+
+async def get_key_state(request: web.Request) -> web.Response:
+    user = request[keys.CURRENT_USER]
+    try:
+        return json_response(await _service(request).state(user.handle))
+    except KeySlotError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+
+
+async def set_key(request: web.Request) -> web.Response:
+    """Copy the user's NanoGPT key into ST's ``slot`` key (made active); the answer names the change's id."""
+    user = request[keys.CURRENT_USER]
+    body = await read_body(request, KeyRequest)
+    try:
+        result = await _service(request).install(user.handle, body.slot)
+    except KeySlotError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+    return json_response(result.as_json())
+
+
+async def undo_key(request: web.Request) -> web.Response:
+    user = request[keys.CURRENT_USER]
+    body = await read_body(request, KeyUndoRequest)
+    try:
+        return json_response(await _service(request).undo(user.handle, body.write_id))
+    except KeySlotError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
