@@ -62,7 +62,8 @@ def test_st_saves_racing_fix_all_are_never_lost(
         # The race really happened: the service kept writing into the writer's stream and hit its window.
         # (The writer aims at 100 saves/s; a loaded machine gets fewer, which only makes a loss less likely.)
         assert race["saves"] > 5 * seconds
-        assert figures["fixes_applied"] >= 10 and figures["conflicts"] >= 1, figures
+        # Witnesses that the race ran (how many depends on the machine's load), not a rate.
+        assert figures["fixes_applied"] >= 2 and figures["conflicts"] >= 1, figures
         assert race["lost"] == 0, race["lost_markers"]
         assert service.process.poll() is None
         assert "Traceback" not in service.log_text()

@@ -25,7 +25,7 @@ from tests.fakes.service_fixtures import (
 )
 from tests.fakes.st_fixtures import MULTI_KEY_ACTIVE, STInstall, UserSpec, build_st_install
 
-CATALOGUE_RULES = "reasoning, images, context, model.gone, textgen.nanogpt"
+CATALOGUE_RULES = "reasoning, images, context, model.gone, textgen.context, textgen.nanogpt"
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_doctor_says_which_checks_it_skipped_when_nanogpt_is_unreachable(tmp_pat
     assert done.returncode == 3, done.stdout + done.stderr
     out = " ".join(done.stdout.split())  # the note is wrapped to the terminal width
     assert "no problems found by the checks that ran" in out
-    assert f"skipped 5 checks that need NanoGPT's model list ({CATALOGUE_RULES}):" in out
+    assert f"skipped 6 checks that need NanoGPT's model list ({CATALOGUE_RULES}):" in out
     assert "could not connect" in out
     assert "no problems found\n" not in done.stdout
     assert done.stderr == ""  # said once, on stdout, not again as a log line
