@@ -123,6 +123,7 @@ class ProviderBehaviour:
     )
     image_models: dict[str, dict[str, Any]] = field(default_factory=default_image_models)
     image_requests: list[ImageRequest] = field(default_factory=list)
+    provider_paths: list[str] = field(default_factory=list)  # raw (still encoded) paths asked for
 
     def set_available(self, model_id: str, provider: str, available: bool) -> None:
         for entry in self.info[model_id]["providers"]:
@@ -141,6 +142,7 @@ def add_provider_routes(
 ) -> None:
     async def model_providers(request: web.Request) -> web.Response:
         model_id = request.match_info["model"]
+        behaviour.provider_paths.append(request.raw_path)
         info = behaviour.info.get(model_id)
         if info is None:
             if not known_model(model_id):
