@@ -381,6 +381,7 @@ class CompanionApp {
             currentModel: () => this.adapter.currentModel(),
             onUse: (id, btn) => this.useModel(id, btn),
             onRetry: () => this.retryCatalog(),
+            call: (path) => this.client.call(path),
         });
         this.catalogView = view;
         const el = view.build();
