@@ -92,13 +92,14 @@ class ProviderService:
         client: NanoGPTClient,
         *,
         ttl: float = DEFAULT_TTL,
+        max_models: int = MAX_MODELS,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._wall = wall_clock
         self._models: _SingleFlightCache[ModelProviders] = _SingleFlightCache(
-            ttl=ttl, capacity=MAX_MODELS, clock=clock
+            ttl=ttl, capacity=max_models, clock=clock
         )
         self._names: _SingleFlightCache[dict[str, str]] = _SingleFlightCache(ttl=ttl, capacity=1, clock=clock)
         self._images: _SingleFlightCache[list[ImageModel]] = _SingleFlightCache(

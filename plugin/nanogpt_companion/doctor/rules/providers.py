@@ -151,6 +151,10 @@ def check_provider_choice(ctx: DoctorContext) -> list[Finding]:
     else:
         return []
     if kind != "no_selection":
+        problem += (
+            " SillyTavern sends the choice with every request, and NanoGPT then answers 404 (the warning "
+            "sign beside SillyTavern's Model Providers says as much)."
+        )
         offered = ", ".join(str(c["label"]) for c in choices[:6])
         problem += (
             f" Providers available for it now: {offered}." if offered else " No provider is available now."
