@@ -24,6 +24,7 @@ from tests.realst.stack import DEFAULT_USER, RealStack, load_version_fixture
 from tests.realst.versions import version_tuple
 
 PROVIDER_SELECTION_FROM = (1, 18, 0)
+PROVIDERS_PATH = f"/api/models/{SELECTABLE_MODEL}/providers"
 WRITE_CUSTOM_KEY_WITH_ST = """async (value) => {
     const secrets = await import('/scripts/secrets.js');
     await secrets.writeSecret(secrets.SECRET_KEYS.CUSTOM, value);
@@ -148,3 +149,34 @@ def test_provider_choice_follows_nanogpts_answer(versioned_stack: RealStack, st_
         assert (sent.model, sent.provider) == (SELECTABLE_MODEL, "deepinfra")
     finally:
         stack.seed_user(DEFAULT_USER)
+
+
+def test_catalogue_shows_a_models_providers_and_the_image_models(stack: RealStack, st_page: STPage) -> None:
+    page = st_page
+    open_drawer(page)
+    page.page.wait_for_function("document.querySelector('#ngc_catalog_summary')?.textContent.length > 0")
+    asked_before = stack.fake.count(PROVIDERS_PATH)
+    page.page.click("#ngc_browse")
+    page.page.wait_for_selector("dialog.popup .ngc-catalog .ngc-model")
+    # Opening the browser asks NanoGPT about no model's providers (never per row).
+    assert stack.fake.count(PROVIDERS_PATH) == asked_before
+    page.page.fill('.ngc-catalog [data-f="q"]', SELECTABLE_MODEL)
+    page.page.click(f'.ngc-catalog button[data-act="providers"][data-id="{SELECTABLE_MODEL}"]')
+    box = f'.ngc-providers[data-providers-for="{SELECTABLE_MODEL}"]'
+    page.page.wait_for_selector(f"{box} .ngc-provider")
+    rows = page.js(
+        "(s) => [...document.querySelectorAll(s + ' .ngc-provider')]"
+        ".map(li => li.textContent.replace(/\\s+/g, ' ').trim())",
+        box,
+    )
+    assert any(r.startswith("DeepInfra") and "available" in r for r in rows)
+    assert any(r.startswith("Chutes") and "unavailable" in r for r in rows)
+    page.page.click('.ngc-catalog button[data-act="images"]')
+    page.page.wait_for_selector(".ngc-image-list .ngc-image-model")
+    names = page.js("() => [...document.querySelectorAll('.ngc-image-model')].map(li => li.dataset.imageId)")
+    assert names == ["flux-schnell", "hidream", "recraft-v3"]
+    assert "1024x1024: $0.003" in (
+        page.page.text_content('.ngc-image-model[data-image-id="flux-schnell"]') or ""
+    )
+    page.screenshot("catalogue-providers-images.png", full_page=False)
+    page.page.keyboard.press("Escape")
