@@ -18,12 +18,13 @@ from typing import Any
 
 from tests.extension.st_ui import connect_builtin, open_drawer, send_message
 from tests.fakes.nanogpt_providers import SELECTABLE_MODEL, UNAVAILABLE_PROVIDER
-from tests.fakes.nanogpt_upstream import PAYG_KEY
+from tests.fakes.nanogpt_upstream import PAYG_KEY, SUBSCRIBER_KEY
 from tests.realst.browser import STPage
 from tests.realst.stack import DEFAULT_USER, RealStack, load_version_fixture
 from tests.realst.versions import version_tuple
 
 PROVIDER_SELECTION_FROM = (1, 18, 0)
+STALE_KEY = "sk-nano-FAKE-555555555555"  # a rotated key
 PROVIDERS_PATH = f"/api/models/{SELECTABLE_MODEL}/providers"
 WRITE_CUSTOM_KEY_WITH_ST = """async (value) => {
     const secrets = await import('/scripts/secrets.js');
@@ -180,3 +181,46 @@ def test_catalogue_shows_a_models_providers_and_the_image_models(stack: RealStac
     )
     page.screenshot("catalogue-providers-images.png", full_page=False)
     page.page.keyboard.press("Escape")
+
+
+def test_clear_the_choice_and_replace_a_stale_key(stack: RealStack, st_page_for: Any) -> None:
+    """Newest ST: a provider chosen for a model without provider selection is cleared by Fix (through ST's
+    own select), and a rotated key left in the Custom slot is replaced by one click."""
+    model = "zai-org/glm-5.2"  # subscription-included; NanoGPT picks its provider itself
+    stack.seed_user(
+        DEFAULT_USER,
+        oai={
+            "custom_prompt_post_processing": "merge",
+            "nanogpt_model": model,
+            "nanogpt_provider": "deepinfra",
+            "custom_url": "https://nano-gpt.com/api/v1",
+        },
+    )
+    try:
+        page: STPage = st_page_for(stack, seed=False)
+        page.js(WRITE_CUSTOM_KEY_WITH_ST, STALE_KEY)  # the old key, still in the Custom slot
+        open_drawer(page)
+        choice = '#ngc_findings li[data-id^="provider.choice"]'
+        slots = '#ngc_findings li[data-id^="keys.slots"]'
+        page.page.wait_for_selector(choice, timeout=30000)
+        page.page.wait_for_selector(slots, timeout=30000)
+        assert _finding(stack, "provider.choice")["details"]["kind"] == "no_selection"  # type: ignore[index]
+        billing = _finding(stack, "provider.billing")
+        assert billing is not None and "pay-as-you-go" in billing["explanation"]
+        assert _finding(stack, "keys.slots")["details"]["stale"] == ["custom"]  # type: ignore[index]
+
+        page.page.click(f"{choice} button[data-fix]")
+        page.page.wait_for_function(
+            "() => SillyTavern.getContext().chatCompletionSettings.nanogpt_provider === ''"
+        )
+        assert page.js("() => document.querySelector('#nanogpt_provider').value") == ""
+        stack.wait_for_settings(lambda s: s["oai_settings"].get("nanogpt_provider") == "")
+        page.page.wait_for_selector(choice, state="detached", timeout=30000)
+
+        page.page.click(f"{slots} button[data-key-slots]")
+        page.page.wait_for_selector(slots, state="detached", timeout=30000)
+        custom = stack.read_secrets()["api_key_custom"]
+        assert [e["value"] for e in custom if e["active"]] == [SUBSCRIBER_KEY]
+        assert STALE_KEY in [e["value"] for e in custom]  # kept, inactive: ST's key manager still lists it
+    finally:
+        stack.seed_user(DEFAULT_USER)
