@@ -107,7 +107,9 @@ async def test_missing_keys_and_the_first_run_seed_do_not_crash(
     }
     for handle in ("default-user", "bare", "odd"):
         assert st.user(handle).settings.read_bytes() == before[handle]
-    # Undo removes the added key again (it did not exist before).
+    # Undo removes the added key again (it did not exist before). The journal row follows the file write.
+    state = companion.client.app[keys.DOCTOR]._user_state("half")  # type: ignore[union-attr]
+    await wait_until(lambda: not [f for f in state.findings if f.rule == "ppp.nanogpt"])
     [entry] = await journal(companion, "half")
     assert entry.existed is False
     resp = await companion.post("/api/doctor/undo", "half", json={"journal_id": entry.id})
