@@ -3,6 +3,7 @@
 // through ServiceClient, and the views only render.
 
 import { AccountView } from './src/account-view.js';
+import { CatalogCache, ownerKey } from './src/catalog-cache.js';
 import { CatalogStore, CatalogView } from './src/catalog-view.js';
 import { ConnectionFlow } from './src/connection-flow.js';
 import { DoctorView } from './src/doctor-view.js';
@@ -21,11 +22,17 @@ const VERSION = '0.1.0';
 const ACCOUNT_REFRESH_AFTER_GENERATION_MS = 2500;
 const DOCTOR_RECHECK_MS = 1500; // ST saves settings with a 1 s debounce; the service re-reads after that.
 const MODEL_FIELD_SETTLE_MS = 600; // typing a model id: follow up once the user paused
+// The list projection (no descriptions: those load on demand) without router ids: what the views show.
+const CATALOG_PATH = '/api/catalog?fields=summary&include_routers=false';
 
 class CompanionApp {
     constructor() {
         this.adapter = new StAdapter(globalThis);
         this.store = new CatalogStore();
+        this.cache = CatalogCache.open(globalThis);
+        this.catalogOwner = null; // whose catalogue the store and the cache hold (service URL + token)
+        this.catalogEtag = null; // the validator of the catalogue in the store
+        this.cacheRead = Promise.resolve();
         this.endpointData = null;
         this.popupOpen = null;
         this.lastKeyStatus = null;
@@ -60,6 +67,7 @@ class CompanionApp {
             getRequestHeaders: () => adapter.ctx()?.getRequestHeaders?.() ?? {},
             onStatus: (s, d) => this.onStatus(s, d),
             onEvent: (n, d) => this.onEvent(n, d),
+            onBootstrap: (info) => this.onBootstrap(info),
         });
         this.account = new AccountView({ root, adapter, onRefresh: () => this.refreshAccount({ force: true }) });
         this.policies = new PolicyView({ root, adapter, client: this.client, onChange: () => this.doctor.refresh() });
@@ -247,36 +255,83 @@ class CompanionApp {
         }
     }
 
+    /** The token file was read: show this user's cached catalogue at once, before the service answers. */
+    onBootstrap(info) {
+        const owner = ownerKey(info.url, info.token);
+        if (owner === this.catalogOwner) return;
+        this.catalogOwner = owner;
+        this.catalogEtag = null;
+        this.cacheRead = this.cache.load(owner).then((rec) => {
+            // The service may have answered first, or another user's token arrived meanwhile.
+            if (!rec || owner !== this.catalogOwner || this.store.source === 'service') return;
+            this.catalogEtag = rec.etag;
+            this.showCatalog(rec.payload, 'cache');
+        });
+    }
+
+    /** Revalidate the catalogue (the browser's cache asks the service: a 304 while unchanged); keep the
+     * copy we show when its ETag is the same, else show and save the new one. */
     async loadCatalog() {
-        let failed = null;
+        await this.cacheRead;
+        const owner = this.catalogOwner;
+        let answer;
+        let data = null;
         try {
-            this.store.set(await this.client.call('/api/catalog?include_routers=false'));
+            answer = await this.client.getCached(CATALOG_PATH);
+            const same = this.store.loaded && answer.etag !== null && answer.etag === this.catalogEtag;
+            if (!same) data = await answer.json();
         } catch (err) {
-            console.debug('[NanoGPT Companion] catalogue load failed', err?.code);
-            failed = err;
+            console.debug('[NanoGPT Companion] catalogue load failed', err?.code ?? err?.message);
+            if (owner !== this.catalogOwner) return;
+            // Say why (a saved copy may still be shown), instead of an empty or silently old list.
             this.store.error = { code: err.code, message: err.message };
+            this.renderCatalogSummary(err);
+            this.catalogView?.render();
+            return;
         }
-        this.renderCatalogSummary(failed);
-        if (!failed) this.enricher.apply();
+        if (owner !== this.catalogOwner) return;
+        if (data === null) {
+            this.store.source = 'service'; // the saved copy is confirmed current
+            this.store.error = null;
+            this.renderCatalogSummary();
+            return;
+        }
+        this.catalogEtag = answer.etag;
+        this.showCatalog(data, 'service');
+        if (answer.etag) this.cache.save(owner, answer.etag, data);
+    }
+
+    showCatalog(payload, source) {
+        this.store.set(payload, source);
+        this.enricher.apply();
+        this.renderCatalogSummary();
         this.catalogView?.render();
     }
 
-    /** The summary says why it is empty: "NanoGPT cannot be reached; last sync never", with a retry. */
-    renderCatalogSummary(failed) {
+    /**
+     * The summary line (count, last sync, stale, saved copy, hidden junk rows) and, when the catalogue could
+     * not be loaded, why: "NanoGPT cannot be reached; last sync never", with a retry.
+     */
+    renderCatalogSummary(failed = null) {
         const t = (s) => this.adapter.t(s);
         const summary = this.root.querySelector('#ngc_catalog_summary');
         const problem = this.root.querySelector('#ngc_catalog_problem');
         const when = this.store.fetchedAt ? new Date(this.store.fetchedAt * 1000).toLocaleString() : t('never');
         if (this.store.loaded) {
-            const hidden = this.store.hidden ? ` · ${this.store.hidden} ${t('unusable entries hidden')}` : '';
-            summary.textContent = `${this.store.models.length} ${t('models')} · ${t('synced')} ${when}${this.store.stale ? ` · ${t('stale')}` : ''}${hidden}`;
+            const notes = [
+                this.store.stale ? t('stale') : '',
+                this.store.source === 'cache' ? t('saved copy') : '',
+                this.store.hidden ? `${this.store.hidden} ${t('unusable entries hidden')}` : '',
+            ].filter(Boolean);
+            summary.textContent = `${this.store.models.length} ${t('models')} · ${t('synced')} ${when}${notes.map((n) => ` · ${n}`).join('')}`;
         } else {
             summary.textContent = `${t('No catalogue yet')} · ${t('last sync')} ${when}`;
         }
-        const showProblem = failed && (!this.store.loaded || !this.store.models.length);
-        if (showProblem || (this.store.stale && this.store.loaded)) {
+        summary.dataset.source = this.store.source ?? '';
+        const empty = !this.store.loaded || !this.store.models.length;
+        if (failed || (this.store.stale && this.store.loaded)) {
             const reason = failed?.message ?? this.store.staleReason ?? '';
-            const head = showProblem
+            const head = failed && empty
                 ? `${t(problemHeadline(failed.code))}; ${t('last sync')} ${when}.`
                 : `${t('Showing the catalogue from')} ${when}; ${t('the last refresh did not complete')}:`;
             problem.innerHTML = `<p><strong>${escapeHtml(head)}</strong></p>${reason ? `<p class="ngc-small">${escapeHtml(reason)}</p>` : ''}
@@ -382,6 +437,7 @@ class CompanionApp {
             onUse: (id, btn) => this.useModel(id, btn),
             onRetry: () => this.retryCatalog(),
             call: (path) => this.client.call(path),
+            loadDetails: (id) => this.client.call(`/api/catalog/model?id=${encodeURIComponent(id)}`),
         });
         this.catalogView = view;
         const el = view.build();

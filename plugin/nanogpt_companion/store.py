@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import orjson
-import platformdirs
+
+from nanogpt_companion.config import user_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ T = TypeVar("T")
 APP_DIR_NAME = "nanogpt-companion"
 DB_FILE_NAME = "companion.sqlite3"
 DEFAULT_CATALOG_KEEP = 5
+CACHE_KIB = 256
 
 JournalMode = Literal["file", "live"]
 
@@ -45,7 +47,7 @@ def default_db_path() -> Path:
 
     Nothing is created here (callers may only want to print the path); ``Store.open`` creates the parent.
     """
-    return Path(platformdirs.user_data_dir(APP_DIR_NAME, appauthor=False)) / DB_FILE_NAME
+    return user_data_dir(APP_DIR_NAME) / DB_FILE_NAME
 
 
 class StoreError(Exception):
@@ -178,6 +180,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# How long an alert is kept (shown or not); quota windows are a month at most.
+ALERT_KEEP_SECONDS = 90 * 86_400
 
 _JOURNAL_COLUMNS = (
     "id, user, file, key_path, old_value, new_value, existed, rule, finding_id, created_at, mode, undone_at"
@@ -441,11 +445,18 @@ class Store:
     # ---- alerts ----------------------------------------------------------------------------------
 
     async def alert_add(self, user: str, alert_id: str, body: dict[str, Any], ts: float) -> bool:
-        """Keep an alert until a tab has shown it. False when this id was recorded before (once per id)."""
+        """Keep an alert until a tab has shown it. False when this id was recorded before (once per id).
+
+        Alerts older than ``ALERT_KEEP_SECONDS`` are dropped here, shown or not: their ids carry the quota
+        window or the time they fired, so none of them can fire again, and news that old helps nobody.
+        """
         payload = _dumps(body)
 
         def run(conn: sqlite3.Connection) -> bool:
             with conn:
+                conn.execute(
+                    "DELETE FROM alert WHERE user = ? AND created_at < ?", (user, ts - ALERT_KEEP_SECONDS)
+                )
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO alert (user, id, body, created_at) VALUES (?, ?, ?, ?)",
                     (user, alert_id, payload, ts),
@@ -593,6 +604,9 @@ class Store:
         try:
             conn.execute("PRAGMA journal_mode=WAL").fetchone()
             conn.execute("PRAGMA synchronous=NORMAL")
+            # SQLite's default page cache is 2 MB per connection; our reads are small rows and one
+            # compressed catalogue per key at start, so a quarter MB holds the hot pages of a sidecar.
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             conn.execute("PRAGMA foreign_keys=ON")
             result = conn.execute("PRAGMA quick_check").fetchone()
             if result is None or result[0] != "ok":

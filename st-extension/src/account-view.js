@@ -50,13 +50,18 @@ export class AccountView {
         const viaPlugin = status === STATUS.CONNECTED && detail.via === 'plugin';
         if (status === STATUS.CONNECTED && detail.via) pill.dataset.via = detail.via;
         else delete pill.dataset.via;
-        pill.textContent = viaPlugin ? this.t('connected via ST plugin') : this.t(STATUS_TEXT[status] ?? status);
-        pill.title = viaPlugin
+        const refusedHost = status === STATUS.NOT_RUNNING && detail.reason === 'bad_host';
+        this.pillText = viaPlugin ? this.t('connected via ST plugin')
+            : refusedHost ? this.t('address not allowed') : this.t(STATUS_TEXT[status] ?? status);
+        this.pillTitle = viaPlugin
             ? this.t('Connected through the NanoGPT Companion server plugin inside SillyTavern.')
             : (status === STATUS.CONNECTED ? this.t('Connected directly to the companion service on this machine.') : '');
+        this.renderPill();
         const msg = this.q('#ngc_status_message');
         let html = '';
-        if (status === STATUS.NOT_RUNNING) {
+        if (refusedHost) {
+            html = `<p>${escapeHtml(this.t('The companion\'s SillyTavern plugin does not answer pages opened as'))} <code>${escapeHtml(detail.host)}</code> ${escapeHtml(this.t('(a guard against DNS rebinding). Open SillyTavern by its IP address, or add this name to hostWhitelist.hosts in SillyTavern\'s config.yaml and restart SillyTavern.'))}</p>`;
+        } else if (status === STATUS.NOT_RUNNING) {
             html = `<p>${escapeHtml(this.t('The NanoGPT Companion service is not running. Start it on the machine that runs SillyTavern:'))}</p>`
                 + `<code class="ngc-command" tabindex="0">${escapeHtml(START_COMMAND)}</code>`
                 + `<p class="ngc-small ngc-muted">${escapeHtml(this.t('This panel reconnects by itself once the service is up.'))}</p>`;
@@ -107,9 +112,31 @@ export class AccountView {
         if (sub?.recommended_mode === 'paygo') notes.push(this.t('NanoGPT currently routes requests as pay-as-you-go') + (sub.routing_reason ? ` (${sub.routing_reason})` : '.'));
         this.q('#ngc_account_note').textContent = notes.join(' ');
         this.renderKeyState(snap);
+        this.renderPill();
         this.renderQuota(keyOk ? sub : null);
         this.renderUpdated();
         this.renderBadge();
+    }
+
+    /**
+     * The header pill: the service connection, unless NanoGPT refuses the key (or there is none). A green
+     * "connected" above a useless key reads as "all is well", so the pill names the key problem instead
+     * (data-status stays the service's; data-key carries the key's state).
+     */
+    renderPill() {
+        const pill = this.q('#ngc_status_pill');
+        if (!pill) return;
+        const key = this.status === STATUS.CONNECTED ? this.snapshot?.key_status : null;
+        const problem = { rejected: this.t('key rejected'), missing: this.t('no API key') }[key];
+        if (problem) {
+            pill.dataset.key = key;
+            pill.textContent = problem;
+            pill.title = `${this.pillTitle ?? ''} ${key === 'rejected' ? this.t('NanoGPT rejected your API key: see Balance below.') : this.t('SillyTavern has no NanoGPT API key: see Balance below.')}`.trim();
+        } else {
+            delete pill.dataset.key;
+            pill.textContent = this.pillText ?? pill.textContent;
+            pill.title = this.pillTitle ?? '';
+        }
     }
 
     /** The key's state in plain words: what happened, when, and what to do; "Check again" asks NanoGPT now. */

@@ -19,10 +19,12 @@ export class CatalogStore {
         this.loaded = false;
         this.error = null; // the last load's failure ({code, message}), shown instead of an empty list
         this.hidden = 0; // junk rows left out (no usable id)
+        this.source = null; // 'cache' (the copy saved by the last page load) or 'service'
     }
 
     /** Models not seen in the previous session are "new"; so are the ids in the last refresh diff. */
-    set(payload) {
+    set(payload, source = 'service') {
+        this.source = source;
         const all = payload?.models ?? [];
         this.models = all.filter((m) => isUsableModelId(m?.id));
         this.hidden = all.length - this.models.length;
@@ -53,7 +55,7 @@ export class CatalogStore {
 }
 
 export class CatalogView {
-    constructor({ store, adapter, onUse, onRetry = null, currentModel = () => null, initialSort = 'name', showVariants = false, call = null }) {
+    constructor({ store, adapter, onUse, onRetry = null, loadDetails, currentModel = () => null, initialSort = 'name', showVariants = false, call = null }) {
         this.store = store;
         // `call(path)`: the service's JSON API; provider info and image models are asked for on demand.
         this.call = call;
@@ -63,6 +65,11 @@ export class CatalogView {
         this.onUse = onUse;
         this.onRetry = onRetry;
         this.currentModel = currentModel;
+        // The list carries what rows show; the rest of an entry (description, modalities, cache prices)
+        // is asked for when a row is opened, and kept for the life of the popup.
+        this.loadDetails = loadDetails;
+        this.details = new Map(); // id -> entry | {error}
+        this.open = new Set();
         this.t = (s) => adapter.t(s);
         this.filters = { q: '', tier: '', vision: false, reasoning: false, tools: false, maxPrice: null, minContext: null, sort: initialSort, newOnly: false };
         this.showVariants = showVariants;
@@ -149,6 +156,8 @@ export class CatalogView {
             this.clearFilters();
         } else if (btn.dataset.act === 'use') {
             this.onUse?.(id, btn);
+        } else if (btn.dataset.act === 'info') {
+            this.toggleDetails(id);
         } else if (btn.dataset.act === 'providers') {
             this.toggleProviders(id);
         } else if (btn.dataset.act === 'images') {
@@ -157,7 +166,7 @@ export class CatalogView {
             if (this.expanded.has(id)) this.expanded.delete(id);
             else this.expanded.add(id);
             this.render();
-            this.el.querySelector(`button[data-act="variants"][data-id="${CSS.escape(id)}"]`)?.focus();
+            this.focusButton('variants', id);
         }
     }
 
@@ -250,6 +259,44 @@ export class CatalogView {
             <ul class="ngc-image-list">${rows.join('')}</ul>`;
     }
 
+    async toggleDetails(id) {
+        if (this.open.has(id)) this.open.delete(id);
+        else this.open.add(id);
+        this.render();
+        this.focusButton('info', id);
+        if (!this.open.has(id) || this.details.has(id) || !this.loadDetails) return;
+        try {
+            this.details.set(id, await this.loadDetails(id));
+        } catch (err) {
+            this.details.set(id, { error: err?.message ?? String(err) });
+        }
+        if (this.open.has(id)) {
+            this.render();
+            this.focusButton('info', id);
+        }
+    }
+
+    focusButton(act, id) {
+        this.el?.querySelector(`button[data-act="${act}"][data-id="${CSS.escape(id)}"]`)?.focus();
+    }
+
+    detailsHtml(id) {
+        const d = this.details.get(id);
+        if (!d) return `<div class="ngc-model-details ngc-small ngc-muted">${escapeHtml(this.t('Loading…'))}</div>`;
+        if (d.error) return `<div class="ngc-model-details ngc-small ngc-muted">${escapeHtml(d.error)}</div>`;
+        const facts = [];
+        const p = d.pricing ?? {};
+        if (d.max_output_tokens) facts.push(`${this.t('Max output')} ${formatTokens(d.max_output_tokens)}`);
+        if (d.input_modalities?.length) facts.push(`${this.t('Input')}: ${d.input_modalities.join(', ')}`);
+        if (d.reasoning_efforts?.length) facts.push(`${this.t('Reasoning effort')}: ${d.reasoning_efforts.join(', ')}`);
+        if (p.cache_read != null || p.cache_write != null) facts.push(`${this.t('Cache read / write')} ${formatPrice(p.cache_read)} / ${formatPrice(p.cache_write)}`);
+        if (d.subscription?.note) facts.push(d.subscription.note);
+        return `<div class="ngc-model-details ngc-small" data-details-for="${escapeHtml(id)}">
+            ${d.description ? `<p class="ngc-model-description">${escapeHtml(d.description)}</p>` : ''}
+            ${facts.length ? `<div class="ngc-muted">${facts.map(escapeHtml).join(' · ')}</div>` : ''}
+        </div>`;
+    }
+
     /** The model in use first, then the rest in the chosen order. */
     visible() {
         let list = filterCatalog(this.store.models, this.filters);
@@ -311,6 +358,10 @@ export class CatalogView {
         const providersBtn = this.call && !m.is_router
             ? `<button type="button" class="menu_button ngc-small-btn" data-act="providers" data-id="${id}" aria-expanded="${this.providerInfo.has(m.id)}" aria-label="${escapeHtml(this.t('Providers of'))} ${escapeHtml(m.name || m.id)}">${escapeHtml(this.t('Providers'))}</button>`
             : '';
+        const opened = this.open.has(m.id);
+        const info = this.loadDetails
+            ? `<button type="button" class="menu_button ngc-small-btn" data-act="info" data-id="${id}" aria-expanded="${opened}" title="${escapeHtml(this.t('Details'))}" aria-label="${escapeHtml(this.t('Details'))} ${escapeHtml(m.name || m.id)}">ⓘ</button>`
+            : '';
         return `<div class="ngc-model${isVariant ? ' ngc-variant' : ''}${inUse ? ' ngc-current' : ''}" role="listitem" data-id="${id}"${inUse ? ' aria-current="true"' : ''}>
             <div class="ngc-model-main">
                 <div class="ngc-model-name">${escapeHtml(m.name || m.id)} ${badges.join('')}</div>
@@ -320,8 +371,9 @@ export class CatalogView {
                 <span title="${escapeHtml(this.t('USD per 1M tokens, input / output'))}">${escapeHtml(formatPrice(p.prompt))} / ${escapeHtml(formatPrice(p.completion))}</span>
                 <span title="${escapeHtml(this.t('Context length'))}">${escapeHtml(formatTokens(m.context_length))}</span>
             </div>
-            <div class="ngc-model-actions">${toggle}${providersBtn}<button type="button" class="menu_button ngc-small-btn" data-act="use" data-id="${id}" aria-label="${escapeHtml(this.t('Use'))} ${escapeHtml(m.name || m.id)}">${escapeHtml(this.t('Use'))}</button></div>
+            <div class="ngc-model-actions">${info}${toggle}${providersBtn}<button type="button" class="menu_button ngc-small-btn" data-act="use" data-id="${id}" aria-label="${escapeHtml(this.t('Use'))} ${escapeHtml(m.name || m.id)}">${escapeHtml(this.t('Use'))}</button></div>
             ${this.providersHtml(m.id)}
+            ${opened ? this.detailsHtml(m.id) : ''}
         </div>`;
     }
 }

@@ -7,7 +7,8 @@
 import { isNanoGptUrl, pickModel } from './format.js';
 import { describeChange, valueLabel } from './st-labels.js';
 
-const LIST_TIMEOUT_MS = 15000;
+// ST's Connect asks NanoGPT for the list; a slow network or a busy machine should not fail the switch.
+const LIST_TIMEOUT_MS = 30000;
 const SLOT_FOR = { builtin: 'nanogpt', chat: 'custom', text: 'generic' };
 const KEY_LABEL = { nanogpt: 'NanoGPT API Key', custom: 'Custom API Key', generic: 'API key (optional)' };
 
@@ -170,7 +171,10 @@ export class ConnectionFlow {
         const online = this.adapter.onlineStatus();
         const connected = listed.length > 0 && online && online !== 'no_connection' && keyOk;
         let connText;
-        if (connected) connText = `${this.t('Connection')}: ${this.t('connected')} (${online})`;
+        // ST's Text Completion status is the first model of the list (src/endpoints/backends/text-completions.js,
+        // status handler), not the model in use: naming another model here would only confuse.
+        const statusNote = listed.includes(online) && online !== model ? '' : ` (${online})`;
+        if (connected) connText = `${this.t('Connection')}: ${this.t('connected')}${statusNote}`;
         else if (listed.length && !keyOk) connText = `${this.t('Connection')}: ${this.t('SillyTavern lists the models, but NanoGPT will refuse messages without the key')}`;
         else connText = `${this.t('Connection')}: ${this.t('not connected')}${online && online !== 'no_connection' ? ` (${online})` : ''}`;
         step('connected', connected, connText);

@@ -97,8 +97,7 @@ export class DoctorView {
     set(findings, report = null) {
         const all = findings ?? [];
         this.findings = all.filter((f) => f.policy !== 'off');
-        const muted = typeof report?.muted === 'number' ? report.muted : all.length - this.findings.length;
-        this.onMuted(muted);
+        this.onMuted(all.filter((f) => f.policy === 'off'));
         this.render();
     }
 

@@ -300,8 +300,9 @@ export function isUsableModelId(id) {
 
 /**
  * The model to use after a switch: the one in use when the new address lists it, else its thinking base,
- * else the closest listed model (same vendor, covered by the subscription for subscribers, not a router or a
- * thinking variant, newest first), else the first listed. Returns {id, reason}.
+ * else the closest listed model (same vendor, covered by the subscription for subscribers, most name parts in
+ * common, e.g. "Derestricted-GLM-1.7" -> "Derestricted-GLM-3.8-32b", not a router or a thinking variant, newest
+ * first), else the first listed. Returns {id, reason}.
  */
 export function pickModel(previous, listed, byId, { subscriber = false } = {}) {
     const ids = (listed ?? []).filter(isUsableModelId);
@@ -311,11 +312,13 @@ export function pickModel(previous, listed, byId, { subscriber = false } = {}) {
     const base = prev?.thinking_base ?? (previous ? previous.replace(/(?::thinking(?::[\w-]+)?|-thinking)$/, '') : null);
     if (base && base !== previous && ids.includes(base)) return { id: base, reason: 'base' };
     const vendor = prev?.vendor ?? (previous?.includes('/') ? previous.split('/')[0] : null);
+    const parts = new Set(nameParts(previous));
     const rank = (id) => {
         const e = byId.get(id);
         return [
             vendor && (e?.vendor ?? id.split('/')[0]) === vendor ? 0 : 1,
             subscriber && e && !isSubscriptionModel(e) ? 1 : 0,
+            -nameParts(id).filter((p) => parts.has(p)).length,
             e?.is_router ? 1 : 0,
             e?.thinking_base ? 1 : 0,
             -(e?.created ?? 0),
@@ -326,4 +329,10 @@ export function pickModel(previous, listed, byId, { subscriber = false } = {}) {
         return a[1].localeCompare(b[1]);
     });
     return { id: ranked[0][1], reason: 'closest' };
+}
+
+/** The words of a model id after its vendor ("ArliAI/Derestricted-GLM-1.7" -> derestricted, glm), versions left out. */
+function nameParts(id) {
+    const name = (id ?? '').includes('/') ? id.slice(id.indexOf('/') + 1) : (id ?? '');
+    return [...new Set(name.toLowerCase().split(/[^a-z0-9]+/).filter((p) => p && !/^\d+$/.test(p)))];
 }

@@ -77,8 +77,12 @@ export class ModelSync {
             return { kind, refreshed: false, note: this.t('SillyTavern\'s model list could not be refreshed (Connect did not answer in time); press Connect in API Connections.') };
         }
         let note = `${this.t('SillyTavern\'s model list refreshed')}: +${gained} ${this.t('new')}, −${lost} ${this.t('removed')}`;
-        if (selected) note += kept ? `; ${this.t('your model')} ${selected} ${this.t('stays selected')}` : `; ${this.t('your model changed to')} ${this.adapter.currentModel()}`;
-        if (selectedRemoved) note += ` — ${this.t('NanoGPT removed it: see the Settings doctor')}`;
+        if (selectedRemoved) {
+            // ST keeps the id (the Custom source's text field), but NanoGPT would refuse it: say that, not "kept".
+            note += `; ${this.t('NanoGPT removed your model')} ${selected}: ${this.t('SillyTavern still has it set, but messages with it will fail; see the Settings doctor for a replacement.')}`;
+        } else if (selected) {
+            note += kept ? `; ${this.t('your model')} ${selected} ${this.t('stays selected')}` : `; ${this.t('your model changed to')} ${this.adapter.currentModel()}`;
+        }
         return { kind, refreshed: true, gained, lost, kept, selectedRemoved, note };
     }
 

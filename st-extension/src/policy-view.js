@@ -1,5 +1,5 @@
 // One control per doctor rule: automatic / ask / off (the service's GET and PUT /api/doctor/policy), with
-// the rule's name and what it checks, and a note of how many findings are hidden because their rule is off.
+// the rule's name and what it checks, and a note naming the findings hidden because their rule is off.
 
 import { escapeHtml } from './format.js';
 
@@ -76,12 +76,20 @@ export class PolicyView {
         this.onChange();
     }
 
-    /** "2 findings hidden: their rule is off" under the findings list (0 hides the note). */
-    showMuted(count) {
+    /**
+     * "1 finding hidden: its rule is off: <the finding's title>" under the findings list, naming each hidden
+     * finding so the user sees what is off (none hides the note).
+     */
+    showMuted(hidden) {
         if (!this.note) return;
+        const list = hidden ?? [];
+        const count = list.length;
         this.note.hidden = !count;
+        const names = [...new Set(list.map((f) => f.title || f.rule || f.id))];
         this.note.innerHTML = count
-            ? `${escapeHtml(String(count))} ${escapeHtml(count === 1 ? this.t('finding hidden: its rule is off.') : this.t('findings hidden: their rule is off.'))} <button type="button" class="menu_button ngc-small-btn" data-act="show-policies">${escapeHtml(this.t('Policies'))}</button>`
+            ? `${escapeHtml(String(count))} ${escapeHtml(count === 1 ? this.t('finding hidden: its rule is off') : this.t('findings hidden: their rule is off'))}: `
+                + `<span class="ngc-muted-names">${names.map(escapeHtml).join('; ')}</span>. `
+                + `<button type="button" class="menu_button ngc-small-btn" data-act="show-policies">${escapeHtml(this.t('Policies'))}</button>`
             : '';
     }
 }

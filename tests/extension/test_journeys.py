@@ -8,6 +8,7 @@ into ST's chat box that gets the fake NanoGPT's reply. Any error toast or page e
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from nanogpt_companion.sillytavern.secrets_writer import COMPANION_LABEL
@@ -75,8 +76,12 @@ def _switch(page: STPage, ep: str, mode: str = "chat", *, state: str = "ready") 
     open_drawer(page)
     _wait_endpoints(page)
     page.page.click(f'#ngc_endpoints button[data-ep="{ep}"][data-mode="{mode}"]')
-    page.page.wait_for_selector(f'{REPORT} [data-state="{state}"]', timeout=45000)
-    return page.page.text_content(REPORT) or ""
+    # Any end state, so a switch that ended otherwise fails at once with the panel's own words.
+    page.page.wait_for_selector(f"{REPORT} [data-state]", timeout=90000)
+    text = page.page.text_content(REPORT) or ""
+    ended = page.page.get_attribute(f"{REPORT} [data-state]", "data-state")
+    assert ended == state, f"the switch ended {ended!r}, not {state!r}; the panel said: {text}"
+    return text
 
 
 def test_endpoint_switch_leaves_st_ready_to_chat_and_undo_puts_it_back(
@@ -161,6 +166,11 @@ def test_text_completion_switch_sets_url_key_model_and_context(
     assert _active_value(stack.read_secrets(), "api_key_generic") == SUBSCRIBER_KEY
     assert page.js("() => SillyTavern.getContext().onlineStatus") != "no_connection"
     assert model in page.js("[...document.querySelectorAll('#generic_model_fill option')].map(o => o.value)")
+    # ST's Text Completion status names the list's first model; the report does not repeat another model.
+    connected = (page.page.text_content(f'{REPORT} li[data-step="connected"]') or "").strip()
+    assert connected.endswith("connected") or connected.endswith(f"({model})"), connected
+    # Text Completion on a NanoGPT address counts as NanoGPT: the balance chip stays beside the chat box.
+    page.page.wait_for_selector("#ngc_chat_balance")
     assert stack.service is not None
     _, catalog = stack.service.request("GET", "/api/catalog")
     context = next(m["context_length"] for m in catalog["models"] if m["id"] == model)
@@ -341,6 +351,9 @@ def test_rejected_key_is_plain_and_recovers_when_the_key_changes(
     assert page.page.text_content("#ngc_sub_state") == "unknown"
     assert page.page.text_content("#ngc_usd") == "—"
     assert page.page.is_hidden("#ngc_low_icon")  # no balance is not a low balance
+    # The header pill (seen with the drawer closed) names the key problem, not a green "connected".
+    assert page.page.get_attribute("#ngc_status_pill", "data-key") == "rejected"
+    assert page.page.text_content("#ngc_status_pill") == "key rejected"
     # The endpoint panel recommends nothing on the strength of an unknown plan.
     page.page.wait_for_function(
         "() => (document.querySelector('#ngc_endpoints .ngc-rec-line')?.textContent ?? '')"
@@ -370,6 +383,8 @@ def test_rejected_key_is_plain_and_recovers_when_the_key_changes(
     )
     assert page.page.is_hidden("#ngc_key_state")
     assert page.page.text_content("#ngc_sub_state") == "active"
+    assert page.page.text_content("#ngc_status_pill") == "connected"
+    assert page.page.get_attribute("#ngc_status_pill", "data-key") is None
     page.screenshot(f"journey-key-recovered-{stack.version}.png", full_page=False)
 
 
@@ -472,7 +487,10 @@ def test_policy_per_rule_in_the_doctor_panel(stack: RealStack, st_page_for: Any)
     page.page.select_option(select, "off")
     page.page.wait_for_selector(finding, state="detached", timeout=20000)
     page.page.wait_for_selector("#ngc_muted_note:not([hidden])")
-    assert "1 finding hidden" in (page.page.text_content("#ngc_muted_note") or "")
+    _, report = stack.service.request("GET", "/api/doctor")
+    title = next(f["title"] for f in report["findings"] if f["id"].startswith("ppp.tools"))
+    note = page.page.text_content("#ngc_muted_note") or ""
+    assert "1 finding hidden" in note and title in note  # which finding is off, by name
     _, policies = stack.service.request("GET", "/api/doctor/policy")
     assert policies["policies"]["ppp.tools"] == "off"
     page.page.locator("#ngc_policies").scroll_into_view_if_needed()
@@ -720,6 +738,12 @@ def test_badge_only_with_nanogpt_opens_the_drawer_and_balance_stays_in_view(
     page.page.wait_for_selector("#ngc_drawer_content", state="visible")
     assert page.page.is_visible("#rm_extensions_block")
     page.screenshot("journey-chat-chip-desktop.png", full_page=False)
+    # The badge at the top of API Connections opens the drawer too (ST shows one top panel at a time).
+    open_top_drawer(page, "api")
+    assert page.page.is_hidden("#rm_extensions_block")
+    page.page.click("#ngc_badge")
+    page.page.wait_for_selector("#ngc_drawer_content", state="visible")
+    assert page.page.is_visible("#rm_extensions_block")
     # Another API again: both go away.
     reveal(page, "#chat_completion_source")
     page.page.select_option("#chat_completion_source", "openai")
@@ -739,6 +763,38 @@ def test_chat_chip_fits_st_on_a_phone(stack: RealStack, st_page_for: Any) -> Non
     assert chip["x"] >= 0 and chip["x"] + chip["width"] <= area["x"] + 1
     assert area["width"] > 390 * 0.45  # the chat box keeps most of the width
     page.screenshot("journey-chat-chip-phone.png", full_page=False)
+
+
+def _put_catalogue_back(stack: RealStack, removed: dict[str, Any], added_id: str) -> None:
+    """Undo a test's catalogue change on the shared fake (and the service's copy) for the tests after it."""
+    ids = {m["id"] for m in stack.fake.models}
+    if removed["id"] not in ids:
+        stack.fake.add_model(removed)
+    if added_id in ids:
+        stack.fake.remove_model(added_id)
+    assert stack.service is not None
+    stack.service.request("POST", "/api/catalog/refresh")
+
+
+def _refresh_and_expect_sts_list_to_follow(
+    stack: RealStack, page: STPage, source: str, model: str, gone: str, new_id: str
+) -> None:
+    """The service refreshes its catalogue (NanoGPT gained ``new_id`` and lost ``gone``): ST's own list for
+    ``source`` ("nanogpt" or "custom") follows, ``model`` stays selected, and the panel says so."""
+    assert stack.service is not None
+    status, _ = stack.service.request("POST", "/api/catalog/refresh")  # the service's own refresh
+    assert status == 200
+    select = f"#model_{source}_select"
+    _wait_option(page, select, new_id)
+    assert gone not in page.js(
+        "(sel) => [...document.querySelectorAll(sel + ' option')].map(o => o.value)", select
+    )
+    assert oai(page, f"{source}_model") == model
+    assert page.page.eval_on_selector(select, "el => el.value") == model
+    open_drawer(page)
+    page.page.wait_for_selector('#ngc_sync_changes [data-group="st"]', timeout=20000)
+    note = page.page.text_content('#ngc_sync_changes [data-group="st"]') or ""
+    assert "model list refreshed: +1 new, −1 removed" in note and f"{model} stays selected" in note
 
 
 def test_catalogue_change_refreshes_sts_own_list_when_idle(stack: RealStack, st_page_for: Any) -> None:
@@ -761,17 +817,7 @@ def test_catalogue_change_refreshes_sts_own_list_when_idle(stack: RealStack, st_
     removed = fake.remove_model(gone)
     fake.add_model(added)
     try:
-        status, _ = stack.service.request("POST", "/api/catalog/refresh")  # the service's own refresh
-        assert status == 200
-        _wait_option(page, "#model_nanogpt_select", "acme/fresh-model-2")
-        values = page.js("[...document.querySelectorAll('#model_nanogpt_select option')].map(o => o.value)")
-        assert gone not in values
-        assert oai(page, "nanogpt_model") == model
-        assert page.page.eval_on_selector("#model_nanogpt_select", "el => el.value") == model
-        open_drawer(page)
-        page.page.wait_for_selector('#ngc_sync_changes [data-group="st"]', timeout=20000)
-        note = page.page.text_content('#ngc_sync_changes [data-group="st"]') or ""
-        assert "model list refreshed: +1 new, −1 removed" in note and f"{model} stays selected" in note
+        _refresh_and_expect_sts_list_to_follow(stack, page, "nanogpt", model, gone, "acme/fresh-model-2")
         stack.wait_for_settings(lambda s: s["oai_settings"]["nanogpt_model"] == model)
         page.page.locator("#ngc_sync_changes").scroll_into_view_if_needed()
         page.screenshot("journey-auto-sync.png", full_page=False)
@@ -794,8 +840,97 @@ def test_catalogue_change_refreshes_sts_own_list_when_idle(stack: RealStack, st_
         finally:
             fake.add_model(in_use)
     finally:
-        if gone not in {m["id"] for m in fake.models}:
-            fake.add_model(removed)
-        if "acme/fresh-model-2" in {m["id"] for m in fake.models}:
-            fake.remove_model("acme/fresh-model-2")
-        stack.service.request("POST", "/api/catalog/refresh")
+        _put_catalogue_back(stack, removed, "acme/fresh-model-2")
+
+
+def _name_words(model_id: str) -> set[str]:
+    """The words of a model id after its vendor, numbers left out ("ArliAI/Derestricted-GLM-1.7":
+    derestricted, glm): what makes two models of one vendor the same family."""
+    return {w for w in re.split(r"[^a-z0-9]+", model_id.split("/", 1)[-1].lower()) if w and not w.isdigit()}
+
+
+def test_switch_to_an_address_without_the_model_picks_one_and_says_so(
+    stack: RealStack, st_page_for: Any
+) -> None:
+    """The model in use on the built-in source is not on the subscription list: the switch picks one that
+    is (the same vendor's, for a subscriber), says which and why in the panel, and ST is ready to chat."""
+    fake = stack.fake
+    subscription = set(fake.ids("subscription"))
+    vendor_of = {m: m.split("/", 1)[0] for m in fake.ids("v1") if "/" in m}
+    paid = next(
+        m
+        for m in sorted(fake.ids("paid"))
+        if ":" not in m
+        and m in vendor_of
+        and any(vendor_of.get(s) == vendor_of[m] and ":" not in s for s in subscription)
+    )
+    stack.seed_user(oai={**CLEAN_OAI, "nanogpt_model": paid})
+    _only_nanogpt_key(stack, other_custom=False)
+    page: STPage = st_page_for(stack, seed=False)
+    wait_catalog(page)
+    text = _switch(page, "subscription")
+    assert "Ready to chat" in text
+    chosen = oai(page, "custom_model")
+    assert chosen != paid and chosen in subscription
+    assert vendor_of.get(chosen) == vendor_of[paid]  # the closest: the same vendor's model ...
+    words = _name_words(paid)
+    if any(vendor_of.get(s) == vendor_of[paid] and words & _name_words(s) for s in subscription):
+        assert words & _name_words(chosen), chosen  # ... of the same family when there is one
+    step = page.page.text_content(f'{REPORT} li[data-step="model"]') or ""
+    assert chosen in step and paid in step and "is not offered at this address" in step
+    assert page.page.eval_on_selector("#model_custom_select", "el => el.value") == chosen
+    stack.wait_for_settings(lambda s: s["oai_settings"]["custom_model"] == chosen)
+    _show_report(page)
+    page.screenshot("journey-switch-closest-model.png", full_page=False)
+    assert send_message(page, "Hello?") == f"Hello from the fake NanoGPT ({chosen} on /api/subscription/v1)."
+
+
+def test_catalogue_change_refreshes_the_custom_list_on_a_nanogpt_address(
+    stack: RealStack, st_page_for: Any
+) -> None:
+    """Custom source on NanoGPT's subscription address: a catalogue change from the service refreshes ST's
+    Custom list through ST's Connect (new model in, removed one out), the model stays selected and the
+    panel says so; when NanoGPT drops the model in use, ST keeps it (no silent switch) and the doctor says
+    so at once."""
+    assert stack.service is not None
+    fake = stack.fake
+    model = stack.unused_model()
+    gone = stack.unused_model()
+    stack.seed_user(
+        oai={**CLEAN_OAI, "chat_completion_source": "custom", "custom_url": SUB_URL, "custom_model": model}
+    )
+    page: STPage = st_page_for(stack, seed=False)
+    wait_catalog(page)
+    # A NanoGPT address in the Custom source counts as NanoGPT: the badge and the balance chip are there.
+    page.page.wait_for_selector("#ngc_chat_balance")
+    assert page.page.query_selector("#ngc_badge") is not None
+    open_top_drawer(page, "api")
+    page.page.click("#api_button_openai")
+    _wait_option(page, "#model_custom_select", gone)
+    added = dict(fake.model(model), id="acme/fresh-custom-3", name="Acme Fresh Custom 3")
+    removed = fake.remove_model(gone)
+    fake.add_model(added)
+    try:
+        _refresh_and_expect_sts_list_to_follow(stack, page, "custom", model, gone, "acme/fresh-custom-3")
+        page.page.locator("#ngc_sync_changes").scroll_into_view_if_needed()
+        page.screenshot("journey-auto-sync-custom.png", full_page=False)
+
+        in_use = fake.remove_model(model)
+        try:
+            stack.service.request("POST", "/api/catalog/refresh")
+            page.page.wait_for_selector('#ngc_findings li[data-id^="model.gone"]', timeout=30000)
+            assert oai(page, "custom_model") == model  # ST keeps the id the user chose
+            page.page.wait_for_function(
+                "() => (document.querySelector('#ngc_sync_changes')?.textContent ?? '')"
+                ".includes('messages with it will fail')"
+            )
+            assert "stays selected" not in (
+                page.page.text_content('#ngc_sync_changes [data-group="st"]') or ""
+            )
+            page.page.locator('#ngc_findings li[data-id^="model.gone"]').scroll_into_view_if_needed()
+            page.screenshot("journey-auto-sync-custom-model-removed.png", full_page=False)
+            stack.wait_for_settings(lambda s: s["oai_settings"]["custom_model"] == model)
+        finally:
+            fake.add_model(in_use)
+    finally:
+        _put_catalogue_back(stack, removed, "acme/fresh-custom-3")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from nanogpt_companion.store import (
+    ALERT_KEEP_SECONDS,
     SCHEMA_VERSION,
     HistoryPoint,
     JournalEntry,
@@ -340,3 +341,24 @@ def test_sigkill_mid_write_loses_no_committed_row(tmp_path: Path):
 
     asyncio.run(check())
     assert _moved_aside(tmp_path) == []
+
+
+async def test_alerts_kept_until_seen_across_a_restart_once_per_id_and_pruned(tmp_path: Path):
+    path = tmp_path / "c.sqlite3"
+    body = {"id": "quota_80:weekly:1", "kind": "quota_80", "level": "warning", "message": "85% used"}
+    async with Store(path) as s:
+        assert await s.alert_add("alice", body["id"], body, 1000.0) is True
+        assert await s.alert_add("alice", body["id"], body, 1001.0) is False  # once per id
+    async with Store(path) as s:  # the service restarted before any tab opened
+        unseen = await s.alerts_unseen("alice")
+        assert unseen == [{**body, "created_at": 1000.0}]
+        assert await s.alerts_unseen("bob") == []
+        assert await s.alerts_mark_seen("alice", [body["id"], "no-such-id"], 1002.0) == 1
+        assert await s.alerts_unseen("alice") == []
+        assert await s.alert_add("alice", body["id"], body, 1003.0) is False  # seen is not forgotten
+        # Three months on, the old rows go; a new alert is kept as usual.
+        later = 1000.0 + ALERT_KEEP_SECONDS + 1
+        fresh = {**body, "id": "low_balance:9"}
+        assert await s.alert_add("alice", fresh["id"], fresh, later) is True
+        assert await s.alerts_unseen("alice") == [{**fresh, "created_at": later}]
+        assert await s.alert_add("alice", body["id"], body, later) is True  # its row was pruned
