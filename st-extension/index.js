@@ -436,6 +436,7 @@ class CompanionApp {
             currentModel: () => this.adapter.currentModel(),
             onUse: (id, btn) => this.useModel(id, btn),
             onRetry: () => this.retryCatalog(),
+            call: (path) => this.client.call(path),
             loadDetails: (id) => this.client.call(`/api/catalog/model?id=${encodeURIComponent(id)}`),
         });
         this.catalogView = view;

@@ -261,6 +261,7 @@ async def _offline_services(settings: Settings, *, offline: bool = False) -> Asy
     from nanogpt_companion.doctor_service import DoctorService  # noqa: PLC0415
     from nanogpt_companion.events import EventBus  # noqa: PLC0415
     from nanogpt_companion.nanogpt.client import NanoGPTClient  # noqa: PLC0415
+    from nanogpt_companion.providers import ProviderService  # noqa: PLC0415
     from nanogpt_companion.store import Store  # noqa: PLC0415
     from nanogpt_companion.users import UserRegistry  # noqa: PLC0415
     from nanogpt_companion.web.app import resolve_data_root  # noqa: PLC0415
@@ -285,6 +286,7 @@ async def _offline_services(settings: Settings, *, offline: bool = False) -> Asy
             bus = EventBus()
             catalog = CatalogService(client, store, ttl=settings.catalog_ttl)
             account = AccountService(client, store, bus, key_for=users.key_for)
+            providers = ProviderService(client, ttl=settings.catalog_ttl)
             doctor = (
                 DoctorService(
                     users=users,
@@ -294,12 +296,14 @@ async def _offline_services(settings: Settings, *, offline: bool = False) -> Asy
                     account=account,
                     settings=settings,
                     offline=offline,
+                    providers=providers,
                 )
                 if data_root is not None
                 else None
             )
             yield {"users": users, "catalog": catalog, "account": account, "doctor": doctor, "client": client}
             await catalog.close()
+            await providers.close()
         finally:
             await store.close()
 

@@ -32,6 +32,7 @@ from nanogpt_companion.doctor.engine import diagnose
 from nanogpt_companion.doctor.families import load_family_table
 from nanogpt_companion.doctor.finding import Finding, Policy
 from nanogpt_companion.doctor.rules.common import ppp_choices
+from nanogpt_companion.doctor.rules.providers import chosen_provider_model, providers_lookup_id
 from nanogpt_companion.doctor_files import FileFixer, reverse_of
 from nanogpt_companion.doctor_live import LiveDispatcher
 from nanogpt_companion.doctor_policy import (
@@ -44,13 +45,16 @@ from nanogpt_companion.doctor_policy import (
 )
 from nanogpt_companion.doctor_presets import PresetReader
 from nanogpt_companion.doctor_result import FixResult
-from nanogpt_companion.domain import AccountSnapshot, CatalogEntry, ErrorInfo
+from nanogpt_companion.domain import AccountSnapshot, CatalogEntry, ErrorInfo, ModelProviders
 from nanogpt_companion.events import EventBus
+from nanogpt_companion.nanogpt.errors import NanoGPTError
+from nanogpt_companion.providers import ProviderService
 from nanogpt_companion.sillytavern.dataroot import UserPaths
 from nanogpt_companion.sillytavern.documents import read_document
 from nanogpt_companion.sillytavern.errors import DocumentMissing, DocumentUnreadable
 from nanogpt_companion.sillytavern.labels import describe_change
 from nanogpt_companion.sillytavern.secrets import secrets_format
+from nanogpt_companion.sillytavern.secrets_writer import SLOT_SECRETS, SlotName, SlotState, slot_state
 from nanogpt_companion.sillytavern.server_config import ServerExposure, read_server_exposure
 from nanogpt_companion.sillytavern.version import UNKNOWN_VERSION, STVersion, detect_st_version
 from nanogpt_companion.store import Store
@@ -69,6 +73,7 @@ class UserState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     settings_sha: str | None = None  # content last diagnosed: an identical re-save by ST changes nothing
     preset_shas: dict[str, str] = field(default_factory=dict)
+    key_slots: dict[SlotName, SlotState] | None = None  # last seen; secrets.json changes re-diagnose
     findings: list[Finding] = field(default_factory=list)
     version: STVersion = UNKNOWN_VERSION
     checked_at: float | None = None
@@ -91,7 +96,9 @@ class DoctorService:
         account: AccountService,
         settings: Settings,
         offline: bool = False,
+        providers: ProviderService | None = None,
     ) -> None:
+        self._providers = providers  # None: provider rules stay silent (no provider info)
         self._offline = offline  # CLI --offline: diagnose with what is cached, never contact NanoGPT
         self._users = users
         self._bus = bus
@@ -260,15 +267,19 @@ class DoctorService:
             return False
         presets = await asyncio.to_thread(self._presets.read, paths)
         preset_shas = presets.versions
-        if not force and doc.sha256 == state.settings_sha and preset_shas == state.preset_shas:
+        key_slots = await self._key_slots(handle, paths)
+        same_files = doc.sha256 == state.settings_sha and preset_shas == state.preset_shas
+        if not force and same_files and key_slots == state.key_slots:
             return False  # identical re-save (ST saves often) or our own write: nothing new
         state.settings_sha = doc.sha256
         state.preset_shas = preset_shas
+        state.key_slots = key_slots
         state.error = None
         fmt = await asyncio.to_thread(secrets_format, paths.secrets)
         state.version = detect_st_version(doc.data, fmt)
         state.profile_names = _profile_names(doc.data)
         catalogue, account, removed = await self._context_data(handle)
+        provider_info, provider_names = await self._provider_data(doc.data, state.version)
         ctx = DoctorContext(
             settings=doc.data,
             st_version=state.version,
@@ -278,6 +289,9 @@ class DoctorService:
             family_table=self._family_table,
             st_server=await self._st_server(),
             removed_models=removed,
+            providers=provider_info,
+            provider_names=provider_names,
+            key_slots=key_slots,
         )
         findings = diagnose(ctx) + presets.problems
         documents: dict[str | None, Any] = {stem: data for stem, data in presets.data.items()}
@@ -326,6 +340,38 @@ class DoctorService:
                 snapshot = (await asyncio.wait_for(self._catalog.get(key), CATALOG_WAIT)).snapshot
         account = self._account.cached(handle)
         return (snapshot.by_id if snapshot is not None else None), account, removed
+
+    async def _key_slots(self, handle: str, paths: UserPaths) -> dict[SlotName, SlotState] | None:
+        """What each key slot holds compared with the user's key, when that key is ST's (a key from the
+        service's configuration says nothing about the user's slots)."""
+        key = await self._users.key_for(handle)
+        value = key.reveal()
+        if key.source != "sillytavern" or not value:
+            return None
+
+        def read() -> dict[SlotName, SlotState]:
+            return {slot: slot_state(paths.secrets, slot, value) for slot in SLOT_SECRETS}
+
+        return await asyncio.to_thread(read)
+
+    async def _provider_data(
+        self, settings: Any, version: STVersion
+    ) -> tuple[dict[str, ModelProviders], dict[str, str]]:
+        """NanoGPT's provider info for the selected model, only when a provider is chosen on an ST that has
+        provider selection (one request per model in use, cached and shared; never per catalogue row)."""
+        if self._providers is None or self._offline or not version.nanogpt_provider:
+            return {}, {}
+        model = chosen_provider_model(settings)
+        if model is None:
+            return {}, {}
+        names = await self._providers.names()
+        lookup = providers_lookup_id(model, names)
+        try:
+            info, _stale = await asyncio.wait_for(self._providers.for_model(lookup), CATALOG_WAIT)
+        except (NanoGPTError, TimeoutError) as exc:
+            log.info("provider info for %s unavailable: %s", lookup, exc)
+            return {}, names
+        return {lookup: info}, names
 
     def _publish_findings(self, handle: str) -> None:
         async def publish() -> None:

@@ -154,3 +154,44 @@ class AccountSnapshot(Record):
     checked_at: float | None = None  # unix seconds NanoGPT was last asked (answered or not)
     low_balance: bool | None = None  # USD balance under the user's alert threshold (None: no balance)
     low_balance_usd: float | None = None  # that threshold
+
+
+class ProviderOption(Record):
+    """One provider NanoGPT can route a model to. Prices are USD per 1M tokens (NanoGPT sends per 1K)."""
+
+    id: str
+    label: str | None = None  # from NanoGPT's master list when it names the provider
+    available: bool = True
+    prompt: float | None = None
+    completion: float | None = None
+
+
+class ModelProviders(Record):
+    """NanoGPT's provider-selection answer for one model (``GET /api/models/{id}/providers``)."""
+
+    model: str
+    known: bool = True  # False: NanoGPT does not know the id (404)
+    supports_selection: bool = False
+    providers: list[ProviderOption] = Field(default_factory=list)
+    default_prompt: float | None = None  # USD per 1M tokens without a provider choice
+    default_completion: float | None = None
+    fetched_at: float | None = None
+
+    def provider(self, provider_id: str) -> ProviderOption | None:
+        wanted = provider_id.strip().lower()
+        return next((p for p in self.providers if p.id.lower() == wanted), None)
+
+    @property
+    def available(self) -> list[ProviderOption]:
+        return [p for p in self.providers if p.available]
+
+
+class ImageModel(Record):
+    """One image model of NanoGPT's legacy ``/api/models`` image map (what ST's Image Generation lists)."""
+
+    id: str
+    name: str
+    description: str | None = None
+    # USD per image: by resolution ("1024x1024") when NanoGPT says so, else one price under "".
+    prices: dict[str, float] = Field(default_factory=dict)
+    subscription_included: bool | None = None

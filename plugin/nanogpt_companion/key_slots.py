@@ -17,8 +17,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from nanogpt_companion.doctor.rules.keys import needed_key_slots
 from nanogpt_companion.keys import ResolvedKey
 from nanogpt_companion.sillytavern.dataroot import UserPaths
+from nanogpt_companion.sillytavern.documents import read_document
 from nanogpt_companion.sillytavern.errors import ConcurrentModification, STDataError
 from nanogpt_companion.sillytavern.secrets_writer import (
     COMPANION_LABEL,
@@ -141,7 +143,12 @@ class KeySlotService:
         slots: dict[str, str] = {}
         for slot in SLOT_SECRETS:
             slots[slot] = await asyncio.to_thread(slot_state, path, slot, value) if value else "unknown"
-        return {"key": {"present": value is not None, "source": key.source}, "slots": slots}
+        needed = await self.needed(handle)
+        return {
+            "key": {"present": value is not None, "source": key.source},
+            "slots": slots,
+            "needed": {slot: uses for slot, uses in needed.items()},
+        }
 
     async def install(self, handle: str, slot: SlotName) -> InstallResult:
         paths = self._paths(handle)
@@ -193,6 +200,39 @@ class KeySlotService:
             except STDataError as exc:
                 raise KeySlotError(500, "write_failed", exc.reason) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def needed(self, handle: str) -> dict[SlotName, list[str]]:
+        """The slots this user's NanoGPT set-up reads (doctor/rules/keys.py), from their settings.json."""
+        paths = self._paths(handle)
+        try:
+            doc = await asyncio.to_thread(read_document, paths.settings)
+        except STDataError:
+            return {}
+        return needed_key_slots(doc.data if isinstance(doc.data, dict) else {})
+
+    async def install_everywhere(
+        self, handle: str, slots: list[SlotName] | None = None
+    ) -> list[dict[str, Any]]:
+        """One action, every slot: the user's key into each slot their set-up reads (or ``slots``).
+
+        Each slot is its own journalled write (undoable one by one); a refusal for one slot (a flat-format
+        slot holding another key) stops nothing else and is reported as that slot's result.
+        """
+        wanted = slots if slots is not None else list(await self.needed(handle))
+        if not wanted:
+            raise KeySlotError(
+                409,
+                "nothing_to_do",
+                "No part of your SillyTavern set-up points at NanoGPT, so no key slot needs your key.",
+            )
+        await self._st_key(handle)  # no key, or a key only the config holds: one refusal for all slots
+        results: list[dict[str, Any]] = []
+        for slot in dict.fromkeys(wanted):
+            try:
+                results.append((await self.install(handle, slot)).as_json())
+            except KeySlotError as exc:
+                results.append({"status": "refused", "slot": slot, "code": exc.code, "message": exc.message})
+        return results
 
     async def undo(self, handle: str, write_id: int) -> dict[str, Any]:
         paths = self._paths(handle)

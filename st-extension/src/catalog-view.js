@@ -55,8 +55,12 @@ export class CatalogStore {
 }
 
 export class CatalogView {
-    constructor({ store, adapter, onUse, onRetry = null, loadDetails, currentModel = () => null, initialSort = 'name', showVariants = false }) {
+    constructor({ store, adapter, onUse, onRetry = null, loadDetails, currentModel = () => null, initialSort = 'name', showVariants = false, call = null }) {
         this.store = store;
+        // `call(path)`: the service's JSON API; provider info and image models are asked for on demand.
+        this.call = call;
+        this.providerInfo = new Map(); // model id -> {loading} | {info} | {error}
+        this.images = null; // null (not asked) | {loading} | {models, stale} | {error}
         this.adapter = adapter;
         this.onUse = onUse;
         this.onRetry = onRetry;
@@ -114,7 +118,9 @@ export class CatalogView {
             <label class="checkbox_label"><input type="checkbox" data-f="showVariants">${escapeHtml(t('Show thinking variants'))}</label>
         </div>
         <div class="ngc-catalog-count ngc-small ngc-muted" aria-live="polite"></div>
-        <div class="ngc-catalog-list" role="list"></div>`;
+        <div class="ngc-catalog-list" role="list"></div>
+        <div class="ngc-images">${this.call ? `<button type="button" class="menu_button ngc-small-btn" data-act="images" aria-expanded="false">${escapeHtml(t('Image models'))}</button>` : ''}
+            <div class="ngc-images-list" aria-live="polite"></div></div>`;
         this.el = el;
         el.querySelector('[data-f="sort"]').value = this.filters.sort;
         el.querySelector('[data-f="showVariants"]').checked = this.showVariants;
@@ -152,6 +158,10 @@ export class CatalogView {
             this.onUse?.(id, btn);
         } else if (btn.dataset.act === 'info') {
             this.toggleDetails(id);
+        } else if (btn.dataset.act === 'providers') {
+            this.toggleProviders(id);
+        } else if (btn.dataset.act === 'images') {
+            this.toggleImages(btn);
         } else if (btn.dataset.act === 'variants') {
             if (this.expanded.has(id)) this.expanded.delete(id);
             else this.expanded.add(id);
@@ -169,6 +179,84 @@ export class CatalogView {
             else el.value = '';
         }
         this.render();
+    }
+
+    /** A model's providers (NanoGPT's answer for that model only), asked the first time its row is opened. */
+    async toggleProviders(id) {
+        const state = this.providerInfo.get(id);
+        if (state && !state.loading) {
+            this.providerInfo.delete(id);
+            this.render();
+            return;
+        }
+        if (state?.loading || !this.call) return;
+        this.providerInfo.set(id, { loading: true });
+        this.render();
+        try {
+            const info = await this.call(`/api/catalog/providers?model=${encodeURIComponent(id)}`);
+            this.providerInfo.set(id, { info });
+        } catch (err) {
+            this.providerInfo.set(id, { error: err?.message ?? String(err) });
+        }
+        this.render();
+        this.el?.querySelector(`button[data-act="providers"][data-id="${CSS.escape(id)}"]`)?.focus();
+    }
+
+    providersHtml(id) {
+        const state = this.providerInfo.get(id);
+        if (!state) return '';
+        const t = this.t;
+        let body;
+        if (state.loading) body = `<p class="ngc-muted">${escapeHtml(t('Asking NanoGPT…'))}</p>`;
+        else if (state.error) body = `<p class="ngc-error">${escapeHtml(state.error)}</p>`;
+        else if (!state.info.known) body = `<p>${escapeHtml(t('NanoGPT does not know this model id.'))}</p>`;
+        else if (!state.info.supports_selection) body = `<p>${escapeHtml(t('NanoGPT picks the provider for this model; it cannot be chosen.'))}</p>`;
+        else {
+            const rows = state.info.providers.map((p) => `<li class="ngc-provider${p.available ? '' : ' ngc-unavailable'}" data-provider="${escapeHtml(p.id)}">
+                <span class="ngc-provider-name">${escapeHtml(p.label || p.id)}</span>
+                <span class="ngc-small">${escapeHtml(formatPrice(p.prompt))} / ${escapeHtml(formatPrice(p.completion))}</span>
+                <span class="ngc-small ${p.available ? '' : 'ngc-error'}">${escapeHtml(p.available ? t('available') : t('unavailable'))}</span></li>`);
+            body = `<ul class="ngc-provider-list" aria-label="${escapeHtml(t('Providers'))}">${rows.join('')}</ul>
+                <p class="ngc-small ngc-muted">${escapeHtml(t('USD per 1M tokens, input / output. Choosing a provider bills a subscription model as pay-as-you-go.'))}</p>`;
+        }
+        const stale = state.info?.stale ? ` <span class="ngc-small ngc-muted">(${escapeHtml(t('stale'))})</span>` : '';
+        return `<div class="ngc-providers" data-providers-for="${escapeHtml(id)}"><strong>${escapeHtml(t('Providers'))}</strong>${stale}${body}</div>`;
+    }
+
+    /** NanoGPT's image models (what ST's Image Generation lists for NanoGPT), with their price per image. */
+    async toggleImages(btn) {
+        const box = this.el.querySelector('.ngc-images-list');
+        if (this.images && !this.images.loading) {
+            this.images = null;
+            box.innerHTML = '';
+            btn.setAttribute('aria-expanded', 'false');
+            return;
+        }
+        this.images = { loading: true };
+        btn.setAttribute('aria-expanded', 'true');
+        box.innerHTML = `<p class="ngc-muted">${escapeHtml(this.t('Asking NanoGPT…'))}</p>`;
+        try {
+            this.images = await this.call('/api/catalog/images');
+        } catch (err) {
+            this.images = { error: err?.message ?? String(err) };
+        }
+        box.innerHTML = this.imagesHtml();
+    }
+
+    imagesHtml() {
+        const t = this.t;
+        if (this.images?.error) return `<p class="ngc-error">${escapeHtml(this.images.error)}</p>`;
+        const models = this.images?.models ?? [];
+        if (!models.length) return `<p>${escapeHtml(t('NanoGPT lists no image models.'))}</p>`;
+        const price = (prices) => Object.entries(prices ?? {})
+            .map(([res, usd]) => `${res ? `${res}: ` : ''}$${Number(usd).toFixed(4).replace(/0+$/, '').replace(/\.$/, '')}`)
+            .join(', ') || '—';
+        const rows = models.map((m) => `<li class="ngc-image-model" data-image-id="${escapeHtml(m.id)}">
+            <span class="ngc-model-name">${escapeHtml(m.name)}${m.subscription_included ? ' <span class="ngc-tag ngc-tag-sub">SUB</span>' : ''}</span>
+            <span class="ngc-small ngc-muted">${escapeHtml(m.id)}</span>
+            <span class="ngc-small" title="${escapeHtml(t('USD per image'))}">${escapeHtml(price(m.prices))}</span></li>`);
+        return `<p class="ngc-small ngc-muted">${escapeHtml(t('Pick one in Image Generation (source NanoGPT). Prices are USD per image.'))}${this.images.stale ? ` (${escapeHtml(t('stale'))})` : ''}</p>
+            <ul class="ngc-image-list">${rows.join('')}</ul>`;
     }
 
     async toggleDetails(id) {
@@ -267,6 +355,9 @@ export class CatalogView {
         const toggle = variants.length
             ? `<button type="button" class="menu_button ngc-small-btn" data-act="variants" data-id="${id}" aria-expanded="${this.showVariants || this.expanded.has(m.id)}">${escapeHtml(this.t('thinking'))} (${variants.length})</button>`
             : '';
+        const providersBtn = this.call && !m.is_router
+            ? `<button type="button" class="menu_button ngc-small-btn" data-act="providers" data-id="${id}" aria-expanded="${this.providerInfo.has(m.id)}" aria-label="${escapeHtml(this.t('Providers of'))} ${escapeHtml(m.name || m.id)}">${escapeHtml(this.t('Providers'))}</button>`
+            : '';
         const opened = this.open.has(m.id);
         const info = this.loadDetails
             ? `<button type="button" class="menu_button ngc-small-btn" data-act="info" data-id="${id}" aria-expanded="${opened}" title="${escapeHtml(this.t('Details'))}" aria-label="${escapeHtml(this.t('Details'))} ${escapeHtml(m.name || m.id)}">ⓘ</button>`
@@ -280,7 +371,8 @@ export class CatalogView {
                 <span title="${escapeHtml(this.t('USD per 1M tokens, input / output'))}">${escapeHtml(formatPrice(p.prompt))} / ${escapeHtml(formatPrice(p.completion))}</span>
                 <span title="${escapeHtml(this.t('Context length'))}">${escapeHtml(formatTokens(m.context_length))}</span>
             </div>
-            <div class="ngc-model-actions">${info}${toggle}<button type="button" class="menu_button ngc-small-btn" data-act="use" data-id="${id}" aria-label="${escapeHtml(this.t('Use'))} ${escapeHtml(m.name || m.id)}">${escapeHtml(this.t('Use'))}</button></div>
+            <div class="ngc-model-actions">${info}${toggle}${providersBtn}<button type="button" class="menu_button ngc-small-btn" data-act="use" data-id="${id}" aria-label="${escapeHtml(this.t('Use'))} ${escapeHtml(m.name || m.id)}">${escapeHtml(this.t('Use'))}</button></div>
+            ${this.providersHtml(m.id)}
             ${opened ? this.detailsHtml(m.id) : ''}
         </div>`;
     }

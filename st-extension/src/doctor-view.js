@@ -32,6 +32,10 @@ export class DoctorView {
         });
         this.undoBtn = root.querySelector('#ngc_undo');
         this.list.addEventListener('click', (ev) => {
+            const keyBtn = ev.target.closest?.('button[data-key-slots]');
+            if (keyBtn) return void this.installKey(keyBtn.dataset.keySlots.split(','), keyBtn);
+            const pickBtn = ev.target.closest?.('button[data-pick-provider]');
+            if (pickBtn) return void this.pickProvider(pickBtn);
             const btn = ev.target.closest?.('button[data-fix]');
             if (!btn) return;
             if (btn.dataset.fix === '__suggestion__') this.applySuggestion();
@@ -107,7 +111,9 @@ export class DoctorView {
             <div class="ngc-finding-head"><span class="ngc-sev">${escapeHtml(this.t(f.severity))}</span> <strong>${escapeHtml(f.title)}</strong></div>
             <div class="ngc-small">${escapeHtml(f.explanation)}</div>
             ${f.change ? `<div class="ngc-small ngc-change">${escapeHtml(f.change)}${f.raises_cost ? ` · ${escapeHtml(this.t('costs more per message'))}` : ''}</div>` : ''}
-            ${f.patch?.length ? `<button type="button" class="menu_button ngc-small-btn" data-fix="${escapeHtml(f.id)}" aria-label="${escapeHtml(this.t('Fix'))}: ${escapeHtml(f.title)}">${escapeHtml(this.t('Fix'))}</button>` : ''}
+            ${this.providerPickerHtml(f)}
+            ${f.patch?.length ? `<button type="button" class="menu_button ngc-small-btn" data-fix="${escapeHtml(f.id)}" aria-label="${escapeHtml(this.t('Fix'))}: ${escapeHtml(f.title)}">${escapeHtml(f.rule === 'provider.choice' ? this.t('Clear the choice (Auto)') : this.t('Fix'))}</button>` : ''}
+            ${f.details?.action?.kind === 'install_key' ? `<button type="button" class="menu_button ngc-small-btn" data-key-slots="${escapeHtml(f.details.action.slots.join(','))}">${escapeHtml(this.t('Put my NanoGPT key there'))}</button>` : ''}
         </li>`);
         if (this.suggestion) {
             const s = this.suggestion;
@@ -125,6 +131,64 @@ export class DoctorView {
         this.root.querySelector('#ngc_fix_all').disabled = !this.findings.some((f) => f.fix_all);
         this.undoBtn.disabled = this.undoStack.length === 0;
         this.renderRecent();
+    }
+
+    /**
+     * provider.choice: the providers NanoGPT has available for the model, limited to those this ST's own
+     * provider list offers (ST 1.18.0 hard-codes it; a provider it does not list cannot be chosen there).
+     */
+    providerPickerHtml(f) {
+        if (f.rule !== 'provider.choice') return '';
+        const choices = (f.details?.choices ?? []).filter((c) => this.adapter.hasProviderOption(c.id));
+        if (!choices.length) return '';
+        const opts = choices.map((c) => `<option value="${escapeHtml(c.id)}">${escapeHtml(c.label)}</option>`).join('');
+        return `<label class="ngc-small">${escapeHtml(this.t('Available providers'))}
+            <select class="text_pole ngc-provider-pick" data-provider-for="${escapeHtml(f.id)}">${opts}</select></label>
+            <button type="button" class="menu_button ngc-small-btn" data-pick-provider="${escapeHtml(f.id)}">${escapeHtml(this.t('Use this provider'))}</button>`;
+    }
+
+    /** Choose an available provider through ST's own select (so ST saves it and updates its warning). */
+    pickProvider(btn) {
+        const finding = this.findings.find((f) => f.id === btn.dataset.pickProvider);
+        const select = this.list.querySelector(`select[data-provider-for="${CSS.escape(btn.dataset.pickProvider)}"]`);
+        if (!finding || !select) return;
+        const op = { path: ['oai_settings', 'nanogpt_provider'], value: select.value, old: finding.details?.provider ?? null };
+        const r = this.adapter.applyPatchOp(op);
+        if (r.ok) {
+            this.undoStack.push({ kind: 'live', ops: [op], title: `${this.t('Provider')} ${select.value}` });
+            this.adapter.toast('info', this.describeOps([op]));
+        } else {
+            this.adapter.toast('warning', r.message);
+        }
+        this.render();
+        this.onChange();
+    }
+
+    /**
+     * One action, every slot: the service copies the user's NanoGPT key into each slot (never through this
+     * page), then ST's own secret state is reloaded so its page (and Image Generation) sees the key.
+     */
+    async installKey(slots, btn) {
+        btn.disabled = true;
+        let data;
+        try {
+            data = await this.client.call('/api/connection/key/all', { method: 'POST', body: { slots } });
+        } catch (err) {
+            btn.disabled = false;
+            this.adapter.toast('error', err.message);
+            return [];
+        }
+        const results = data.results ?? [];
+        const written = results.filter((r) => r.status === 'written');
+        for (const r of written) await this.adapter.reloadSecretState(r.secret);
+        if (written.some((r) => r.secret === 'api_key_nanogpt')) await this.adapter.reloadImageModels();
+        if (written.length) this.undoStack.push({ kind: 'keys', write_ids: written.map((r) => r.write_id), secrets: written.map((r) => r.secret), title: this.t('NanoGPT key copied') });
+        for (const r of results) {
+            this.adapter.toast(r.status === 'refused' ? 'warning' : 'success', r.message);
+        }
+        this.onChange();
+        await this.refresh();
+        return results;
     }
 
     async fix(body) {
@@ -228,7 +292,16 @@ export class DoctorView {
         const last = this.undoStack.pop();
         if (!last) return 'nothing to undo';
         let msg;
-        if (last.kind === 'live') {
+        if (last.kind === 'keys') {
+            try {
+                for (const id of last.write_ids) await this.client.call('/api/connection/key/undo', { method: 'POST', body: { write_id: id } });
+                for (const secret of last.secrets) await this.adapter.reloadSecretState(secret);
+                msg = `${this.t('Undone')}: ${last.title}`;
+            } catch (err) {
+                this.undoStack.push(last);
+                msg = `${this.t('Undo failed')}: ${err.message}`;
+            }
+        } else if (last.kind === 'live') {
             for (const op of last.ops.slice().reverse()) {
                 const old = op.existed === false ? null : op.old;
                 this.adapter.applyPatchOp({ path: op.path, value: old ?? '', old: op.value });

@@ -26,6 +26,9 @@ const CONTROL_MAP = {
     'oai_settings.custom_prompt_post_processing': { sel: '#custom_prompt_post_processing', ev: 'change' },
     'oai_settings.chat_completion_source': { sel: '#chat_completion_source', ev: 'change' },
     'oai_settings.nanogpt_model': { sel: '#model_nanogpt_select', ev: 'change' },
+    // ST 1.18.0+ (public/scripts/openai.js L7149-7157): provider choice and the pay-as-you-go override.
+    'oai_settings.nanogpt_provider': { sel: '#nanogpt_provider', ev: 'change' },
+    'oai_settings.nanogpt_payg_override': { sel: '#nanogpt_payg_override', ev: 'input', checkbox: true },
     'oai_settings.custom_model': { sel: '#custom_model_id', ev: 'input' },
     'oai_settings.custom_url': { sel: '#custom_api_url_text', ev: 'input' },
     'oai_settings.show_thoughts': { sel: '#openai_show_thoughts', ev: 'input', checkbox: true },
@@ -466,6 +469,34 @@ export class StAdapter {
     controlFor(path) {
         const key = Array.isArray(path) ? path.join('.') : path;
         return CONTROL_MAP[key] ?? OTHER_CONTROLS[key] ?? null;
+    }
+
+    /**
+     * Image Generation with the NanoGPT source lists its models only when the page loads or the source
+     * changes, and it does not reload them when a NanoGPT key is written (ST 1.13.5 and 1.18.0
+     * public/scripts/extensions/stable-diffusion/index.js: its SECRET_WRITTEN handler covers other sources
+     * only). So after the service put the key in place: re-select the source through ST's own handler
+     * (which empties and refills #sd_model) and put the user's model back when NanoGPT still lists it.
+     */
+    async reloadImageModels({ timeoutMs = 10000 } = {}) {
+        const doc = this.win.document;
+        const source = doc.querySelector('#sd_source');
+        const models = doc.querySelector('#sd_model');
+        if (!this.$ || !source || !models || source.value !== 'nanogpt') return { ok: false, count: 0 };
+        const before = this.ctx()?.extensionSettings?.sd?.model ?? null;
+        this.$('#sd_source').trigger('change');
+        const deadline = Date.now() + timeoutMs;
+        while (models.options.length === 0 && Date.now() < deadline) {
+            await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        if (before && this.hasOption(models, before) && models.value !== before) this.setControl('#sd_model', before, 'change');
+        return { ok: models.options.length > 0, count: models.options.length };
+    }
+
+    /** Whether this ST's own NanoGPT provider list (1.18.0+, hard-coded per version) offers `id`. */
+    hasProviderOption(id) {
+        const el = this.win.document.querySelector('#nanogpt_provider');
+        return !!el && this.hasOption(el, String(id));
     }
 
     hasOption(select, value) {

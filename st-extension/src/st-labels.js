@@ -21,6 +21,9 @@ export const SETTING_LABELS = Object.freeze({
     'secrets.api_key_custom': { control: '#api_key_custom', label: 'Custom API Key' },
     'secrets.api_key_generic': { control: '#api_key_generic', label: 'API key (optional)' },
     'secrets.api_key_nanogpt': { control: '#api_key_nanogpt', label: 'NanoGPT API Key' },
+    // Provider selection exists from ST 1.18.0 (public/index.html there, L3653-3661).
+    'oai_settings.nanogpt_provider': { control: '#nanogpt_provider', label: 'Model Providers', since: '1.18.0' },
+    'oai_settings.nanogpt_payg_override': { control: '#nanogpt_payg_override', label: 'Use pay-as-you-go billing', since: '1.18.0' },
 });
 
 /** The heading ST shows for a settings path (an array or a dotted string); the last key only as a fallback. */

@@ -42,6 +42,10 @@ def test_rules_metadata():
         "preset.ppp",
         "profile.ppp",
         "st.exposed",
+        "provider.choice",
+        "provider.billing",
+        "image.key",
+        "keys.slots",
     ]
     assert {r.id: r.default_policy for r in RULES if r.default_policy == "auto"} == {"ppp.nanogpt": "auto"}
 

@@ -52,6 +52,11 @@ async def test_no_tab_patches_the_file_journals_it_and_undo_restores_every_byte(
 
     # Start-up scans every user; the PPP fix is "auto" and no tab is open, so the file is patched.
     await wait_until(lambda: ppp_of(path) == "merge")
+    # The fix is journalled and the file re-diagnosed after the write: wait for that scan's findings.
+    doctor = companion.client.app[keys.DOCTOR]
+    assert doctor is not None
+    state = doctor._user_state("default-user")
+    await wait_until(lambda: not [f for f in state.findings if f.rule == "ppp.nanogpt"])
     patched = path.read_bytes()
     key = b'"custom_prompt_post_processing": '
     assert outside_span_equal(original, patched, key + b'""', key + b'"merge"')
@@ -70,7 +75,6 @@ async def test_no_tab_patches_the_file_journals_it_and_undo_restores_every_byte(
     # Undo is a "no": the finding comes back as a suggestion, and is not re-applied on the next scan.
     again = ppp_findings(await findings(companion))
     assert len(again) == 1 and again[0]["policy"] == "ask" and again[0]["declined"] is True
-    doctor = companion.client.app[keys.DOCTOR]
     await doctor.check_user("default-user", force=True)
     assert path.read_bytes() == original
     assert len(await journal(companion)) == 1

@@ -33,6 +33,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.nanogpt_inference import InferenceBehaviour, add_inference_routes
+from tests.fakes.nanogpt_providers import ProviderBehaviour, add_provider_routes
 from tests.fixtures import NANOGPT_FIXTURES
 
 logger = logging.getLogger(__name__)
@@ -494,6 +495,15 @@ class FakeNanoGPT:
             known_model=lambda model_id: model_id in self._models,
             authorised=lambda key: self._account(key) is not None,
             key_of=lambda request: _presented_key(request)[0],
+            key_id=key_id,
+        )
+        self.providers = ProviderBehaviour()
+        add_provider_routes(
+            self.app,
+            self.providers,
+            known_model=lambda model_id: model_id in self._models,
+            text_models=lambda: list(self._models.values()),
+            authorised=lambda key: self._account(key) is not None,
             key_id=key_id,
         )
 

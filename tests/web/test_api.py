@@ -40,6 +40,9 @@ async def test_health_needs_no_token_and_reports_no_user_data(companion: Compani
     [
         ("/api/catalog", "GET"),
         ("/api/catalog/refresh", "POST"),
+        ("/api/catalog/providers", "GET"),
+        ("/api/catalog/images", "GET"),
+        ("/api/connection/key/all", "POST"),
         ("/api/endpoints", "GET"),
         ("/api/account", "GET"),
         ("/api/account/history", "GET"),

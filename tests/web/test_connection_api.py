@@ -23,6 +23,7 @@ async def test_key_is_copied_into_the_custom_slot_and_undone(companion: Companio
     assert state == {
         "key": {"present": True, "source": "sillytavern"},
         "slots": {"nanogpt": "ours", "custom": "other", "generic": "empty"},
+        "needed": {"nanogpt": ["Chat Completion (NanoGPT source)"]},
     }
     resp = await companion.post("/api/connection/key", json={"slot": "custom"})
     assert resp.status == 200

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nanogpt_companion.doctor.families import FamilyTable, builtin_family_table
-from nanogpt_companion.domain import AccountSnapshot, CatalogEntry
+from nanogpt_companion.domain import AccountSnapshot, CatalogEntry, ModelProviders
+from nanogpt_companion.sillytavern.secrets_writer import SlotName, SlotState
 from nanogpt_companion.sillytavern.server_config import ServerExposure
 from nanogpt_companion.sillytavern.version import STVersion, detect_st_version
 
@@ -27,6 +28,11 @@ class DoctorContext:
     st_server: ServerExposure | None = None  # the ST install's config.yaml; None = unknown (data root only)
     # Model ids a catalogue refresh saw disappear -> when (unix time): tells "removed" from "mistyped".
     removed_models: Mapping[str, float] = field(default_factory=dict)
+    # NanoGPT's provider info for the models this user uses (looked-up id -> info); missing = unknown.
+    providers: Mapping[str, ModelProviders] = field(default_factory=dict)
+    provider_names: Mapping[str, str] = field(default_factory=dict)  # NanoGPT's master list, id -> label
+    # What each ST key slot holds compared with the user's NanoGPT key; None = unknown (no key from ST).
+    key_slots: Mapping[SlotName, SlotState] | None = None
 
     @classmethod
     def build(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from nanogpt_companion.doctor.context import DoctorContext
 from nanogpt_companion.doctor.finding import Finding, Policy
-from nanogpt_companion.doctor.rules import endpoint, exposure, features, models, ppp, textgen
+from nanogpt_companion.doctor.rules import endpoint, exposure, features, keys, models, ppp, providers, textgen
 from nanogpt_companion.doctor.rules.meta import RULE_META, RULE_ORDER
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,10 @@ _CHECKS: dict[str, RuleCheck] = {
     "preset.ppp": ppp.check_preset_ppp,
     "profile.ppp": ppp.check_profile_ppp,
     "st.exposed": exposure.check_st_exposure,
+    "provider.choice": providers.check_provider_choice,
+    "provider.billing": providers.check_provider_billing,
+    "image.key": keys.check_image_key,
+    "keys.slots": keys.check_key_slots,
 }
 
 RULES: tuple[RuleInfo, ...] = tuple(

@@ -23,6 +23,7 @@ import math
 import random
 import re
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +48,10 @@ from nanogpt_companion.nanogpt.schemas import (
     SkippedEntry,
     UpstreamModel,
     parse_balance,
+    parse_image_models,
     parse_model_list_async,
+    parse_model_providers,
+    parse_provider_names,
     parse_subscription_usage,
 )
 
@@ -245,6 +249,36 @@ class NanoGPTClient:
             what="subscription usage",
         )
         return KeyRedactor([api_key]).value(parse_subscription_usage(response.body))
+
+    async def model_providers(self, model_id: str, *, api_key: str | None = None) -> domain.ModelProviders:
+        """NanoGPT's provider-selection info for one model; ``known=False`` when NanoGPT does not know it.
+
+        The id's slash is URL-encoded (``%2F``) and the path is not under ``/v1`` (ST 1.18.0
+        src/endpoints/nanogpt.js L112-113 asks the same URL).
+        """
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        path = "/models/" + urllib.parse.quote(model_id, safe="") + "/providers"
+        try:
+            response = await self._send("GET", path, headers=headers, secret=api_key, what="provider list")
+        except UpstreamUnavailableError as exc:
+            if exc.status == 404:
+                return domain.ModelProviders(model=model_id, known=False)
+            raise
+        return KeyRedactor([api_key]).value(parse_model_providers(response.body, model_id))
+
+    async def provider_names(self) -> dict[str, str]:
+        """NanoGPT's master provider list, id -> label (``GET /models/providers``; no key needed)."""
+        response = await self._send("GET", "/models/providers", headers={}, secret=None, what="provider list")
+        return parse_provider_names(response.body)
+
+    async def image_models(self, *, api_key: str | None = None) -> list[domain.ImageModel]:
+        """The image models ST's Image Generation offers for NanoGPT: the legacy ``/models`` image map,
+        asked with ``x-api-key`` as ST does (1.18.0 src/endpoints/stable-diffusion.js L1399-1405)."""
+        headers = {"x-api-key": api_key} if api_key else {}
+        response = await self._send(
+            "GET", "/models", headers=headers, secret=api_key, what="image model list"
+        )
+        return [KeyRedactor([api_key]).value(model) for model in parse_image_models(response.body)]
 
     # -----------------------------------------------------------------------------------------------------
 

@@ -393,3 +393,100 @@ def parse_subscription_usage(raw: bytes) -> domain.SubscriptionState:
         routing_reason=_nonempty_str(routed("reason")),
         quota_available=_bool(routed("subscriptionQuotaAvailable")),
     )
+
+
+# ---- provider selection and image models (reference/nanogpt-api.md section 2, 5.6) ----------------------
+
+
+def _per_1m(per_1k: object) -> float | None:
+    value = _float(per_1k)
+    return None if value is None or value < 0 else round(value * 1000, 9)
+
+
+def parse_model_providers(raw: bytes, model_id: str) -> domain.ModelProviders:
+    """``{canonicalId, supportsProviderSelection, defaultPrice, providers: [{provider, available, ...}]}``.
+
+    Entries without a provider name are dropped; ``available`` missing counts as available (ST 1.18.0
+    src/endpoints/nanogpt.js L126 treats only ``available === false`` as unavailable).
+    """
+    data = _object(raw, "provider list")
+    providers: list[domain.ProviderOption] = []
+    seen: set[str] = set()
+    raw_list = data.get("providers")
+    for item in raw_list if isinstance(raw_list, list) else []:
+        entry = _mapping(item)
+        pid = _nonempty_str(entry.get("provider")) or _nonempty_str(entry.get("id"))
+        if pid is None or pid.lower() in seen:
+            continue
+        seen.add(pid.lower())
+        pricing = _mapping(entry.get("pricing"))
+        providers.append(
+            domain.ProviderOption(
+                id=pid.strip(),
+                label=_nonempty_str(entry.get("label")) or _nonempty_str(entry.get("name")),
+                available=_bool(entry.get("available")) is not False,
+                prompt=_per_1m(pricing.get("inputPer1kTokens")),
+                completion=_per_1m(pricing.get("outputPer1kTokens")),
+            )
+        )
+    default = _mapping(data.get("defaultPrice"))
+    return domain.ModelProviders(
+        model=_nonempty_str(data.get("canonicalId")) or model_id,
+        supports_selection=_bool(data.get("supportsProviderSelection")) is True,
+        providers=providers,
+        default_prompt=_per_1m(default.get("inputPer1kTokens")),
+        default_completion=_per_1m(default.get("outputPer1kTokens")),
+    )
+
+
+def parse_provider_names(raw: bytes) -> dict[str, str]:
+    """The master list ``{providers: [{id, label}]}`` -> id -> label (unusable entries dropped)."""
+    data = _object(raw, "provider list")
+    names: dict[str, str] = {}
+    raw_list = data.get("providers")
+    for item in raw_list if isinstance(raw_list, list) else []:
+        entry = _mapping(item)
+        pid = _nonempty_str(entry.get("id"))
+        if pid is not None:
+            names[pid.strip()] = _nonempty_str(entry.get("label")) or pid.strip()
+    return names
+
+
+def _image_prices(value: object) -> dict[str, float]:
+    single = _float(value)
+    if single is not None:
+        return {"": single} if single >= 0 else {}
+    prices: dict[str, float] = {}
+    for resolution, price in _mapping(value).items():
+        number = _float(price)
+        if isinstance(resolution, str) and number is not None and number >= 0:
+            prices[resolution] = number
+    return prices
+
+
+def parse_image_models(raw: bytes) -> list[domain.ImageModel]:
+    """The legacy ``/api/models`` answer's ``models.image`` map, read the way ST 1.18.0 reads it
+    (src/endpoints/stable-diffusion.js L1413-1422): the id is ``model`` (else the map key), the name ``name``.
+    """
+    data = _object(raw, "model list")
+    image = _mapping(data.get("models")).get("image")
+    if not isinstance(image, dict):
+        raise MalformedResponseError("NanoGPT's model list has no image models section.")
+    models: list[domain.ImageModel] = []
+    for map_key, item in image.items():
+        entry = _mapping(item)
+        model_id = _nonempty_str(entry.get("model")) or _nonempty_str(map_key)
+        if model_id is None:
+            continue
+        subscription = _mapping(entry.get("subscription"))
+        models.append(
+            domain.ImageModel(
+                id=model_id,
+                name=_nonempty_str(entry.get("name")) or model_id,
+                description=_nonempty_str(entry.get("description")),
+                prices=_image_prices(entry.get("cost")),
+                subscription_included=_bool(subscription.get("included")),
+            )
+        )
+    models.sort(key=lambda m: m.name.lower())
+    return models

@@ -22,6 +22,7 @@ from nanogpt_companion.events import EventBus
 from nanogpt_companion.key_slots import KeySlotService
 from nanogpt_companion.nanogpt.client import NanoGPTClient
 from nanogpt_companion.plugin_link import PluginLink
+from nanogpt_companion.providers import ProviderService
 from nanogpt_companion.sillytavern.dataroot import read_st_config
 from nanogpt_companion.sillytavern.version import UNKNOWN_VERSION, STVersion
 from nanogpt_companion.store import Store
@@ -136,8 +137,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         low_balance_usd=settings.low_balance_usd,
         min_refresh_interval=settings.account_refresh_interval,
     )
+    providers = ProviderService(app[keys.NANOGPT], ttl=settings.catalog_ttl)
     app[keys.CATALOG] = catalog
     app[keys.ACCOUNT] = account
+    app[keys.PROVIDERS] = providers
     if users.data_root is not None:
         doctor = DoctorService(
             users=users,
@@ -146,6 +149,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             catalog=catalog,
             account=account,
             settings=settings,
+            providers=providers,
         )
     app[keys.DOCTOR] = doctor
 
@@ -189,6 +193,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*tasks, return_exceptions=True)
     await catalog.close()
     await account.close()
+    await providers.close()
     if doctor is not None:
         await doctor.close()
     gc.unfreeze()  # an app that is gone must not pin what was alive when it started (tests run many)

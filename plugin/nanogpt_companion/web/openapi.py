@@ -14,11 +14,18 @@ from pydantic import BaseModel
 
 from nanogpt_companion import __version__
 from nanogpt_companion.doctor.finding import Finding
-from nanogpt_companion.domain import AccountSnapshot, CatalogEntry, CatalogSummary, ErrorInfo
+from nanogpt_companion.domain import (
+    AccountSnapshot,
+    CatalogEntry,
+    CatalogSummary,
+    ErrorInfo,
+    ImageModel,
+    ModelProviders,
+)
 from nanogpt_companion.web import keys
 from nanogpt_companion.web.bodies import AckRequest, FixRequest, PolicyRequest, UndoRequest
 from nanogpt_companion.web.handlers.alerts import SeenRequest
-from nanogpt_companion.web.handlers.connection import KeyRequest, KeyUndoRequest
+from nanogpt_companion.web.handlers.connection import KeyAllRequest, KeyRequest, KeyUndoRequest
 
 REF = "#/components/schemas/{model}"
 
@@ -168,8 +175,37 @@ KEY_STATE = {
             "type": "object",
             "additionalProperties": {"type": "string", "enum": ["ours", "other", "empty", "unknown"]},
         },
+        "needed": {
+            "type": "object",
+            "description": "Slot -> what in the user's settings reads it for NanoGPT",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
     },
-    "required": ["key", "slots"],
+    "required": ["key", "slots", "needed"],
+}
+KEY_WRITE_ALL = {
+    "type": "object",
+    "properties": {
+        "results": {
+            "type": "array",
+            "items": {
+                "oneOf": [
+                    KEY_WRITE,
+                    {
+                        "type": "object",
+                        "properties": {
+                            "status": {"const": "refused"},
+                            "slot": {"type": "string", "enum": SLOT_NAMES},
+                            "code": {"type": "string"},
+                            "message": {"type": "string"},
+                        },
+                        "required": ["status", "slot", "code", "message"],
+                    },
+                ]
+            },
+        }
+    },
+    "required": ["results"],
 }
 ALERT = {
     "type": "object",
@@ -221,9 +257,20 @@ def build_openapi() -> bytes:
         AckRequest,
         PolicyRequest,
         KeyRequest,
+        KeyAllRequest,
         KeyUndoRequest,
         SeenRequest,
+        ModelProviders,
+        ImageModel,
     )
+    model_providers = {
+        **schemas["ModelProviders"],
+        "properties": {
+            **schemas["ModelProviders"].get("properties", {}),
+            "requested": {"type": "string"},
+            "stale": {"type": "boolean"},
+        },
+    }
     schemas["ErrorBody"] = {
         "type": "object",
         "properties": {"error": _ref("ErrorInfo")},
@@ -357,6 +404,42 @@ def build_openapi() -> bytes:
                         "description": "The model id, e.g. anthropic/claude-opus-4.6",
                     }
                 ],
+                upstream=True,
+            )
+        },
+        "/api/catalog/providers": {
+            "get": _op(
+                "NanoGPT's providers for one model (availability, USD per 1M tokens), asked on demand, "
+                "cached and shared; known=false when NanoGPT does not know the id",
+                {"200": _json(model_providers), "400": _json(_ref("ErrorBody"), "No or bad model id")},
+                params=[
+                    {
+                        "name": "model",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "description": "A model id; request suffixes and a provider pin are ignored",
+                    }
+                ],
+                upstream=True,
+            )
+        },
+        "/api/catalog/images": {
+            "get": _op(
+                "NanoGPT's image models as SillyTavern's Image Generation lists them, with USD per image",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "models": {"type": "array", "items": _ref("ImageModel")},
+                                "count": {"type": "integer"},
+                                "stale": {"type": "boolean"},
+                            },
+                            "required": ["models", "count", "stale"],
+                        }
+                    )
+                },
                 upstream=True,
             )
         },
@@ -560,6 +643,21 @@ def build_openapi() -> bytes:
                 },
                 body="KeyRequest",
             ),
+        },
+        "/api/connection/key/all": {
+            "post": _op(
+                "Copy the caller's NanoGPT key into every key slot their set-up reads (or the slots given); "
+                "one journalled write per slot, each undoable",
+                {
+                    "200": _json(KEY_WRITE_ALL),
+                    "409": _json(
+                        _ref("ErrorBody"),
+                        "no_data_root, no_key, key_not_in_sillytavern or nothing_to_do (no slot reads a "
+                        "NanoGPT key)",
+                    ),
+                },
+                body="KeyAllRequest",
+            )
         },
         "/api/connection/key/undo": {
             "post": _op(

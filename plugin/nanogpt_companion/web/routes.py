@@ -5,7 +5,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from nanogpt_companion.web import openapi, sse
-from nanogpt_companion.web.handlers import account, alerts, catalog, connection, doctor, endpoints, health
+from nanogpt_companion.web.handlers import (
+    account,
+    alerts,
+    catalog,
+    connection,
+    doctor,
+    endpoints,
+    health,
+    providers,
+)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -26,7 +35,10 @@ def setup_routes(app: web.Application) -> None:
     router.add_put("/api/doctor/policy", doctor.set_policy)
     router.add_get("/api/connection/key", connection.get_key_state)
     router.add_post("/api/connection/key", connection.set_key)
+    router.add_post("/api/connection/key/all", connection.set_key_everywhere)
     router.add_post("/api/connection/key/undo", connection.undo_key)
+    router.add_get("/api/catalog/providers", providers.get_model_providers)
+    router.add_get("/api/catalog/images", providers.get_image_models)
     router.add_get("/api/alerts", alerts.get_alerts)
     router.add_post("/api/alerts/seen", alerts.mark_seen)
     router.add_post("/api/events/ticket", sse.issue_ticket)

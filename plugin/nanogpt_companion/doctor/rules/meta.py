@@ -123,6 +123,34 @@ _META: tuple[RuleMeta, ...] = (
         "ST listens beyond this machine without a password, an IP whitelist or a host whitelist, so others "
         "could use the companion through the plugin.",
     ),
+    RuleMeta(
+        "provider.choice",
+        "Provider choice does not fit the model",
+        "ask",
+        "The NanoGPT provider chosen in ST is not offered or not available for the selected model, the model "
+        "does not support provider selection, or a provider pin in the model id contradicts the choice.",
+    ),
+    RuleMeta(
+        "provider.billing",
+        "Provider choice bills a subscription model as pay-as-you-go",
+        "ask",
+        "With an active subscription, a chosen provider or the pay-as-you-go switch makes NanoGPT bill a "
+        "subscription model from your balance.",
+    ),
+    RuleMeta(
+        "image.key",
+        "Image Generation has no NanoGPT key",
+        "ask",
+        "Image Generation is set to NanoGPT, which reads SillyTavern's built-in NanoGPT key, and that key is "
+        "empty.",
+    ),
+    RuleMeta(
+        "keys.slots",
+        "A NanoGPT key slot is stale or empty",
+        "ask",
+        "A SillyTavern key slot your NanoGPT set-up reads holds another key than your NanoGPT key (for "
+        "example one you rotated), or none.",
+    ),
 )
 RULE_META: dict[str, RuleMeta] = {meta.id: meta for meta in _META}
 RULE_ORDER: tuple[str, ...] = tuple(meta.id for meta in _META)

@@ -21,6 +21,11 @@ class KeyRequest(Body):
     slot: Literal["nanogpt", "custom", "generic"]
 
 
+class KeyAllRequest(Body):
+    # None: every slot the user's NanoGPT set-up reads (doctor/rules/keys.py needed_key_slots).
+    slots: list[Literal["nanogpt", "custom", "generic"]] | None = Field(None, min_length=1, max_length=3)
+
+
 class KeyUndoRequest(Body):
     write_id: int = Field(ge=1)
 
@@ -46,6 +51,17 @@ async def set_key(request: web.Request) -> web.Response:
     except KeySlotError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None
     return json_response(result.as_json())
+
+
+async def set_key_everywhere(request: web.Request) -> web.Response:
+    """One action: the NanoGPT key into every slot the user's set-up reads; one result (and undo id) each."""
+    user = request[keys.CURRENT_USER]
+    body = await read_body(request, KeyAllRequest)
+    try:
+        results = await _service(request).install_everywhere(user.handle, body.slots)
+    except KeySlotError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+    return json_response({"results": results})
 
 
 async def undo_key(request: web.Request) -> web.Response:
