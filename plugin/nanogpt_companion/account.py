@@ -11,6 +11,8 @@ Design notes (the why):
   under the threshold and re-arms only after it climbs back; quota alerts are keyed by bucket and reset
   window, so the next week's window may alert again. Alert state is in memory: after a restart a still
   true condition alerts once more, which is better than staying silent about it.
+- Every successful poll is a reading other services may learn from (the spend ledger compares consecutive
+  readings of a key): they register with ``add_reading_listener`` instead of polling NanoGPT themselves.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ _BUCKET_LABELS = {
     "daily": "Daily",
     "monthly": "Monthly",
 }
+
+
+ReadingListener = Callable[[str, str, AccountSnapshot], Awaitable[None]]
 
 
 class AccountClient(Protocol):
@@ -98,6 +103,7 @@ class AccountService:
         self._low_balance = low_balance_usd
         self._clock = clock
         self._users: dict[str, _UserState] = {}
+        self._reading_listeners: list[ReadingListener] = []
 
     # ---- public API ------------------------------------------------------------------------------
 
@@ -118,6 +124,16 @@ class AccountService:
     async def refresh(self, user: str) -> AccountSnapshot:
         """Poll now (the user asked). Concurrent callers share one poll; a rejected key is tried again."""
         return await self._single_flight(user, explicit=True)
+
+    async def poll(self, user: str) -> AccountSnapshot:
+        """Poll now, as the routine loop would: a rejected key is not sent again and a ``Retry-After`` is
+        honoured (the cached snapshot comes back instead). For services that need a fresh reading."""
+        return await self._single_flight(user, explicit=False)
+
+    def add_reading_listener(self, listener: ReadingListener) -> None:
+        """``await listener(user, key_fingerprint, snapshot)`` after every successful poll (errors in a
+        listener are logged, never fail the poll)."""
+        self._reading_listeners.append(listener)
 
     def cached(self, user: str) -> AccountSnapshot | None:
         """The last snapshot without polling (None before the first poll)."""
@@ -278,6 +294,11 @@ class AccountService:
         result = self._settle(user, st, fp, snapshot)
         for alert in alerts:
             self._bus.publish(user, "alert", alert)
+        for listener in self._reading_listeners:
+            try:
+                await listener(user, fp, snapshot)
+            except Exception:
+                log.exception("a listener of %s's account reading failed", user)
         return result
 
     def _failed(

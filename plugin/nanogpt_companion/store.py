@@ -1,5 +1,5 @@
 """The companion's embedded SQLite store: account history, catalogue snapshots, the fix journal, doctor
-policies and declined fixes.
+policies, declined fixes and the spend ledger (its queries live in ``spend/ledger.py``, on ``call``).
 
 Why it is shaped this way:
 - Users leave the service running for weeks and it can be killed at any moment, so the database runs in
@@ -140,6 +140,67 @@ MIGRATIONS: tuple[str, ...] = (
         situation TEXT NOT NULL,
         declined_at REAL NOT NULL,
         PRIMARY KEY (user, finding_id)
+    );
+    """,
+    # 2: the spend ledger: one row per generation ST reported (and per change of the balance or quota
+    # nothing reported explains), the last reading of each key's account, per-user budgets and settings,
+    # and the budget alerts already raised (once each).
+    """
+    CREATE TABLE IF NOT EXISTS spend_generation (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        key_fingerprint TEXT NOT NULL,
+        ts REAL NOT NULL,
+        chat_id TEXT,
+        character TEXT,
+        character_id TEXT,
+        group_id TEXT,
+        group_name TEXT,
+        model TEXT NOT NULL,
+        source TEXT NOT NULL,
+        endpoint TEXT,
+        billing TEXT,
+        kind TEXT,
+        outcome TEXT NOT NULL,
+        message_id INTEGER,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        channel TEXT NOT NULL,
+        estimate_usd REAL,
+        estimate_quota REAL,
+        per_request INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL,
+        measured_usd REAL,
+        measured_quota REAL,
+        quota_unit TEXT,
+        approximate INTEGER NOT NULL DEFAULT 0,
+        shared_with INTEGER NOT NULL DEFAULT 0,
+        interval INTEGER,
+        note TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (user, client_id)
+    );
+    CREATE INDEX IF NOT EXISTS spend_generation_user_ts ON spend_generation (user, ts);
+    CREATE INDEX IF NOT EXISTS spend_generation_pending ON spend_generation (key_fingerprint, status);
+
+    CREATE TABLE IF NOT EXISTS spend_reading (
+        key_fingerprint TEXT PRIMARY KEY,
+        reading TEXT NOT NULL
+    );
+
+    CREATE TABLE IF NOT EXISTS spend_settings (
+        user TEXT PRIMARY KEY,
+        settings TEXT NOT NULL
+    );
+
+    CREATE TABLE IF NOT EXISTS spend_alert (
+        user TEXT NOT NULL,
+        id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        seen_at REAL,
+        PRIMARY KEY (user, id)
     );
     """,
 )
@@ -435,6 +496,11 @@ class Store:
     async def quick_check(self) -> str:
         """``"ok"`` when SQLite finds the file sound; otherwise its first complaint."""
         return await self._call(lambda conn: str(conn.execute("PRAGMA quick_check").fetchone()[0]))
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the store's worker thread (for modules with their own tables, like the
+        spend ledger); open transactions with ``with conn:`` as the methods here do."""
+        return await self._call(fn)
 
     # ---- worker-thread internals -----------------------------------------------------------------
 

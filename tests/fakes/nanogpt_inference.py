@@ -95,6 +95,7 @@ def add_inference_routes(
 ) -> None:
     """``charge(key, model, base, billing_mode, reply)`` runs once per answered request, after the last
     byte of the answer (a stream the client abandons midway is still charged, as a provider would)."""
+
     async def chat(request: web.Request) -> web.StreamResponse:
         return await _answer(request, "chat")
 

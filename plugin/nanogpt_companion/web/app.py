@@ -22,6 +22,8 @@ from nanogpt_companion.events import EventBus
 from nanogpt_companion.nanogpt.client import NanoGPTClient
 from nanogpt_companion.plugin_link import PluginLink
 from nanogpt_companion.sillytavern.dataroot import read_st_config
+from nanogpt_companion.spend.ledger import SpendLedger
+from nanogpt_companion.spend.service import SpendService
 from nanogpt_companion.store import Store
 from nanogpt_companion.users import UserRegistry
 from nanogpt_companion.watcher import SettingsWatcher
@@ -130,6 +132,18 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.CATALOG] = catalog
     app[keys.ACCOUNT] = account
+    spend = SpendService(
+        ledger=SpendLedger(app[keys.STORE]),
+        account=account,
+        catalog=catalog,
+        bus=bus,
+        key_for=users.key_for,
+        users_of_key=users.handles_with_key,
+        settle=settings.spend_poll_settle,
+        min_interval=settings.spend_poll_min_interval,
+        subscriber_min_interval=settings.spend_poll_subscriber_interval,
+    )
+    app[keys.SPEND] = spend
     doctor: DoctorService | None = None
     if users.data_root is not None:
         doctor = DoctorService(
@@ -161,6 +175,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
     start(catalog.run(active_keys=users.active_fingerprints), "catalog-refresh")
     start(account.run(users.handles), "account-poll")
+    await spend.start()
+    start(spend.run(), "spend-ledger")
     if users.data_root is not None:
         start(_rescan_users(users, doctor, app[keys.PLUGIN_LINK]), "user-rescan")
     watcher: SettingsWatcher | None = None
@@ -173,6 +189,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await spend.close()
     await catalog.close()
     await account.close()
     if doctor is not None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the services import nothing from web/, but security and sse
     from nanogpt_companion.events import EventBus  # noqa: F401
     from nanogpt_companion.nanogpt.client import NanoGPTClient  # noqa: F401
     from nanogpt_companion.plugin_link import PluginLink  # noqa: F401
+    from nanogpt_companion.spend.service import SpendService  # noqa: F401
     from nanogpt_companion.store import Store  # noqa: F401
     from nanogpt_companion.users import User, UserRegistry  # noqa: F401
     from nanogpt_companion.web.security import AccessPolicy  # noqa: F401
@@ -36,5 +37,6 @@ ACCESS = web.AppKey["AccessPolicy"]("access")
 STOPPING = web.AppKey[asyncio.Event]("stopping")
 OPENAPI = web.AppKey[bytes]("openapi")
 PLUGIN_LINK = web.AppKey["PluginLink"]("plugin_link")
+SPEND = web.AppKey["SpendService"]("spend")
 
 CURRENT_USER = web.RequestKey["User"]("current_user")

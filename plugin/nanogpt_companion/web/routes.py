@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from nanogpt_companion.web import openapi, sse
-from nanogpt_companion.web.handlers import account, catalog, doctor, endpoints, health
+from nanogpt_companion.web.handlers import account, catalog, doctor, endpoints, health, spend
 
 
 def setup_routes(app: web.Application) -> None:
@@ -23,6 +23,13 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/api/doctor/journal", doctor.get_journal)
     router.add_get("/api/doctor/policy", doctor.get_policies)
     router.add_put("/api/doctor/policy", doctor.set_policy)
+    router.add_get("/api/spend", spend.get_overview)
+    router.add_post("/api/spend/generations", spend.report_generation)
+    router.add_get("/api/spend/generations", spend.get_generations)
+    router.add_get("/api/spend/export.csv", spend.export_csv)
+    router.add_get("/api/spend/settings", spend.get_settings)
+    router.add_put("/api/spend/settings", spend.put_settings)
+    router.add_post("/api/spend/alerts/seen", spend.mark_alerts_seen)
     router.add_post("/api/events/ticket", sse.issue_ticket)
     router.add_get("/api/events", sse.event_stream)
     router.add_get("/api/openapi.json", openapi.serve_openapi)
