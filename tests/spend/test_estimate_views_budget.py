@@ -149,7 +149,12 @@ def test_top_chats_characters_and_models() -> None:
     rows = [
         row(chat="c1", status="measured", measured_usd=1.0).settled(
             generation=Generation(
-                client_id="x1", model="m", source="nanogpt", chat_id="c1", character="Ann", character_id="a.png"
+                client_id="x1",
+                model="m",
+                source="nanogpt",
+                chat_id="c1",
+                character="Ann",
+                character_id="a.png",
             )
         ),
         row(chat="c2", status="measured", measured_usd=3.0).settled(

@@ -28,7 +28,7 @@ async def test_database_written_by_main_upgrades_and_keeps_everything(tmp_path: 
     before = sqlite3.connect(path)
     assert before.execute("PRAGMA user_version").fetchone()[0] == 1
     old = {
-        table: before.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()  # noqa: S608
+        table: before.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
         for table in ("account_history", "catalog_snapshot", "fix_journal", "doctor_policy", "declined_fix")
     }
     before.close()
@@ -48,7 +48,7 @@ async def test_database_written_by_main_upgrades_and_keeps_everything(tmp_path: 
         assert len(await SpendLedger(store).rows("default-user", 0)) == 1
     after = sqlite3.connect(path)
     for table, rows in old.items():
-        assert after.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall() == rows, table  # noqa: S608
+        assert after.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall() == rows, table
     after.close()
 
 
@@ -66,7 +66,9 @@ async def test_pending_update_rows_recent_and_purge(ledger: SpendLedger) -> None
     rows = [(await ledger.add(row(user="alice", ts=float(t), chat=f"c{t % 2}")))[0] for t in range(1, 7)]
     await ledger.add(row(user="bob", ts=3.5))
     assert [r.id for r in await ledger.pending()] == [*(r.id for r in rows[:3]), 7, *(r.id for r in rows[3:])]
-    measured = rows[0].settled(status="measured", measured_usd=0.25, approximate=True, shared_with=2, interval=9)
+    measured = rows[0].settled(
+        status="measured", measured_usd=0.25, approximate=True, shared_with=2, interval=9
+    )
     await ledger.update([measured])
     assert (await ledger.rows("alice", 0))[0] == measured
     assert [r.ts for r in await ledger.pending("kfp")] == [2.0, 3.0, 3.5, 4.0, 5.0, 6.0]

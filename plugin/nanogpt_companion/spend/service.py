@@ -141,7 +141,6 @@ class SpendService:
         self._keys: dict[str, _KeyState] = {}
         self._wake = asyncio.Event()
         self._polls: set[asyncio.Task[None]] = set()
-        account.add_reading_listener(self.on_reading)
 
     # ---- reports ---------------------------------------------------------------------------------
 
@@ -197,7 +196,8 @@ class SpendService:
     # ---- readings --------------------------------------------------------------------------------
 
     async def on_reading(self, user: str, fingerprint: str, snapshot: AccountSnapshot) -> None:
-        """A successful account poll (any origin): settle what the change since the last one explains."""
+        """A successful account poll (any origin): settle what the change since the last one explains.
+        The app registers this with ``AccountService.add_reading_listener``."""
         if fingerprint == "anonymous" or snapshot.fetched_at is None:
             return
         reading = reading_from(snapshot)
@@ -226,7 +226,7 @@ class SpendService:
             st.reading = reading
             st.pending = bool(await self._ledger.pending(fingerprint))
         touched: dict[str, list[SpendRow]] = {}
-        for row in [*result.settled, *outside_rows]:
+        for row in [*(r for r in result.settled if r.status != "pending"), *outside_rows]:
             touched.setdefault(row.user, []).append(row)
         for handle, rows in touched.items():
             chats = sorted({r.generation.chat_id for r in rows if r.generation.chat_id})
@@ -320,8 +320,11 @@ class SpendService:
                 upcoming = [d for d in dues.values() if d > now]
                 wait = min([*upcoming, next_housekeeping]) - now
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+                # arrives as its timeout fires, and this loop would then sleep on through the app's exit.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, wait))
+                    async with asyncio.timeout(max(0.01, wait)):
+                        await self._wake.wait()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -143,6 +143,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         min_interval=settings.spend_poll_min_interval,
         subscriber_min_interval=settings.spend_poll_subscriber_interval,
     )
+    account.add_reading_listener(spend.on_reading)
     app[keys.SPEND] = spend
     doctor: DoctorService | None = None
     if users.data_root is not None:
