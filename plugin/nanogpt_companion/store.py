@@ -224,8 +224,12 @@ class Store:
         *,
         catalog_keep: int = DEFAULT_CATALOG_KEEP,
         clock: Callable[[], float] | None = None,
+        read_only: bool = False,
     ) -> None:
+        """``read_only``: for commands that only report (``spend``): the file is opened as it is, never
+        created, migrated or moved aside; a missing, damaged or too new file is a ``StoreError``."""
         self._path = Path(path)
+        self._read_only = read_only
         self._catalog_keep = max(1, catalog_keep)
         self._clock = clock
         self._executor: ThreadPoolExecutor | None = None
@@ -522,6 +526,9 @@ class Store:
         return fn(conn)
 
     def _open_sync(self) -> None:
+        if self._read_only:
+            self._conn = self._open_read_only()
+            return
         self._path.parent.mkdir(parents=True, exist_ok=True)
         # Look at the header before SQLite does: opening a non-database lets SQLite discard the -wal beside
         # it, and whatever is in there should go aside with the main file untouched.
@@ -538,6 +545,25 @@ class Store:
             conn.close()
             raise
         self._conn = conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self._path.is_file():
+            raise StoreError(f"no database at {self._path}")
+        conn = sqlite3.connect(f"{self._path.as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=10.0)
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self._path} has schema version {version}, newer than this companion understands "
+                    f"({SCHEMA_VERSION})"
+                )
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"{self._path} cannot be read: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _connect_and_check(self) -> sqlite3.Connection:
         # isolation_level=None: we open transactions ourselves (``with conn`` and migrations), so the module

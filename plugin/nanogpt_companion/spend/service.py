@@ -30,7 +30,6 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
 from typing import Any
 
 from nanogpt_companion.account import AccountService
@@ -437,39 +436,20 @@ class SpendService:
         settings = await self._ledger.settings(user)
         tz = views.zone(settings.timezone)
         now = self._clock()
-        first_day = views.local_date(tz, now) - timedelta(days=days - 1)
-        window_start = datetime(first_day.year, first_day.month, first_day.day, tzinfo=tz).timestamp()
-        month_start = views.month_start(tz, now)
-        rows = await self._ledger.rows(user, min(window_start, month_start))
-        today = views.totals(views.since(rows, views.day_start(tz, now)))
-        month = views.totals(views.since(rows, month_start))
-        window = views.since(rows, window_start)
+        rows = await self._ledger.rows(user, views.overview_start(tz, now, days))
+        chat_rows = await self._ledger.rows(user, 0.0, chat_id=chat_id) if chat_id else None
         snapshot = self._account.cached(user)
-        quota_mode = bool(snapshot and snapshot.subscription and snapshot.subscription.active)
-        chat = views.totals(await self._ledger.rows(user, 0.0, chat_id=chat_id)) if chat_id else None
-        series = views.daily(window, tz, now, days, quota_mode=quota_mode)
-        daily_state, monthly_state = budget.states(
-            settings, today.usd, today.estimated_usd > 0, month.usd, month.estimated_usd > 0
+        return views.overview(
+            rows,
+            settings=settings,
+            now=now,
+            days=days,
+            chat_id=chat_id,
+            chat_rows=chat_rows,
+            quota_mode=bool(snapshot and snapshot.subscription and snapshot.subscription.active),
+            quota=_quota_info(snapshot),
+            alerts=await self._ledger.alerts_unseen(user),
         )
-        return {
-            "mode": "quota" if quota_mode else "usd",
-            "timezone": tz.key,
-            "now": now,
-            "chat_id": chat_id,
-            "chat": chat.to_json() if chat else None,
-            "today": today.to_json(),
-            "month": month.to_json(),
-            "window": views.totals(window).to_json(),
-            "days": series["days"],
-            "models": series["models"],
-            "top_chats": views.top(window, "chat", quota_mode=quota_mode),
-            "top_characters": views.top(window, "character", quota_mode=quota_mode),
-            "top_models": views.top(window, "model", quota_mode=quota_mode),
-            "budgets": {"daily": daily_state.to_json(), "monthly": monthly_state.to_json()},
-            "quota": _quota_info(snapshot),
-            "settings": settings.to_json(),
-            "alerts": await self._ledger.alerts_unseen(user),
-        }
 
     async def recent(
         self, user: str, *, limit: int, chat_id: str | None = None, before_id: int | None = None

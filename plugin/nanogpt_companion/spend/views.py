@@ -17,7 +17,8 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from nanogpt_companion.spend.records import SpendRow
+from nanogpt_companion.spend import budget
+from nanogpt_companion.spend.records import SpendRow, SpendSettings
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +199,54 @@ def _group_key(row: SpendRow, by: TopBy) -> tuple[str | None, str]:
     if g.character_id or g.character:
         return f"char:{g.character_id or g.character}", g.character or g.character_id or ""
     return None, ""
+
+
+def overview_start(tz: ZoneInfo, now: float, days: int) -> float:
+    """The earliest row ``overview`` needs: the chart's first local day or the month's start."""
+    first_day = local_date(tz, now) - timedelta(days=days - 1)
+    window_start = datetime(first_day.year, first_day.month, first_day.day, tzinfo=tz).timestamp()
+    return min(window_start, month_start(tz, now))
+
+
+def overview(
+    rows: Sequence[SpendRow],
+    *,
+    settings: SpendSettings,
+    now: float,
+    days: int,
+    chat_id: str | None = None,
+    chat_rows: Sequence[SpendRow] | None = None,
+    quota_mode: bool = False,
+    quota: dict[str, Any] | None = None,
+    alerts: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """The drawer's (and ``nanogpt-companion spend``'s) picture of one user, from rows since
+    ``overview_start``: today, this month, the chat, ``days`` of chart, top lists, budgets."""
+    tz = zone(settings.timezone)
+    first_day = local_date(tz, now) - timedelta(days=days - 1)
+    window = since(rows, datetime(first_day.year, first_day.month, first_day.day, tzinfo=tz).timestamp())
+    today = totals(since(rows, day_start(tz, now)))
+    month = totals(since(rows, month_start(tz, now)))
+    series = daily(window, tz, now, days, quota_mode=quota_mode)
+    daily_budget, monthly_budget = budget.states(
+        settings, today.usd, today.estimated_usd > 0, month.usd, month.estimated_usd > 0
+    )
+    return {
+        "mode": "quota" if quota_mode else "usd",
+        "timezone": tz.key,
+        "now": now,
+        "chat_id": chat_id,
+        "chat": totals(chat_rows).to_json() if chat_rows is not None else None,
+        "today": today.to_json(),
+        "month": month.to_json(),
+        "window": totals(window).to_json(),
+        "days": series["days"],
+        "models": series["models"],
+        "top_chats": top(window, "chat", quota_mode=quota_mode),
+        "top_characters": top(window, "character", quota_mode=quota_mode),
+        "top_models": top(window, "model", quota_mode=quota_mode),
+        "budgets": {"daily": daily_budget.to_json(), "monthly": monthly_budget.to_json()},
+        "quota": quota,
+        "settings": settings.to_json(),
+        "alerts": list(alerts),
+    }
