@@ -7,6 +7,8 @@ import { CatalogStore, CatalogView } from './src/catalog-view.js';
 import { DoctorView } from './src/doctor-view.js';
 import { EndpointSwitcher } from './src/endpoint-switcher.js';
 import { SelectEnricher } from './src/enrich-selects.js';
+import { SpendTracker } from './src/spend-tracker.js';
+import { SpendView, registerSpendCommand } from './src/spend-view.js';
 import { debounce, escapeHtml, isNanoGptUrl } from './src/format.js';
 import { ServiceClient, STATUS } from './src/service-client.js';
 import { registerSlashCommands } from './src/slash-commands.js';
@@ -58,6 +60,7 @@ class CompanionApp {
         this.doctor = new DoctorView({ root, adapter, client: this.client, onChange: () => this.endpoints.render() });
         this.endpoints = new EndpointSwitcher({ root: root.querySelector('#ngc_endpoints'), adapter, onSwitched: () => this.scheduleDoctor() });
         this.enricher = new SelectEnricher({ adapter, store: this.store, settings: this.settings });
+        await this.startSpend(root);
 
         this.bindSettings();
         this.account.ensureBadge(this.settings().show_badge);
@@ -89,6 +92,20 @@ class CompanionApp {
         this.client.start();
     }
 
+    /** The Spend section and the generation tracker (src/spend-view.js, src/spend-tracker.js). */
+    async startSpend(root) {
+        this.spend = new SpendView({ host: root, adapter: this.adapter, client: this.client, account: this.account });
+        try {
+            await this.spend.mount();
+        } catch (err) {
+            console.warn('[NanoGPT Companion] could not load the spend section', err);
+        }
+        this.spendTracker = new SpendTracker({ adapter: this.adapter, client: this.client, onReported: () => this.spend.refreshSoon() });
+        this.spendTracker.attach();
+        registerSpendCommand(this.adapter, this.spend);
+        this.adapter.on('CHAT_CHANGED', () => void this.spend.refreshSoon());
+    }
+
     connected() {
         return this.client.status === STATUS.CONNECTED;
     }
@@ -117,7 +134,7 @@ class CompanionApp {
     }
 
     async loadAll() {
-        await Promise.allSettled([this.refreshAccount(), this.refreshHistory(), this.loadCatalog(), this.ensureEndpoints(true), this.doctor.refresh()]);
+        await Promise.allSettled([this.refreshAccount(), this.refreshHistory(), this.loadCatalog(), this.ensureEndpoints(true), this.doctor.refresh(), this.spend.refresh(), this.spendTracker.drain()]);
     }
 
     onEvent(name, data) {
@@ -126,6 +143,9 @@ class CompanionApp {
             this.refreshHistory();
         } else if (name === 'alert') {
             this.account.showAlert(data);
+            this.spend.onAlert(data);
+        } else if (name === 'spend') {
+            this.spend.refreshSoon();
         } else if (name === 'catalog') {
             this.store.markNew(data?.diff?.added);
             this.loadCatalog();

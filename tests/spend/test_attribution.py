@@ -143,3 +143,22 @@ def test_split_parts_always_add_up(amount, estimates) -> None:
     assert all(p is not None and p >= -1e-9 for p in parts)
     assert sum(p or 0 for p in parts) == pytest.approx(float(amount), abs=1e-8)
     assert all(r.approximate == (len(rows) > 1) and r.shared_with == len(rows) for r in result.settled)
+
+
+def test_generation_reported_while_the_poll_was_on_its_way_is_a_candidate() -> None:
+    """The poll went out at 110 and came back at 111.5; a generation reported at 111 may be in its answer."""
+    early, during = row(ts=100, usd=0.02), row(ts=111, usd=0.02)
+    result = attribute(
+        reading(90, usd=1.0),
+        reading(110, usd=0.96),
+        [early, during],
+        interval=7,
+        settle=SETTLE,
+        max_attempts=2,
+        answered_at=111.5,
+    )
+    assert [(r.id, r.approximate, r.shared_with) for r in result.settled] == [
+        (early.id, True, 2),
+        (during.id, True, 2),
+    ]
+    assert result.outside == []

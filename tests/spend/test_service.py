@@ -237,3 +237,43 @@ async def test_a_report_twice_is_one_row_and_no_key_is_unmeasured(rig: SpendRig)
         "nokey", Generation(client_id="other-id-12", model=model, source="custom")
     )
     assert nobody.status == "unmeasured" and "no NanoGPT key" in (nobody.note or "")
+
+
+async def test_a_reading_while_a_started_generation_is_unreported_is_held_back(rig: SpendRig, events) -> None:
+    """Two tabs: the first reports, the second's generation is charged but its report is late (ST saves
+    the chat and counts tokens first). The reading taken in between already holds both costs, so it is
+    held back, and the next reading after the late report splits the change between the two."""
+    model = rig.paid_model()
+    rig.fake.inference.replies[model] = Reply("ok", prompt_tokens=1200, completion_tokens=300)
+    spend = rig.use(settle=0.05, min_interval=0.1)
+    await prepare(rig, "alice", PAYG_KEY)
+    rig.start(spend)
+    alice = events("alice")
+    start = len(rig.fake.charges)
+    assert await spend.started("alice", "gen-late-00001") == 1
+    await asyncio.gather(rig.generate(PAYG_KEY, model), rig.generate(PAYG_KEY, model))
+    first = await rig.report("alice", model, chat="tab-1")
+    # The poll the first report asked for happens; its reading includes the late generation's cost.
+    polls = rig.balance_polls()
+    await rig.account.poll("alice")
+    assert rig.balance_polls() == polls + 1
+    (row,) = [r for r in await spend.recent("alice", limit=5) if r.id == first.id]
+    assert row.status == "pending"  # held back: not given both costs
+    late = await spend.report(
+        "alice",
+        Generation(
+            client_id="gen-late-00001",
+            model=model,
+            source="nanogpt",
+            chat_id="tab-2",
+            prompt_tokens=1200,
+            completion_tokens=300,
+        ),
+    )
+    await alice.next("spend", lambda d: d["reason"] == "measured" and {first.id, late.id} <= set(d["rows"]))
+    rows = {r.id: r for r in await spend.recent("alice", limit=5)}
+    total = sum(charges_since(rig, start), Decimal(0))
+    assert all(rows[i].approximate and rows[i].shared_with == 2 for i in (first.id, late.id))
+    assert rows[first.id].measured_usd + rows[late.id].measured_usd == pytest.approx(float(total), abs=1e-9)
+    # A start that arrives after its own report is stale and holds nothing back.
+    assert await spend.started("alice", "gen-late-00001") == 0

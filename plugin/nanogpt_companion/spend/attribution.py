@@ -78,15 +78,19 @@ def attribute(
     interval: int,
     settle: float,
     max_attempts: int,
+    answered_at: float | None = None,
 ) -> Attribution:
     """What ``reading`` (compared with ``previous``) says about the ``pending`` rows of this key.
 
-    Only rows reported before the reading was taken are candidates; a candidate younger than ``settle``
-    seconds does not count a reading without change against it (NanoGPT may not have booked it yet).
+    Candidates are the rows reported before the reading's answer came back (``answered_at``, default its
+    start): NanoGPT may have booked a generation that ended while the request was on its way. A candidate
+    younger than ``settle`` seconds does not count a reading without change against it (NanoGPT may not
+    have booked it yet).
     """
     if previous is None:
         return Attribution()  # the first reading is a baseline: nothing to compare with
-    candidates = [r for r in pending if r.status == "pending" and r.ts <= reading.ts]
+    cutoff = reading.ts if answered_at is None else max(reading.ts, answered_at)
+    candidates = [r for r in pending if r.status == "pending" and r.ts <= cutoff]
     changes: dict[Channel, tuple[Change, float]] = {
         "usd": usd_change(previous, reading),
         "quota": quota_change(previous, reading),

@@ -17,6 +17,13 @@ Design notes (the why):
 - Readings are per key, rows per user: several ST users may share one key, and their generations in one
   interval share its change (marked approximate). A change nothing reported explains is recorded as an
   ``outside`` row (another client on the key), split equally across the ST users of that key.
+- A tab reports a generation's start too (``started``): a reading taken while a generation of that key
+  is still running (or finished in ST but not reported yet: ST saves the chat and counts tokens first)
+  may already include its cost, so that reading is held back, not attributed, and the next reading after
+  its report measures the whole interval: the generations share it, marked approximate. Without the hold
+  the first one would get both costs as "exact" and the late one would find no change. A start never
+  followed by a report (the tab closed mid-generation) is forgotten after ``RUNNING_MAX`` seconds, and a
+  reading is never held back more than that past the previous one.
 - Rows still unmeasured after ``pending_timeout`` (NanoGPT unreachable, the key rejected) are settled as
   unmeasured: their estimate stands and the note says why.
 """
@@ -28,6 +35,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -60,6 +68,8 @@ DEFAULT_SUBSCRIBER_MIN_INTERVAL = 60.0
 DEFAULT_MAX_ATTEMPTS = 2
 DEFAULT_PENDING_TIMEOUT = 600.0
 HOUSEKEEPING_INTERVAL = 3600.0
+RUNNING_MAX = 600.0  # seconds a started generation holds readings back without its report
+_FINISHED_KEPT = 256  # reported ids remembered per key, so a start arriving after its report is ignored
 _DAY = 86400.0
 # Quota windows in the order attribution prefers them: the weekly token counter moves with every
 # subscription request; old plans count operations per day.
@@ -106,6 +116,14 @@ class _KeyState:
     subscribed: bool = False
     reading: Reading | None = None
     reading_loaded: bool = False
+    running: dict[str, float] = field(default_factory=dict)  # client id -> when its start was reported
+    finished: deque[str] = field(default_factory=lambda: deque(maxlen=_FINISHED_KEPT))
+
+    def still_running(self, now: float) -> dict[str, float]:
+        """The started generations not reported yet (forgetting those older than ``RUNNING_MAX``)."""
+        for client_id in [c for c, t in self.running.items() if now - t >= RUNNING_MAX]:
+            del self.running[client_id]
+        return self.running
 
 
 class SpendService:
@@ -143,6 +161,18 @@ class SpendService:
 
     # ---- reports ---------------------------------------------------------------------------------
 
+    async def started(self, user: str, client_id: str) -> int:
+        """A tab sent a NanoGPT request (its report follows when it ends): readings of the key wait for
+        that report. Returns how many generations of the key are running."""
+        key = await self._key_for(user)
+        if not key.present:
+            return 0
+        st = self._key(key.fingerprint)
+        running = st.still_running(self._clock())
+        if client_id not in st.finished:  # a start that arrived after its own report is stale
+            running[client_id] = self._clock()
+        return len(running)
+
     async def report(self, user: str, generation: Generation) -> SpendRow:
         """Record a generation ST finished (idempotent per ``client_id``) and schedule its measurement."""
         key = await self._key_for(user)
@@ -161,6 +191,10 @@ class SpendService:
         )
         if not key.present:
             row = row.settled(status="unmeasured", note="The companion knows no NanoGPT key for this user.")
+        if key.present:
+            st = self._key(fp)
+            st.running.pop(generation.client_id, None)
+            st.finished.append(generation.client_id)
         stored, inserted = await self._ledger.add(row)
         if not inserted:
             return stored
@@ -200,6 +234,7 @@ class SpendService:
         if fingerprint == "anonymous" or snapshot.fetched_at is None:
             return
         reading = reading_from(snapshot)
+        answered_at = self._clock()  # the poll's answer is in: generations reported until now may be in it
         st = self._key(fingerprint)
         async with st.lock:
             if not st.reading_loaded:
@@ -210,6 +245,12 @@ class SpendService:
                 return  # an older poll finishing late: the newer reading already covered it
             st.last_poll = max(st.last_poll or 0.0, reading.ts)
             st.subscribed = reading.subscribed
+            running = [t for t in st.still_running(answered_at).values() if t < answered_at]
+            if running and previous is not None and reading.ts - previous.ts < RUNNING_MAX:
+                # A generation of this key may be in this reading but is not reported yet: keep the
+                # previous reading as the baseline; the next one after its report covers both.
+                log.debug("reading of %s held back: %d generation(s) running", fingerprint[:8], len(running))
+                return
             pending = await self._ledger.pending(fingerprint) if st.pending or previous is None else []
             result = attribute(
                 previous,
@@ -218,6 +259,7 @@ class SpendService:
                 interval=int(reading.ts * 1000),
                 settle=self._settle,
                 max_attempts=self._max_attempts,
+                answered_at=answered_at,
             )
             await self._ledger.update(result.settled)
             outside_rows = await self._record_outside(fingerprint, reading, result.outside, user)
@@ -288,6 +330,11 @@ class SpendService:
             return None
         interval = self._subscriber_min_interval if st.subscribed else self._min_interval
         floor = (st.last_poll if st.last_poll is not None else -math.inf) + interval
+        running = st.still_running(self._clock())
+        if running:
+            # Its report schedules the poll (a poll now would be held back); a start never reported
+            # is given up on after RUNNING_MAX.
+            return max(min(running.values()) + RUNNING_MAX, floor)
         if st.first_report is None or st.last_report is None:
             return floor  # rows left pending by earlier readings: keep the pace, no settle needed
         settle_at = st.last_report + self._settle

@@ -14,6 +14,7 @@ from nanogpt_companion.web.handlers.spend import (
     MAX_ROWS,
     AlertsSeen,
     GenerationReport,
+    GenerationStart,
     SpendSettingsUpdate,
 )
 
@@ -183,7 +184,7 @@ OVERVIEW = {
 
 
 def spend_schemas() -> dict[str, Any]:
-    schemas = base._schemas(GenerationReport, SpendSettingsUpdate, AlertsSeen)
+    schemas = base._schemas(GenerationReport, GenerationStart, SpendSettingsUpdate, AlertsSeen)
     schemas["SpendRow"] = SPEND_ROW
     return schemas
 
@@ -227,6 +228,23 @@ def spend_paths() -> dict[str, Any]:
                     query("before", {"type": "integer", "minimum": 1}, "Rows older than this id"),
                 ],
             ),
+        },
+        "/api/spend/generations/started": {
+            "post": op(
+                "A NanoGPT request left the tab; its report (same id) follows when it ends. Readings of the "
+                "account taken meanwhile are held back, so the generation is measured with them",
+                {
+                    "202": json(
+                        {
+                            "type": "object",
+                            "properties": {"running": {"type": "integer"}},
+                            "required": ["running"],
+                        },
+                        "Noted (generations of this key running now)",
+                    )
+                },
+                body="GenerationStart",
+            )
         },
         "/api/spend/export.csv": {
             "get": op(

@@ -25,6 +25,7 @@ def setup_routes(app: web.Application) -> None:
     router.add_put("/api/doctor/policy", doctor.set_policy)
     router.add_get("/api/spend", spend.get_overview)
     router.add_post("/api/spend/generations", spend.report_generation)
+    router.add_post("/api/spend/generations/started", spend.generation_started)
     router.add_get("/api/spend/generations", spend.get_generations)
     router.add_get("/api/spend/export.csv", spend.export_csv)
     router.add_get("/api/spend/settings", spend.get_settings)

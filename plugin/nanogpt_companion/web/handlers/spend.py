@@ -68,6 +68,12 @@ class GenerationReport(Body):
         )
 
 
+class GenerationStart(Body):
+    """A tab sent a NanoGPT request; its ``GenerationReport`` (same ``id``) follows when it ends."""
+
+    id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
 class SpendSettingsUpdate(Body):
     """Only the fields given change; ``null`` clears a budget."""
 
@@ -116,6 +122,14 @@ async def report_generation(request: web.Request) -> web.Response:
     body = await read_body(request, GenerationReport)
     row = await request.app[keys.SPEND].report(user.handle, body.generation())
     return json_response(row.to_json(), status=202)
+
+
+async def generation_started(request: web.Request) -> web.Response:
+    """A NanoGPT request left the tab: the account's readings wait for its report (service.py)."""
+    user = request[keys.CURRENT_USER]
+    body = await read_body(request, GenerationStart)
+    running = await request.app[keys.SPEND].started(user.handle, body.id)
+    return json_response({"running": running}, status=202)
 
 
 async def get_overview(request: web.Request) -> web.Response:
