@@ -4,6 +4,7 @@ the service reads the accounts back through AccountService and attributes what m
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 
 import pytest
@@ -277,3 +278,24 @@ async def test_a_reading_while_a_started_generation_is_unreported_is_held_back(r
     assert rows[first.id].measured_usd + rows[late.id].measured_usd == pytest.approx(float(total), abs=1e-9)
     # A start that arrives after its own report is stale and holds nothing back.
     assert await spend.started("alice", "gen-late-00001") == 0
+
+
+async def test_rows_older_than_the_users_retention_are_removed(rig: SpendRig, events) -> None:
+    """Retention is per user (default 365 days): the hourly housekeeping removes settled rows older than
+    it, keeps newer ones and other users' rows."""
+    model = rig.paid_model()
+    now = [time.time() - 3 * 86400]
+    spend = rig.use(clock=lambda: now[0])
+    rig.keys.by_user.pop("bob", None)  # no key: rows are settled (unmeasured) at once
+    old_bob = await rig.report("bob", model)
+    old_carol = await rig.report("carol", model)
+    now[0] = time.time()
+    new_bob = await rig.report("bob", model)
+    assert (await spend.settings("bob")).retention_days == 365
+    await spend.update_settings("bob", {"retention_days": 2})
+    bob = events("bob")
+    rig.start(spend)
+    await bob.next("spend", lambda d: d["reason"] == "purged")
+    assert [r.id for r in await spend.recent("bob", limit=10)] == [new_bob.id]
+    assert [r.id for r in await spend.recent("carol", limit=10)] == [old_carol.id]
+    assert old_bob.status == "unmeasured"

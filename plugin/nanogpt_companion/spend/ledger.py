@@ -266,15 +266,20 @@ class SpendLedger:
         return await self._store.call(run)
 
     async def save_reading(self, key_fingerprint: str, reading: Reading) -> None:
-        payload = orjson.dumps(reading.to_json()).decode()
+        await self._upsert(
+            "INSERT INTO spend_reading (key_fingerprint, reading) VALUES (?, ?) "
+            "ON CONFLICT (key_fingerprint) DO UPDATE SET reading = excluded.reading",
+            key_fingerprint,
+            reading.to_json(),
+        )
+
+    async def _upsert(self, sql: str, key: str, value: dict[str, Any]) -> None:
+        """One JSON document per key (a reading per key fingerprint, settings per user)."""
+        payload = orjson.dumps(value).decode()
 
         def run(conn: sqlite3.Connection) -> None:
             with conn:
-                conn.execute(
-                    "INSERT INTO spend_reading (key_fingerprint, reading) VALUES (?, ?) "
-                    "ON CONFLICT (key_fingerprint) DO UPDATE SET reading = excluded.reading",
-                    (key_fingerprint, payload),
-                )
+                conn.execute(sql, (key, payload))
 
         await self._store.call(run)
 
@@ -292,17 +297,12 @@ class SpendLedger:
         return await self._store.call(run)
 
     async def save_settings(self, user: str, settings: SpendSettings) -> None:
-        payload = orjson.dumps(settings.to_json()).decode()
-
-        def run(conn: sqlite3.Connection) -> None:
-            with conn:
-                conn.execute(
-                    "INSERT INTO spend_settings (user, settings) VALUES (?, ?) "
-                    "ON CONFLICT (user) DO UPDATE SET settings = excluded.settings",
-                    (user, payload),
-                )
-
-        await self._store.call(run)
+        await self._upsert(
+            "INSERT INTO spend_settings (user, settings) VALUES (?, ?) "
+            "ON CONFLICT (user) DO UPDATE SET settings = excluded.settings",
+            user,
+            settings.to_json(),
+        )
 
     # ---- budget alerts ---------------------------------------------------------------------------
 

@@ -422,6 +422,7 @@ class SpendService:
                 log.info(
                     "removed %d spend rows of %s older than %d days", removed, handle, settings.retention_days
                 )
+                self._bus.publish(handle, "spend", {"reason": "purged", "rows": [], "chats": []})
 
     async def close(self) -> None:
         tasks = list(self._polls)
