@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -24,7 +25,9 @@ from tests.extension.st_ui import connect_builtin, oai, open_drawer, send_messag
 from tests.fakes.nanogpt_inference import Reply
 from tests.fakes.nanogpt_upstream import PAYG_KEY, SUBSCRIBER_KEY, price_of
 from tests.realst.browser import STPage
-from tests.realst.stack import CLEAN_OAI, DEFAULT_USER, RealStack
+from tests.realst.fixtures import CONNECTED, check_page
+from tests.realst.stack import CLEAN_OAI, DEFAULT_USER, RealStack, real_stack
+from tests.realst.versions import NEWEST
 
 FAST_SPEND = {
     "NANOGPT_COMPANION_SPEND_POLL_SETTLE": "0.5",
@@ -124,6 +127,8 @@ def test_each_generation_is_reported_and_measured(
     model = oai(page, "nanogpt_model")
     entry = priced(stack, model, prompt=20.0, completion=60.0, tokens=(1500, 400))
     before = len(rows(stack))
+    page.js("async () => { await SillyTavern.getContext().selectCharacterById(0); }")
+    page.page.wait_for_function("() => SillyTavern.getContext().chat.length > 0")
     chats: list[str] = []
     for n, text in enumerate(("What does a message cost?", "And one in a new chat?"), start=1):
         if n == 2:  # a second chat of the same character: "this chat" is no longer "today"
@@ -255,6 +260,12 @@ def test_subscriber_sees_quota_used_per_chat(spend_stack: RealStack, st_page_for
     model = oai(page, "nanogpt_model")
     multiplier = stack.fake.model(model)["subscription"]["inputTokenMultiplier"]
     reply = stack.fake.inference.reply_for(model, "v1")
+    # A chat of its own: the default chat has pay-as-you-go spend of earlier tests of this stack.
+    page.js("async () => { await SillyTavern.getContext().selectCharacterById(0); }")
+    page.page.wait_for_function("() => SillyTavern.getContext().chat.length > 0")
+    old_chat = chat_id(page)
+    page.slash("/newchat")
+    page.page.wait_for_function("(old) => SillyTavern.getContext().getCurrentChatId() !== old", arg=old_chat)
     start = len(stack.fake.charges)
     before = len(rows(stack))
     send_message(page, "Is this on my subscription?")
@@ -269,7 +280,7 @@ def test_subscriber_sees_quota_used_per_chat(spend_stack: RealStack, st_page_for
         "() => / tokens/.test(document.querySelector('#ngc_spend_chat')?.textContent ?? '')"
     )
     shown = page.page.text_content("#ngc_spend_chat") or ""
-    assert "$" not in shown  # quota, not dollars
+    assert re.fullmatch(r"[\d.]+k? tokens \(.+%\)", shown), shown  # quota and its share, not dollars
     assert page.slash("/nano-spend quiet=true chat") == str(row["quota"]).removesuffix(".0")
     page.screenshot("spend-subscriber.png", full_page=False)
 
@@ -418,3 +429,107 @@ def test_pure_spend_helpers(spend_stack: RealStack, st_page_for: Any) -> None:
     assert r["max"] == 4
     assert r["bars"] == [["a", 4, [["m1", 12.5], ["m2", 37.5]]], ["b", 2, [["m1", 25]]], ["c", 0, []]]
     assert r["periods"] == ["today", "chat", "month", None, None]
+
+
+ALICE, ALICE_PASSWORD = "alice", "alice-spends-too"
+
+
+@pytest.fixture(scope="module")
+def shared_key_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealStack]:
+    """The newest ST with user accounts on: default-user and alice (created by the admin through ST's
+    API), both with the same pay-as-you-go key."""
+    with real_stack(
+        tmp_path_factory.mktemp("spend-shared"),
+        NEWEST,
+        users={DEFAULT_USER: {"oai": CLEAN_OAI, "key": PAYG_KEY}},
+        config={"enableUserAccounts": True},
+        service=False,
+    ) as stack:
+        admin = stack.st.client()
+        admin.login(DEFAULT_USER)  # ST's default user is an admin without a password
+        admin.create_user(ALICE, password=ALICE_PASSWORD)
+        stack.seed_user(ALICE, oai=CLEAN_OAI, key=PAYG_KEY)
+        stack.install_extension("--user", ALICE)
+        stack.handles = [DEFAULT_USER, ALICE]
+        stack.start_service(env=FAST_SPEND)
+        yield stack
+
+
+def logged_in_page(browser: Any, stack: RealStack, handle: str, password: str = "") -> STPage:
+    """A tab of ``handle``: logged in through ST's own login API from its login page, then ST loaded."""
+    page = STPage.open(browser, stack.url, path="/login", wait_ready=False)
+    page.js(
+        """async ([handle, password]) => {
+            const { token } = await (await fetch('/csrf-token')).json();
+            const res = await fetch('/api/users/login', {
+                method: 'POST',
+                body: JSON.stringify({ handle, password }),
+                headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': token },
+            });
+            if (!res.ok) throw new Error(`login as ${handle}: ${res.status}`);
+        }""",
+        [handle, password],
+    )
+    page.page.goto(stack.url + "/")
+    page.wait_app_ready()
+    page.page.wait_for_selector(CONNECTED, state="attached", timeout=30000)
+    return page
+
+
+def test_a_key_shared_by_two_st_users(shared_key_stack: RealStack, realst_browser: Any, priced: Any) -> None:
+    """Two ST users on one key, each in their own tab, generating at the same time: one reading covers
+    both, each user's row gets a share (approximate) and the shares add up to what was charged; each
+    user's drawer, /nano-spend and CSV show their own share only."""
+    stack = shared_key_stack
+    assert stack.service is not None
+    pages: dict[str, STPage] = {}
+    try:
+        pages[DEFAULT_USER] = logged_in_page(realst_browser, stack, DEFAULT_USER)
+        pages[ALICE] = logged_in_page(realst_browser, stack, ALICE, ALICE_PASSWORD)
+        for page in pages.values():
+            connect_builtin(page)
+        model = oai(pages[DEFAULT_USER], "nanogpt_model")
+        assert oai(pages[ALICE], "nanogpt_model") == model
+        priced(stack, model, prompt=20.0, completion=60.0, tokens=(1500, 400))
+        for page in pages.values():
+            page.js("async () => { await SillyTavern.getContext().selectCharacterById(0); }")
+            page.page.wait_for_function("() => SillyTavern.getContext().chat.length > 0")
+            page.page.fill("#send_textarea", "Whose money is this?")
+        stack.fake.inference.stream_chunk_delay = 0.15
+        try:
+            start = len(stack.fake.charges)
+            for page in pages.values():
+                page.page.click("#send_but")
+            mine = {
+                handle: wait_rows(
+                    stack,
+                    lambda rs: len(rs) == 1 and rs[0]["status"] == "measured",
+                    handle=handle,
+                    timeout=60,
+                )[0]
+                for handle in pages
+            }
+        finally:
+            stack.fake.inference.stream_chunk_delay = 0.0
+        charged = sum((c.usd for c in charges_since(stack, start)), Decimal(0))
+        assert len(charges_since(stack, start)) == 2
+        assert all(r["approximate"] and r["shared_with"] == 2 for r in mine.values()), mine
+        assert sum(r["measured_usd"] for r in mine.values()) == pytest.approx(float(charged), abs=1e-9)
+        for handle, page in pages.items():
+            share = mine[handle]["measured_usd"]
+            assert page.slash("/nano-spend quiet=true chat") == str(round(share, 8))
+            open_drawer(page)
+            page.page.wait_for_selector('.ngc-stat[data-stat="today"][data-approx="true"]')
+            assert page.page.text_content("#ngc_spend_today") == _cost(share)
+            with page.page.expect_download() as download:
+                page.page.click("#ngc_spend_export")
+            text = Path(download.value.path()).read_text(encoding="utf-8")
+            lines = list(csv.DictReader(io.StringIO(text)))
+            assert [(line["user"], line["model"]) for line in lines] == [(handle, model)]
+        pages[ALICE].screenshot("spend-shared-key-alice.png", full_page=False)
+    finally:
+        for page in pages.values():
+            try:
+                check_page(page)
+            finally:
+                page.close()
