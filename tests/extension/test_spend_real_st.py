@@ -100,6 +100,9 @@ def wait_rows(stack: RealStack, predicate: Any, *, timeout: float = 30, **query:
     raise AssertionError(f"the spend ledger never got there; last rows: {json.dumps(last, indent=1)}")
 
 
+BUDGET_TOAST_SHOWN = "() => [...document.querySelectorAll('.toast')].some(t => /budget/.test(t.textContent))"
+
+
 def charges_since(stack: RealStack, start: int) -> list[Any]:
     return list(stack.fake.charges[start:])
 
@@ -341,9 +344,7 @@ def test_budget_warning_then_alert_once_and_csv(
     again.page.wait_for_function("() => document.querySelector('#ngc_spend_today')?.textContent !== '—'")
     _, after = stack.service.request("GET", "/api/spend")
     assert after["alerts"] == []
-    assert not again.js(
-        "() => [...document.querySelectorAll('.toast')].some(t => /budget/.test(t.textContent))"
-    )
+    assert not again.js(BUDGET_TOAST_SHOWN)
     stack.service.request("PUT", "/api/spend/settings", body={"daily_budget_usd": None})
 
 
@@ -361,6 +362,56 @@ def test_spend_section_on_a_phone(spend_stack: RealStack, st_page_for: Any) -> N
     )
     assert overflow == []
     page.screenshot("spend-phone.png", full_page=False)
+
+
+def test_budget_alert_raised_while_no_tab_is_open_is_shown_on_the_next_visit(
+    spend_stack: RealStack, realst_browser: Any, expect_problems: Any
+) -> None:
+    """A monthly budget crossed while no ST tab is open: the service keeps the alert, the next tab shows
+    it like the other alerts and marks it seen, and the tab after that does not show it again."""
+    stack = spend_stack
+    assert stack.service is not None
+    stack.seed_user(oai=CLEAN_OAI, key=PAYG_KEY)
+    first = STPage.open(realst_browser, stack.url)
+    try:
+        first.page.wait_for_selector(CONNECTED, state="attached", timeout=30000)
+        connect_builtin(first)
+        before = len(rows(stack))
+        send_message(first, "Something to put against a budget.")
+        wait_rows(stack, lambda r: len(r) > before and r[0]["status"] == "measured")
+        check_page(first, expect_problems)
+    finally:
+        first.close()
+    _, overview = stack.service.request("GET", "/api/spend")
+    month = overview["month"]["usd"]
+    assert month > 0
+    budget = round(month / 0.9, 6)  # 90 %: the warning
+    status, _ = stack.service.request("PUT", "/api/spend/settings", body={"monthly_budget_usd": budget})
+    assert status == 200
+    _, waiting = stack.service.request("GET", "/api/spend")
+    assert [(a["kind"], a["period"]) for a in waiting["alerts"]] == [("budget_80", "monthly")]
+    try:
+        for visit in range(2):
+            page = STPage.open(realst_browser, stack.url)
+            try:
+                page.page.wait_for_selector(CONNECTED, state="attached", timeout=30000)
+                if visit == 0:
+                    page.page.wait_for_selector(".toast-warning:has-text('monthly NanoGPT budget')")
+                    deadline = time.monotonic() + 15
+                    while stack.service.request("GET", "/api/spend")[1]["alerts"]:
+                        assert time.monotonic() < deadline, "the tab never marked the alert seen"
+                        time.sleep(0.1)
+                else:
+                    open_drawer(page)
+                    page.page.wait_for_function(
+                        "() => document.querySelector('#ngc_spend_today')?.textContent !== '—'"
+                    )
+                    assert not page.js(BUDGET_TOAST_SHOWN)
+                check_page(page, expect_problems)
+            finally:
+                page.close()
+    finally:
+        stack.service.request("PUT", "/api/spend/settings", body={"monthly_budget_usd": None})
 
 
 EXT = "/scripts/extensions/third-party/nanogpt-companion/src/"
