@@ -200,7 +200,8 @@ export class SpendView {
                 const state = r.status === 'pending' ? this.t('measuring…') : r.status === 'unmeasured' ? this.t('not measured') : fmt(measured);
                 const bits = [`${this.t('estimate')} ${fmt(estimate)}${r.per_request ? ` (${this.t('per request')})` : ''}`];
                 if (r.approximate) bits.push(`${this.t('shared with')} ${r.shared_with - 1}`);
-                const title = [r.note, r.kind, r.outcome !== 'ok' ? r.outcome : null].filter(Boolean).join(' · ');
+                const title = [surprise ? this.t('The measured cost differs from the price estimate more than twofold (a price change, a per-request price, cached or hidden tokens?)') : null,
+                    r.note, r.kind, r.outcome !== 'ok' ? r.outcome : null].filter(Boolean).join(' · ');
                 return `<li data-row="${r.id}" data-status="${escapeHtml(r.status)}" data-surprise="${surprise}" title="${escapeHtml(title)}">
                     <span class="ngc-top-row"><span class="ngc-top-label">${r.message_id !== null ? `#${r.message_id} ` : ''}${escapeHtml(r.model ?? '')}</span>
                     <span class="ngc-top-value">${r.approximate ? '~' : ''}${escapeHtml(state)}</span></span>
