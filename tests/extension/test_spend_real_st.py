@@ -80,6 +80,16 @@ def priced() -> Iterator[Any]:
             fake.inference.replies[model] = reply
 
 
+def slow_replies(stack: RealStack, model: str) -> None:
+    """Thirty words at 0.15 s each: a generation streams for seconds, so two sent one after the other
+    really run at the same time, however loaded the machine (``priced`` puts the reply back)."""
+    current = stack.fake.inference.reply_for(model, "v1")
+    stack.fake.inference.replies[model] = Reply(
+        "slow " * 30, prompt_tokens=current.prompt_tokens, completion_tokens=current.completion_tokens
+    )
+    stack.fake.inference.stream_chunk_delay = 0.15
+
+
 def rows(stack: RealStack, *, chat_id: str | None = None, handle: str = DEFAULT_USER) -> list[dict[str, Any]]:
     assert stack.service is not None
     path = "/api/spend/generations?limit=50" + (f"&chat_id={quote(chat_id)}" if chat_id else "")
@@ -233,7 +243,7 @@ def test_overlapping_generations_in_two_tabs_share_the_change(
     )
     chats = {chat_id(first), chat_id(second)}
     assert len(chats) == 2
-    stack.fake.inference.stream_chunk_delay = 0.15
+    slow_replies(stack, model)
     try:
         start = len(stack.fake.charges)
         for page in (first, second):
@@ -546,7 +556,7 @@ def test_a_key_shared_by_two_st_users(shared_key_stack: RealStack, realst_browse
             page.js("async () => { await SillyTavern.getContext().selectCharacterById(0); }")
             page.page.wait_for_function("() => SillyTavern.getContext().chat.length > 0")
             page.page.fill("#send_textarea", "Whose money is this?")
-        stack.fake.inference.stream_chunk_delay = 0.15
+        slow_replies(stack, model)
         try:
             start = len(stack.fake.charges)
             for page in pages.values():
