@@ -323,6 +323,20 @@ def test_budget_warning_then_alert_once_and_csv(
     page.page.click("#ngc_spend_save")
     page.page.wait_for_function("() => document.querySelector('#ngc_spend_saved').textContent === 'Saved.'")
     assert stack.service.request("GET", "/api/spend/settings")[1]["daily_budget_usd"] == budget
+    # Every toast shown from now on, kept (toastr removes each after a few seconds).
+    page.js(
+        """() => {
+            window.__spendToasts = [];
+            new MutationObserver((records) => {
+                for (const r of records) for (const n of r.addedNodes) {
+                    if (n.nodeType !== 1) continue;
+                    for (const toast of n.matches('.toast') ? [n] : n.querySelectorAll('.toast')) {
+                        window.__spendToasts.push(`${toast.className}|${toast.textContent}`);
+                    }
+                }
+            }).observe(document.body, { childList: true, subtree: true });
+        }"""
+    )
     for n in range(3):
         before = len(rows(stack))
         send_message(page, f"Spend some more ({n}).")
@@ -330,8 +344,8 @@ def test_budget_warning_then_alert_once_and_csv(
         if n == 1:
             page.page.wait_for_selector(".toast-warning:has-text('NanoGPT budget')")
     page.page.wait_for_selector(".toast-error:has-text('daily NanoGPT budget is used up')")
-    toasts = page.js("() => [...document.querySelectorAll('.toast')].map(t => t.textContent)")
-    assert sum("NanoGPT budget" in t for t in toasts) == 2, toasts
+    toasts = [t for t in page.js("() => window.__spendToasts") if "NanoGPT budget" in t]
+    assert len(toasts) == 2 and "toast-warning" in toasts[0] and "toast-error" in toasts[1], toasts
     open_drawer(page)
     page.page.wait_for_selector('#ngc_spend_budgets .ngc-bar[data-level="full"]')
     page.js("() => toastr.clear()")
