@@ -17,7 +17,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -293,7 +293,7 @@ class DoctorService:
 
     async def _context_data(
         self, handle: str
-    ) -> tuple[dict[str, CatalogEntry] | None, AccountSnapshot | None]:
+    ) -> tuple[Mapping[str, CatalogEntry] | None, AccountSnapshot | None]:
         key = await self._users.key_for(handle)
         if self._offline:
             stored = await self._catalog.stored(key)
