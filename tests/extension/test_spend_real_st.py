@@ -327,10 +327,13 @@ def test_budget_warning_then_alert_once_and_csv(
     page.js(
         """() => {
             window.__spendToasts = [];
+            const seen = new WeakSet(); // a new container and its first toast are two records, one toast
             new MutationObserver((records) => {
                 for (const r of records) for (const n of r.addedNodes) {
                     if (n.nodeType !== 1) continue;
                     for (const toast of n.matches('.toast') ? [n] : n.querySelectorAll('.toast')) {
+                        if (seen.has(toast)) continue;
+                        seen.add(toast);
                         window.__spendToasts.push(`${toast.className}|${toast.textContent}`);
                     }
                 }
