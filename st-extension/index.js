@@ -12,6 +12,8 @@ import { SelectEnricher } from './src/enrich-selects.js';
 import { debounce, escapeHtml } from './src/format.js';
 import { ModelSync } from './src/model-sync.js';
 import { PolicyView } from './src/policy-view.js';
+import { SpendTracker } from './src/spend-tracker.js';
+import { SpendView, registerSpendCommand } from './src/spend-view.js';
 import { ServiceClient, STATUS } from './src/service-client.js';
 import { registerSlashCommands } from './src/slash-commands.js';
 import { StAdapter } from './src/st-adapter.js';
@@ -93,6 +95,7 @@ class CompanionApp {
         });
         this.enricher = new SelectEnricher({ adapter, store: this.store, settings: this.settings });
         this.modelSync = new ModelSync({ adapter, onReport: (r) => this.onModelSync(r) });
+        await this.startSpend(root);
 
         this.bindSettings();
         this.account.renderStatus(STATUS.CONNECTING);
@@ -123,6 +126,20 @@ class CompanionApp {
             if (document.visibilityState === 'visible' && this.client.status !== STATUS.CONNECTED) this.client.reconnectNow();
         });
         this.client.start();
+    }
+
+    /** The Spend section and the generation tracker (src/spend-view.js, src/spend-tracker.js). */
+    async startSpend(root) {
+        this.spend = new SpendView({ host: root, adapter: this.adapter, client: this.client, account: this.account });
+        try {
+            await this.spend.mount();
+        } catch (err) {
+            console.warn('[NanoGPT Companion] could not load the spend section', err);
+        }
+        this.spendTracker = new SpendTracker({ adapter: this.adapter, client: this.client, onReported: () => this.spend.refreshSoon() });
+        this.spendTracker.attach();
+        registerSpendCommand(this.adapter, this.spend);
+        this.adapter.on('CHAT_CHANGED', () => void this.spend.refreshSoon());
     }
 
     /**
@@ -188,6 +205,8 @@ class CompanionApp {
             this.doctor.refresh(),
             this.policies.refresh(),
             this.loadAlerts(),
+            this.spend.refresh(),
+            this.spendTracker.drain(),
         ]);
     }
 
@@ -197,6 +216,9 @@ class CompanionApp {
             this.refreshHistory();
         } else if (name === 'alert') {
             this.showAlerts([data]);
+            this.spend.onAlert(data);
+        } else if (name === 'spend') {
+            this.spend.refreshSoon();
         } else if (name === 'catalog') {
             this.onCatalogEvent(data);
         } else if (name === 'findings') {

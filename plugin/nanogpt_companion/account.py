@@ -17,6 +17,8 @@ Design notes (the why):
   in a loop must not turn into a request loop against NanoGPT.
 - A key that changes in ST (another value in secrets.json) is polled within a couple of seconds, so a
   rejected key recovers by itself once the user fixes it; the same rejected key is not retried on its own.
+- Every successful poll is a reading other services may learn from (the spend ledger compares consecutive
+  readings of a key): they register with ``add_reading_listener`` instead of polling NanoGPT themselves.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ _BUCKET_LABELS = {
     "daily": "Daily",
     "monthly": "Monthly",
 }
+
+
+ReadingListener = Callable[[str, str, AccountSnapshot], Awaitable[None]]
 
 
 class AccountClient(Protocol):
@@ -109,6 +114,7 @@ class AccountService:
         self._min_refresh = max(0.0, min_refresh_interval)
         self._clock = clock
         self._users: dict[str, _UserState] = {}
+        self._reading_listeners: list[ReadingListener] = []
 
     # ---- public API ------------------------------------------------------------------------------
 
@@ -147,6 +153,16 @@ class AccountService:
             return None
         at = max(st.last_attempt + self._min_refresh, st.retry_at if st.retry_fp == st.snapshot_fp else 0.0)
         return at if at > self._clock() else None
+
+    async def poll(self, user: str) -> AccountSnapshot:
+        """Poll now, as the routine loop would: a rejected key is not sent again and a ``Retry-After`` is
+        honoured (the cached snapshot comes back instead). For services that need a fresh reading."""
+        return await self._single_flight(user, explicit=False)
+
+    def add_reading_listener(self, listener: ReadingListener) -> None:
+        """``await listener(user, key_fingerprint, snapshot)`` after every successful poll (errors in a
+        listener are logged, never fail the poll)."""
+        self._reading_listeners.append(listener)
 
     def cached(self, user: str) -> AccountSnapshot | None:
         """The last snapshot without polling (None before the first poll)."""
@@ -324,6 +340,11 @@ class AccountService:
         result = self._settle(user, st, fp, snapshot)
         for alert in alerts:
             await self._deliver(user, alert, now)
+        for listener in self._reading_listeners:
+            try:
+                await listener(user, fp, snapshot)
+            except Exception:
+                log.exception("a listener of %s's account reading failed", user)
         return result
 
     async def _deliver(self, user: str, alert: dict[str, Any], now: float) -> None:

@@ -152,6 +152,7 @@ def _entry(model: UpstreamModel, tiers: list[Tier], in_sub: bool | None) -> Cata
             completion=model.completion_per_1m,
             cache_read=_per_million(model.cache_read_per_1k),
             cache_write=_per_million(model.cache_write_per_1k),
+            per_request=model.per_request,
             currency=model.currency or "USD",
         ),
         subscription=SubscriptionCoverage(
@@ -574,6 +575,7 @@ def _upstream_from_entry(entry: CatalogEntry) -> UpstreamModel:
         completion_per_1m=entry.pricing.completion,
         cache_read_per_1k=cache_read,
         cache_write_per_1k=cache_write,
+        per_request=entry.pricing.per_request,
         currency=entry.pricing.currency,
         icon_url=entry.icon_url,
         cost_estimate=entry.cost_estimate,

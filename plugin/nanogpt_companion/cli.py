@@ -1,4 +1,5 @@
-"""Command line: ``serve`` | ``doctor`` | ``install-extension`` | ``install-service`` | ``catalog``.
+"""Command line: ``serve`` | ``doctor`` | ``install-extension`` | ``install-service`` | ``catalog`` |
+``spend``.
 
 Thin: parse, then call in."""
 
@@ -136,6 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("--query", "-q", metavar="TEXT", help="filter by id, name or vendor")
     catalog.add_argument("--sort", choices=["name", "price", "context", "newest"], default="name")
     catalog.add_argument("--json", action="store_true", help="machine-readable output")
+
+    spend = sub.add_parser(
+        "spend",
+        help="what NanoGPT cost per day, chat and model (read-only: reads the companion's database)",
+    )
+    spend.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
+    spend.add_argument("--state-dir", type=Path, metavar="DIR", help="where the SQLite store lives")
+    spend.add_argument("--user", metavar="HANDLE", help="only this ST user (default: every user)")
+    spend.add_argument(
+        "--days", type=int, default=30, metavar="N", help="how far back (default 30, max 3650)"
+    )
+    out = spend.add_mutually_exclusive_group()
+    out.add_argument("--csv", action="store_true", help="every generation of those days as CSV on stdout")
+    out.add_argument("--json", action="store_true", help="the summary as JSON")
     return parser
 
 
@@ -191,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _install_service(args)
         if args.command == "catalog":
             return asyncio.run(_catalog(args))
+        if args.command == "spend":
+            return asyncio.run(_spend(args))
     except ValidationError as exc:
         first = exc.errors()[0]
         print(f"error: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
@@ -525,6 +542,94 @@ async def _catalog(args: argparse.Namespace) -> int:
         print(f"{sub} {e.id:<60} {price:>18} {ctx:>7}")
     print(f"{len(entries)} of {len(view.snapshot.entries)} models" + (" (stale)" if view.stale else ""))
     return 0
+
+
+async def _spend(args: argparse.Namespace) -> int:
+    """Reads the database only (opened read-only; nothing in ST's folders is touched, no token file is
+    written, NanoGPT is not asked): what the service recorded is what is reported."""
+    from nanogpt_companion.spend import views  # noqa: PLC0415
+    from nanogpt_companion.spend.export import to_csv  # noqa: PLC0415
+    from nanogpt_companion.spend.ledger import SpendLedger  # noqa: PLC0415
+    from nanogpt_companion.store import Store, StoreError  # noqa: PLC0415
+
+    if not 1 <= args.days <= 3650:
+        raise ValueError("--days must be between 1 and 3650")
+    settings = load_settings(args.config, state_dir=args.state_dir)
+    _configure_logging("WARNING")
+    store = Store(settings.database_path, read_only=True)
+    try:
+        await store.open()
+    except StoreError as exc:
+        print(f"no spend recorded: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if await store.schema_version() < 2:
+            print("no spend recorded yet: the service has not run since the upgrade", file=sys.stderr)
+            return 1
+        ledger = SpendLedger(store)
+        users = [args.user] if args.user else await ledger.users()
+        now = time.time()
+        if args.csv:
+            rows = [r for handle in users for r in await ledger.rows(handle, now - args.days * 86400)]
+            rows.sort(key=lambda r: (r.ts, r.id))
+            tz = views.zone((await ledger.settings(users[0])).timezone if len(users) == 1 else "UTC")
+            sys.stdout.buffer.write(to_csv(rows, tz).encode())  # bytes: the CSV's own CRLF, untranslated
+            return 0
+        summaries: dict[str, Any] = {}
+        for handle in users:
+            user_settings = await ledger.settings(handle)
+            tz = views.zone(user_settings.timezone)
+            rows = await ledger.rows(handle, views.overview_start(tz, now, args.days))
+            summaries[handle] = views.overview(
+                rows,
+                settings=user_settings,
+                now=now,
+                days=args.days,
+                quota_mode=any(r.channel == "quota" for r in rows),
+            )
+    finally:
+        await store.close()
+    if args.json:
+        sys.stdout.write(orjson.dumps(summaries, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        _print_spend(summaries, args.days)
+    return 0
+
+
+def _print_spend(summaries: dict[str, Any], days: int) -> None:
+    if not summaries:
+        print("no spend recorded yet")
+    for handle, s in summaries.items():
+        quota = s["mode"] == "quota"
+
+        def amount(t: dict[str, Any], quota: bool = quota) -> str:
+            text = f"${t['usd']:.4f}"
+            if quota or t["quota"]:
+                text += f" + {t['quota']:,.0f} quota tokens"
+            marks = [
+                m for m, on in (("estimated", t["estimated_usd"] > 0), ("approx.", t["approximate"])) if on
+            ]
+            return text + (f" ({', '.join(marks)})" if marks else "")
+
+        print(f"== {handle} ({s['timezone']})")
+        print(f"   today       {amount(s['today'])}   {s['today']['generations']} generations")
+        print(f"   this month  {amount(s['month'])}   {s['month']['generations']} generations")
+        for period in ("daily", "monthly"):
+            b = s["budgets"][period]
+            if b["budget_usd"] is not None:
+                spent, limit = b["spent_usd"], b["budget_usd"]
+                print(f"   {period} budget  ${spent:.2f} of ${limit:.2f} ({b['fraction']:.0%})")
+        if s["window"]["outside_usd"] or s["window"]["outside_quota"]:
+            print(f"   outside SillyTavern (last {days} days)  ${s['window']['outside_usd']:.4f}")
+        for title, key in (
+            ("top chats", "top_chats"),
+            ("top characters", "top_characters"),
+            ("top models", "top_models"),
+        ):
+            if s[key]:
+                print(f"   {title} (last {days} days):")
+                for entry in s[key]:
+                    print(f"     {amount(entry):<44} {entry['label']}")
 
 
 def _install(args: argparse.Namespace) -> int:

@@ -93,6 +93,15 @@ class Settings(BaseModel):
     account_refresh_interval: float = Field(
         10.0, ge=0.0, description="Least seconds between balance refreshes a user asks for (button, command)."
     )
+    spend_poll_settle: float = Field(
+        3.0, ge=0.0, description="Seconds after a burst of generations before the balance is read again."
+    )
+    spend_poll_min_interval: float = Field(
+        15.0, ge=1.0, description="Least seconds between balance reads asked for by generations (per key)."
+    )
+    spend_poll_subscriber_interval: float = Field(
+        60.0, ge=1.0, description="The same for keys with a subscription (NanoGPT caches usage ~60 s)."
+    )
     upstream_timeout: float = Field(30.0, gt=0, description="Per-request timeout towards NanoGPT, seconds.")
     max_upstream_body_mb: float = Field(
         8.0, gt=0, description="Refuse upstream bodies larger than this (MB)."

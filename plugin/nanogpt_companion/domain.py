@@ -29,12 +29,14 @@ class Record(BaseModel):
 
 
 class Pricing(Record):
-    """USD per 1M tokens for every field (cache prices are converted from NanoGPT's per-1K)."""
+    """USD per 1M tokens for every token field (cache prices are converted from NanoGPT's per-1K);
+    ``per_request`` is USD per request, for models NanoGPT prices that way."""
 
     prompt: float | None = None
     completion: float | None = None
     cache_read: float | None = None
     cache_write: float | None = None
+    per_request: float | None = None
     currency: str = "USD"
 
 

@@ -1,5 +1,5 @@
 """The companion's embedded SQLite store: account history, catalogue snapshots, the fix journal, doctor
-policies and declined fixes.
+policies, declined fixes and the spend ledger (its queries live in ``spend/ledger.py``, on ``call``).
 
 Why it is shaped this way:
 - Users leave the service running for weeks and it can be killed at any moment, so the database runs in
@@ -178,6 +178,67 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (user, id)
     );
     """,
+    # 3: the spend ledger: one row per generation ST reported (and per change of the balance or quota
+    # nothing reported explains), the last reading of each key's account, per-user budgets and settings,
+    # and the budget alerts already raised (once each).
+    """
+    CREATE TABLE IF NOT EXISTS spend_generation (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        key_fingerprint TEXT NOT NULL,
+        ts REAL NOT NULL,
+        chat_id TEXT,
+        character TEXT,
+        character_id TEXT,
+        group_id TEXT,
+        group_name TEXT,
+        model TEXT NOT NULL,
+        source TEXT NOT NULL,
+        endpoint TEXT,
+        billing TEXT,
+        kind TEXT,
+        outcome TEXT NOT NULL,
+        message_id INTEGER,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        channel TEXT NOT NULL,
+        estimate_usd REAL,
+        estimate_quota REAL,
+        per_request INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL,
+        measured_usd REAL,
+        measured_quota REAL,
+        quota_unit TEXT,
+        approximate INTEGER NOT NULL DEFAULT 0,
+        shared_with INTEGER NOT NULL DEFAULT 0,
+        interval INTEGER,
+        note TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (user, client_id)
+    );
+    CREATE INDEX IF NOT EXISTS spend_generation_user_ts ON spend_generation (user, ts);
+    CREATE INDEX IF NOT EXISTS spend_generation_pending ON spend_generation (key_fingerprint, status);
+
+    CREATE TABLE IF NOT EXISTS spend_reading (
+        key_fingerprint TEXT PRIMARY KEY,
+        reading TEXT NOT NULL
+    );
+
+    CREATE TABLE IF NOT EXISTS spend_settings (
+        user TEXT PRIMARY KEY,
+        settings TEXT NOT NULL
+    );
+
+    CREATE TABLE IF NOT EXISTS spend_alert (
+        user TEXT NOT NULL,
+        id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        seen_at REAL,
+        PRIMARY KEY (user, id)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # How long an alert is kept (shown or not); quota windows are a month at most.
@@ -201,8 +262,12 @@ class Store:
         *,
         catalog_keep: int = DEFAULT_CATALOG_KEEP,
         clock: Callable[[], float] | None = None,
+        read_only: bool = False,
     ) -> None:
+        """``read_only``: for commands that only report (``spend``): the file is opened as it is, never
+        created, migrated or moved aside; a missing, damaged or too new file is a ``StoreError``."""
         self._path = Path(path)
+        self._read_only = read_only
         self._catalog_keep = max(1, catalog_keep)
         self._clock = clock
         self._executor: ThreadPoolExecutor | None = None
@@ -560,6 +625,11 @@ class Store:
         """``"ok"`` when SQLite finds the file sound; otherwise its first complaint."""
         return await self._call(lambda conn: str(conn.execute("PRAGMA quick_check").fetchone()[0]))
 
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the store's worker thread (for modules with their own tables, like the
+        spend ledger); open transactions with ``with conn:`` as the methods here do."""
+        return await self._call(fn)
+
     # ---- worker-thread internals -----------------------------------------------------------------
 
     def _now(self) -> float:
@@ -580,6 +650,9 @@ class Store:
         return fn(conn)
 
     def _open_sync(self) -> None:
+        if self._read_only:
+            self._conn = self._open_read_only()
+            return
         self._path.parent.mkdir(parents=True, exist_ok=True)
         # Look at the header before SQLite does: opening a non-database lets SQLite discard the -wal beside
         # it, and whatever is in there should go aside with the main file untouched.
@@ -596,6 +669,25 @@ class Store:
             conn.close()
             raise
         self._conn = conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self._path.is_file():
+            raise StoreError(f"no database at {self._path}")
+        conn = sqlite3.connect(f"{self._path.as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=10.0)
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self._path} has schema version {version}, newer than this companion understands "
+                    f"({SCHEMA_VERSION})"
+                )
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"{self._path} cannot be read: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _connect_and_check(self) -> sqlite3.Connection:
         # isolation_level=None: we open transactions ourselves (``with conn`` and migrations), so the module

@@ -202,6 +202,11 @@ class UserRegistry:
             return ResolvedKey(self._config_key, "config")
         return self._keys.cached(handle)
 
+    def handles_with_key(self, fingerprint: str) -> list[str]:
+        """The users whose key (as last looked up) has this fingerprint: several ST users may share one."""
+        keys = {h: self.cached_key(h) for h in self.handles()}
+        return [h for h, key in keys.items() if key is not None and key.fingerprint == fingerprint]
+
     def known_fingerprints(self) -> set[str]:
         """Fingerprints of the keys in use as far as already known (no file is read)."""
         if self._config_key:

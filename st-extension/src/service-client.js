@@ -19,7 +19,7 @@ export const STATUS = Object.freeze({
     TOO_OLD: 'too_old',
 });
 
-export const EVENT_NAMES = ['hello', 'catalog', 'account', 'alert', 'findings', 'fix'];
+export const EVENT_NAMES = ['hello', 'catalog', 'account', 'alert', 'findings', 'fix', 'spend'];
 
 export const BOOTSTRAP_PATH = '/user/files/nanogpt-companion.json';
 export const PLUGIN_BASE = '/api/plugins/nanogpt-companion';
@@ -275,6 +275,22 @@ export class ServiceClient {
             this.setStatus(this.status === STATUS.CONNECTED ? STATUS.CONNECTING : STATUS.NOT_RUNNING, { reason: 'stream_closed' });
             this.scheduleReconnect();
         };
+    }
+
+    /** A text answer (e.g. CSV) from the service; errors as for ``call``. */
+    async text(path) {
+        if (!this.transport) throw new ServiceError(0, 'not_connected', 'The companion service is not connected.');
+        let res;
+        try {
+            res = await this.transport.request(path, { method: 'GET' });
+        } catch {
+            throw new ServiceError(0, 'unreachable', 'The companion service did not answer.');
+        }
+        if (!res.ok) {
+            const data = await res.json().catch(() => null);
+            throw new ServiceError(res.status, data?.error?.code ?? 'http_error', data?.error?.message ?? `HTTP ${res.status}`);
+        }
+        return res.text();
     }
 
     /** JSON request to the service; throws ServiceError with the contract's error code. */

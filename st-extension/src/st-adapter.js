@@ -339,6 +339,45 @@ export class StAdapter {
         return true;
     }
 
+    /** The chat a generation belongs to: ST's chat id and its character or group (names and ids only). */
+    chatContext() {
+        const c = this.ctx();
+        if (!c) return {};
+        let chatId = null;
+        try {
+            chatId = c.getCurrentChatId?.() ?? c.chatId ?? null;
+        } catch {
+            chatId = c.chatId ?? null;
+        }
+        const group = c.groupId ? (c.groups ?? []).find((g) => String(g.id) === String(c.groupId)) : null;
+        const character = !group && c.characterId !== undefined && c.characterId !== null ? c.characters?.[c.characterId] : null;
+        return {
+            chatId: chatId ? String(chatId) : null,
+            groupId: group ? String(group.id) : null,
+            group: group?.name ?? null,
+            character: character?.name ?? null,
+            characterId: character?.avatar ?? null,
+        };
+    }
+
+    /** One message of the open chat (ST's own object; read, never changed). */
+    chatMessage(messageId) {
+        const chat = this.ctx()?.chat;
+        return Array.isArray(chat) ? chat[Number(messageId)] ?? null : null;
+    }
+
+    /** ST's own token count of some texts (its tokenizer for the current API and model), or null. */
+    async countTokens(texts) {
+        const count = this.ctx()?.getTokenCountAsync;
+        if (typeof count !== 'function') return null;
+        try {
+            const counts = await Promise.all(texts.map((text) => count(text, 0)));
+            return counts.reduce((sum, n) => sum + (Number(n) || 0), 0);
+        } catch {
+            return null;
+        }
+    }
+
     readPath(path) {
         const [root, ...rest] = path;
         if (rest.length === 0 && TOP_LEVEL[root]) return this.ctx()?.[TOP_LEVEL[root]];
@@ -615,9 +654,9 @@ export class StAdapter {
         });
     }
 
-    registerSlashCommand({ name, helpString, args = [], returns, callback }) {
+    registerSlashCommand({ name, helpString, args = [], namedArgs = [], returns, callback }) {
         const c = this.ctx();
-        const { SlashCommandParser, SlashCommand, SlashCommandArgument, ARGUMENT_TYPE } = c ?? {};
+        const { SlashCommandParser, SlashCommand, SlashCommandArgument, SlashCommandNamedArgument, ARGUMENT_TYPE } = c ?? {};
         if (!SlashCommandParser?.addCommandObject || !SlashCommand?.fromProps) return false;
         const unnamedArgumentList = args.map((a) => SlashCommandArgument?.fromProps
             ? SlashCommandArgument.fromProps({
@@ -627,12 +666,22 @@ export class StAdapter {
                 enumList: a.enumList ?? [],
             })
             : a);
+        const namedArgumentList = namedArgs.map((a) => SlashCommandNamedArgument?.fromProps
+            ? SlashCommandNamedArgument.fromProps({
+                name: a.name,
+                description: a.description,
+                typeList: [ARGUMENT_TYPE?.[a.type ?? 'STRING'] ?? 'string'],
+                defaultValue: a.defaultValue,
+                enumList: a.enumList ?? [],
+            })
+            : a);
         SlashCommandParser.addCommandObject(SlashCommand.fromProps({
             name,
             helpString,
             returns,
             unnamedArgumentList,
-            callback: async (_named, value) => String(await callback(String(value ?? '').trim()) ?? ''),
+            namedArgumentList,
+            callback: async (named, value) => String(await callback(String(value ?? '').trim(), named ?? {}) ?? ''),
         }));
         return true;
     }

@@ -7,6 +7,10 @@ they answer the way NanoGPT does for each base (docs: api-reference/miscellaneou
 chunk format. Every request is recorded (model, base, stream, message roles, billing headers, key id) so a
 test can see what ST really sent after PPP and its own processing.
 
+Each answered request is charged to its account when the answer is complete (``charge``), as NanoGPT books
+a request once it has finished: the balance and the subscription usage the fake reports move with every
+generation, which is what the companion's spend attribution measures.
+
 Replies are deterministic: ``Reply(text, reasoning)`` chosen per model by ``InferenceBehaviour.replies``,
 else a default that names the model and the base, so a test can tell which one answered.
 """
@@ -18,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -73,6 +77,12 @@ class InferenceBehaviour:
         return self.replies.get(model) or self.default(model, base)
 
 
+class Charge(Protocol):
+    def __call__(
+        self, key: str | None, model: str, base: str, billing_mode: str | None, reply: Reply
+    ) -> None: ...
+
+
 def add_inference_routes(
     app: web.Application,
     behaviour: InferenceBehaviour,
@@ -81,7 +91,11 @@ def add_inference_routes(
     authorised: Callable[[str | None], bool],
     key_of: Callable[[web.Request], str | None],
     key_id: Callable[[str | None], str | None],
+    charge: Charge | None = None,
 ) -> None:
+    """``charge(key, model, base, billing_mode, reply)`` runs once per answered request, after the last
+    byte of the answer (a stream the client abandons midway is still charged, as a provider would)."""
+
     async def chat(request: web.Request) -> web.StreamResponse:
         return await _answer(request, "chat")
 
@@ -105,6 +119,7 @@ def add_inference_routes(
             return _error(404, f"Model {model} not found", "model_not_found")
         messages = body.get("messages") if kind == "chat" else None
         roles = tuple(str(m.get("role")) for m in messages or [] if isinstance(m, dict))
+        billing_mode = request.headers.get("X-Billing-Mode") or body.get("billing_mode")
         behaviour.records.append(
             InferenceRecord(
                 base=base,
@@ -114,7 +129,7 @@ def add_inference_routes(
                 roles=roles,
                 key_id=key_id(key),
                 provider=request.headers.get("X-Provider"),
-                billing_mode=request.headers.get("X-Billing-Mode") or body.get("billing_mode"),
+                billing_mode=billing_mode,
                 body=body,
             )
         )
@@ -123,12 +138,19 @@ def add_inference_routes(
             return _error(status, message, "invalid_request_error")
         reply = behaviour.reply_for(bare_model, base)
         reasoning_field = INFERENCE_BASES[base]
-        if body.get("stream"):
-            return await _stream(request, kind, model, reply, reasoning_field, behaviour.stream_chunk_delay)
-        return web.Response(
-            body=orjson.dumps(_completion(kind, model, reply, reasoning_field)),
-            content_type="application/json",
-        )
+        mode = billing_mode if isinstance(billing_mode, str) else None
+        try:
+            if body.get("stream"):
+                return await _stream(
+                    request, kind, model, reply, reasoning_field, behaviour.stream_chunk_delay
+                )
+            return web.Response(
+                body=orjson.dumps(_completion(kind, model, reply, reasoning_field)),
+                content_type="application/json",
+            )
+        finally:
+            if charge is not None:
+                charge(key, bare_model, base, mode, reply)
 
     for base in INFERENCE_BASES:
         app.router.add_post(f"/api/{{base:{_pattern(base)}}}/chat/completions", chat)

@@ -7,7 +7,12 @@ the reference notes and fixtures describe (reference/nanogpt-api.md, fixtures/na
 - a generated catalogue of realistic size built from the fixture entries, with every documented quirk,
 - ``check-balance`` (POST, ``x-api-key``) and ``subscription/v1/usage`` in all four fixture shapes,
 - switchable faults per route (latency, 401/402/429/5xx, resets, truncated/invalid JSON, a huge body),
-- live catalogue mutation and a request log that records a key *id* (last 4 chars), never a key.
+- live catalogue mutation and a request log that records a key *id* (last 4 chars), never a key,
+- accounts that pay for inference: every answered chat/text completion is charged when it ends, to the
+  subscription (input tokens x the model's multiplier, or one operation on an old daily/monthly plan) when
+  a subscriber uses an included model outside ``paid/v1`` without ``billing_mode: paygo``, else to the USD
+  balance (tokens x the model's per-1M prices, plus a per-request price when the model has one); each
+  charge is kept in ``charges`` so a test knows the truth the companion has to measure.
 
 Run standalone for benchmarks and manual checks:
 ``python -m tests.fakes.nanogpt_upstream --port 8790 --latency 0.15 --models 600``.
@@ -25,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -32,7 +38,7 @@ from typing import Any, ClassVar, Literal
 import orjson
 from aiohttp import web
 
-from tests.fakes.nanogpt_inference import InferenceBehaviour, add_inference_routes
+from tests.fakes.nanogpt_inference import InferenceBehaviour, Reply, add_inference_routes
 from tests.fakes.nanogpt_providers import ProviderBehaviour, add_provider_routes
 from tests.fixtures import NANOGPT_FIXTURES
 
@@ -285,13 +291,48 @@ class FakeAccount:
     visible_models: set[str] | None = None  # personalized list; None = NanoGPT's defaults (everything)
     # Fixed when the account is made: its quota windows reset at stable times, hours from now.
     reset_shift_from: float = field(default_factory=time.time, repr=False)
+    # What inference has used of the subscription since the account was made, added to every usage answer.
+    quota_tokens_spent: float = 0.0
+    operations_spent: int = 0
 
     def usage(self) -> dict[str, Any]:
         if self.usage_payload is not None:
-            return copy.deepcopy(self.usage_payload)
-        shape = self.usage_shape or ("current" if self.subscriber else "inactive")
-        payload: dict[str, Any] = load_fixture(f"subscription-usage.{shape}.json")
-        return _resets_in_the_future(payload, self.reset_shift_from)
+            payload = copy.deepcopy(self.usage_payload)
+        else:
+            shape = self.usage_shape or ("current" if self.subscriber else "inactive")
+            payload = _resets_in_the_future(
+                load_fixture(f"subscription-usage.{shape}.json"), self.reset_shift_from
+            )
+        return _with_spent(payload, self.quota_tokens_spent, self.operations_spent)
+
+    def charge_usd(self, amount: Decimal) -> None:
+        self.usd_balance = f"{Decimal(self.usd_balance) - amount:.8f}"
+
+    def charge_subscription(self, input_tokens: float) -> None:
+        self.quota_tokens_spent += input_tokens
+        self.operations_spent += 1
+
+
+def _with_spent(payload: dict[str, Any], tokens: float, operations: int) -> dict[str, Any]:
+    """Add what inference used to the usage buckets: input tokens to the token windows, one operation per
+    request to an old plan's daily/monthly counters; ``remaining`` and ``percentUsed`` follow."""
+    limits = payload.get("limits") if isinstance(payload.get("limits"), dict) else {}
+    for name, amount in (
+        ("weeklyInputTokens", tokens),
+        ("dailyInputTokens", tokens),
+        ("daily", operations),
+        ("monthly", operations),
+    ):
+        bucket = payload.get(name)
+        if not isinstance(bucket, dict) or not amount or not isinstance(bucket.get("used"), int | float):
+            continue
+        limit = limits.get(name) if isinstance(limits, dict) else None
+        if not isinstance(limit, int | float):
+            limit = bucket["used"] + (bucket.get("remaining") or 0)
+        bucket["used"] = bucket["used"] + amount
+        bucket["remaining"] = max(0, limit - bucket["used"])
+        bucket["percentUsed"] = bucket["used"] / limit if limit else 0
+    return payload
 
 
 def _resets_in_the_future(payload: dict[str, Any], now: float) -> dict[str, Any]:
@@ -323,6 +364,32 @@ def default_accounts() -> list[FakeAccount]:
 def key_id(key: str | None) -> str | None:
     """What the request log keeps of a key: its last 4 characters."""
     return None if not key else key[-4:]
+
+
+@dataclass(frozen=True)
+class InferenceCharge:
+    """What one answered request cost its account: USD, or subscription input tokens (never both)."""
+
+    key_id: str | None
+    model: str
+    base: str
+    usd: Decimal | None = None
+    quota_tokens: float | None = None
+
+
+def price_of(entry: dict[str, Any] | None, prompt_tokens: int, completion_tokens: int) -> Decimal:
+    """USD for a request: tokens x per-1M prices, plus ``pricing.request`` (a per-request price) if set."""
+    pricing = (entry or {}).get("pricing") or {}
+    per_million = pricing.get("unit", "per_million_tokens") == "per_million_tokens"
+    total = Decimal(0)
+    for field_name, tokens in (("prompt", prompt_tokens), ("completion", completion_tokens)):
+        price = pricing.get(field_name)
+        if isinstance(price, int | float) and per_million:
+            total += Decimal(str(price)) * tokens / Decimal(1_000_000)
+    request_price = pricing.get("request")
+    if isinstance(request_price, int | float):
+        total += Decimal(str(request_price))
+    return total
 
 
 @dataclass
@@ -496,6 +563,7 @@ class FakeNanoGPT:
             authorised=lambda key: self._account(key) is not None,
             key_of=lambda request: _presented_key(request)[0],
             key_id=key_id,
+            charge=self._charge,
         )
         self.providers = ProviderBehaviour()
         add_provider_routes(
@@ -506,6 +574,7 @@ class FakeNanoGPT:
             authorised=lambda key: self._account(key) is not None,
             key_id=key_id,
         )
+        self.charges: list[InferenceCharge] = []
 
     # ---- catalogue -----------------------------------------------------------------------------------
 
@@ -587,6 +656,39 @@ class FakeNanoGPT:
 
     def _account(self, key: str | None) -> FakeAccount | None:
         return self.accounts.get(key) if key else None
+
+    def _charge(self, key: str | None, model: str, base: str, billing_mode: str | None, reply: Reply) -> None:
+        account = self._account(key)
+        if account is None:
+            return
+        entry = self._models.get(model)
+        covered = (
+            account.subscriber
+            and account.usage_shape != "inactive"
+            and entry is not None
+            and is_included(entry)
+            and base != "paid/v1"
+            and billing_mode != "paygo"
+        )
+        if covered:
+            assert entry is not None
+            multiplier = entry["subscription"].get("inputTokenMultiplier", 1)
+            tokens = reply.prompt_tokens * float(multiplier)
+            account.charge_subscription(tokens)
+            self.charges.append(InferenceCharge(key_id(key), model, base, quota_tokens=tokens))
+        else:
+            usd = price_of(entry, reply.prompt_tokens, reply.completion_tokens)
+            account.charge_usd(usd)
+            self.charges.append(InferenceCharge(key_id(key), model, base, usd=usd))
+
+    def spent(self, key: str) -> tuple[Decimal, float]:
+        """Everything inference charged this key so far: (USD, subscription input tokens)."""
+        wanted = key_id(key)
+        mine = [c for c in self.charges if c.key_id == wanted]
+        return (
+            sum((c.usd for c in mine if c.usd is not None), Decimal(0)),
+            sum(c.quota_tokens for c in mine if c.quota_tokens is not None),
+        )
 
     # ---- handlers ------------------------------------------------------------------------------------
 

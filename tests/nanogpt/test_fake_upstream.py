@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import aiohttp
 import orjson
 
-from tests.fakes.nanogpt_fixtures import INVALID_KEY, SUBSCRIBER_KEY, FakeNanoGPTServer
-from tests.fakes.nanogpt_upstream import FakeNanoGPT, generate_models, is_included
+from tests.fakes.nanogpt_fixtures import INVALID_KEY, PAYG_KEY, SUBSCRIBER_KEY, FakeNanoGPTServer
+from tests.fakes.nanogpt_inference import Reply
+from tests.fakes.nanogpt_upstream import FakeNanoGPT, generate_models, is_included, price_of
 
 
 def test_generated_catalogue_is_realistic_and_deterministic() -> None:
@@ -96,3 +99,60 @@ def test_mutations_invalidate_served_lists() -> None:
     removed = fake.remove_model(model_id)
     assert removed["id"] == model_id
     assert model_id not in fake.ids("v1")
+
+
+async def test_inference_moves_balance_and_usage(fake_nanogpt: FakeNanoGPTServer) -> None:
+    """Pay-as-you-go keys pay tokens x price; a subscriber's included model uses input tokens x the
+    multiplier of the quota (and no USD); the same subscriber pays USD on a paid model, on paid/v1 and with
+    billing_mode paygo. Streams are charged too, once the answer is complete."""
+    fake = fake_nanogpt.fake
+    base = fake_nanogpt.base_url
+    paid = next(m for m in fake.models if not is_included(m) and m.get("pricing", {}).get("prompt"))
+    included = next(
+        m for m in fake.models if is_included(m) and m["subscription"].get("inputTokenMultiplier") == 2
+    )
+    fake.set_price(paid["id"], prompt=10.0, completion=30.0)
+    fake.inference.replies[paid["id"]] = Reply("paid", prompt_tokens=1000, completion_tokens=100)
+    fake.inference.replies[included["id"]] = Reply("sub", prompt_tokens=500, completion_tokens=50)
+
+    async def usage(key: str) -> float:
+        async with session.get(f"{base}/subscription/v1/usage", headers={"x-api-key": key}) as resp:
+            return float((await resp.json())["weeklyInputTokens"]["used"])
+
+    async def usd(key: str) -> Decimal:
+        async with session.post(f"{base}/check-balance", headers={"x-api-key": key}) as resp:
+            return Decimal((await resp.json())["usd_balance"])
+
+    async def chat(key: str, model: str, path: str = "v1", **extra: object) -> None:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+        async with session.post(
+            f"{base}/{path}/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+        ) as resp:
+            assert resp.status == 200
+            await resp.read()
+
+    async with aiohttp.ClientSession() as session:
+        payg_before = await usd(PAYG_KEY)
+        await chat(PAYG_KEY, paid["id"])
+        await chat(PAYG_KEY, paid["id"], stream=True)
+        assert await usd(PAYG_KEY) == payg_before - 2 * Decimal("0.013")  # 1000 x $10/M + 100 x $30/M
+
+        sub_usd, sub_used = await usd(SUBSCRIBER_KEY), await usage(SUBSCRIBER_KEY)
+        await chat(SUBSCRIBER_KEY, included["id"], stream=True)
+        assert await usage(SUBSCRIBER_KEY) == sub_used + 1000  # 500 input tokens x 2
+        assert await usd(SUBSCRIBER_KEY) == sub_usd
+        await chat(SUBSCRIBER_KEY, paid["id"])
+        await chat(SUBSCRIBER_KEY, included["id"], path="paid/v1")
+        await chat(SUBSCRIBER_KEY, included["id"], billing_mode="paygo")
+        assert await usage(SUBSCRIBER_KEY) == sub_used + 1000
+        included_price = price_of(included, 500, 50)
+        assert await usd(SUBSCRIBER_KEY) == sub_usd - Decimal("0.013") - 2 * included_price
+    assert fake.spent(SUBSCRIBER_KEY) == (Decimal("0.013") + 2 * included_price, 1000.0)
+    assert fake.spent(PAYG_KEY) == (Decimal("0.026"), 0.0)
+
+
+def test_per_request_price() -> None:
+    entry = {"pricing": {"prompt": 1.0, "completion": 2.0, "request": 0.005, "unit": "per_million_tokens"}}
+    assert price_of(entry, 1_000_000, 0) == Decimal("1.005")
+    assert price_of({"pricing": {"request": 0.04}}, 10, 10) == Decimal("0.04")
+    assert price_of(None, 10, 10) == 0

@@ -107,6 +107,22 @@ def test_price_units(pricing: dict[str, Any], prompt: float | None, completion: 
         assert model.completion_per_1m == pytest.approx(completion)
 
 
+@pytest.mark.parametrize(
+    ("pricing", "per_request", "prompt"),
+    [
+        ({"prompt": 1.0, "completion": 2.0, "request": 0.005, "unit": "per_million_tokens"}, 0.005, 1.0),
+        ({"perRequest": "0.04"}, 0.04, None),
+        ({"prompt": 0.02, "unit": "per_request"}, 0.02, None),  # the price is per request, not per token
+        ({"prompt": 1.0, "request": 0}, None, 1.0),  # zero is "no per-request price"
+        ({"prompt": 1.0, "request": "free"}, None, 1.0),
+    ],
+)
+def test_per_request_prices(pricing: dict[str, Any], per_request: float | None, prompt: float | None) -> None:
+    model = parse_model_list(entry(pricing=pricing)).models[0]
+    assert model.per_request == per_request
+    assert model.prompt_per_1m == prompt
+
+
 def test_wrong_types_become_none_and_the_entry_stays() -> None:
     model = parse_model_list(
         entry(
@@ -140,6 +156,7 @@ def test_wrong_types_become_none_and_the_entry_stays() -> None:
         "completion_per_1m": None,
         "cache_read_per_1k": 0.0001,
         "cache_write_per_1k": None,
+        "per_request": None,
         "currency": None,
         "icon_url": None,
         "cost_estimate": None,

@@ -50,6 +50,7 @@ class UpstreamModel(BaseModel):
     completion_per_1m: float | None = None
     cache_read_per_1k: float | None = None
     cache_write_per_1k: float | None = None
+    per_request: float | None = None  # USD charged per request on top of (or instead of) token prices
     currency: str | None = None
     icon_url: str | None = None  # raw, usually relative ("/icons/OpenAI.svg")
     cost_estimate: str | None = None
@@ -162,6 +163,21 @@ _UNIT_TO_PER_1M: Final[dict[str, float]] = {
 }
 
 
+_PER_REQUEST_UNITS: Final[frozenset[str]] = frozenset({"per_request", "per_call", "request"})
+
+
+def _per_request(pricing: Mapping[str, Any]) -> float | None:
+    """A price per request: ``request``/``perRequest`` (USD), or the prompt price under a per-request
+    unit. Such models cost the same for one token or a million, which a token estimate must not hide."""
+    for name in ("request", "perRequest", "per_request"):
+        value = _float(pricing.get(name))
+        if value is not None and value > 0:
+            return value
+    if pricing.get("unit") in _PER_REQUEST_UNITS:
+        return _float(pricing.get("prompt"))
+    return None
+
+
 def _prices(pricing: Mapping[str, Any]) -> tuple[float | None, float | None, str | None]:
     unit = pricing.get("unit")
     factor = 1.0 if unit is None else _UNIT_TO_PER_1M.get(unit, 0.0) if isinstance(unit, str) else 0.0
@@ -224,6 +240,7 @@ def parse_model_entry(raw: object) -> UpstreamModel | str:
         completion_per_1m=completion,
         cache_read_per_1k=_float(pricing.get("cacheReadInputPer1kTokens")),
         cache_write_per_1k=_float(pricing.get("cacheWriteInputPer1kTokens")),
+        per_request=_per_request(pricing),
         currency=currency,
         icon_url=_nonempty_str(raw.get("icon_url")),
         cost_estimate=_cost_estimate(raw.get("cost_estimate")),

@@ -25,6 +25,8 @@ from nanogpt_companion.plugin_link import PluginLink
 from nanogpt_companion.providers import ProviderService
 from nanogpt_companion.sillytavern.dataroot import read_st_config
 from nanogpt_companion.sillytavern.version import UNKNOWN_VERSION, STVersion
+from nanogpt_companion.spend.ledger import SpendLedger
+from nanogpt_companion.spend.service import SpendService
 from nanogpt_companion.store import Store
 from nanogpt_companion.users import UserRegistry
 from nanogpt_companion.watcher import SettingsWatcher
@@ -141,6 +143,19 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.CATALOG] = catalog
     app[keys.ACCOUNT] = account
     app[keys.PROVIDERS] = providers
+    spend = SpendService(
+        ledger=SpendLedger(app[keys.STORE]),
+        account=account,
+        catalog=catalog,
+        bus=bus,
+        key_for=users.key_for,
+        users_of_key=users.handles_with_key,
+        settle=settings.spend_poll_settle,
+        min_interval=settings.spend_poll_min_interval,
+        subscriber_min_interval=settings.spend_poll_subscriber_interval,
+    )
+    account.add_reading_listener(spend.on_reading)
+    app[keys.SPEND] = spend
     if users.data_root is not None:
         doctor = DoctorService(
             users=users,
@@ -179,6 +194,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
     start(catalog.run(active_keys=users.active_fingerprints), "catalog-refresh")
     start(account.run(users.handles), "account-poll")
+    await spend.start()
+    start(spend.run(), "spend-ledger")
     if users.data_root is not None:
         start(_rescan_users(users, doctor, app[keys.PLUGIN_LINK]), "user-rescan")
     watcher: SettingsWatcher | None = None
@@ -191,6 +208,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await spend.close()
     await catalog.close()
     await account.close()
     await providers.close()

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the services import nothing from web/, but security and sse
     from nanogpt_companion.nanogpt.client import NanoGPTClient  # noqa: F401
     from nanogpt_companion.plugin_link import PluginLink  # noqa: F401
     from nanogpt_companion.providers import ProviderService  # noqa: F401
+    from nanogpt_companion.spend.service import SpendService  # noqa: F401
     from nanogpt_companion.store import Store  # noqa: F401
     from nanogpt_companion.users import User, UserRegistry  # noqa: F401
     from nanogpt_companion.web.security import AccessPolicy  # noqa: F401
@@ -40,5 +41,6 @@ OPENAPI = web.AppKey[bytes]("openapi")
 PLUGIN_LINK = web.AppKey["PluginLink"]("plugin_link")
 KEY_SLOTS = web.AppKey["KeySlotService"]("key_slots")
 PROVIDERS = web.AppKey["ProviderService"]("providers")
+SPEND = web.AppKey["SpendService"]("spend")
 
 CURRENT_USER = web.RequestKey["User"]("current_user")

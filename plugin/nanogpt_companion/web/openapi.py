@@ -745,6 +745,10 @@ def build_openapi() -> bytes:
         },
         "/api/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})})},
     }
+    from nanogpt_companion.web.openapi_spend import spend_paths, spend_schemas  # noqa: PLC0415 - it uses ours
+
+    schemas.update(spend_schemas())
+    paths.update(spend_paths())
     document = {
         "openapi": "3.1.0",
         "info": {"title": "NanoGPT Companion", "version": __version__},

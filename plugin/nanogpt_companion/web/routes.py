@@ -14,6 +14,7 @@ from nanogpt_companion.web.handlers import (
     endpoints,
     health,
     providers,
+    spend,
 )
 
 
@@ -41,6 +42,14 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/api/catalog/images", providers.get_image_models)
     router.add_get("/api/alerts", alerts.get_alerts)
     router.add_post("/api/alerts/seen", alerts.mark_seen)
+    router.add_get("/api/spend", spend.get_overview)
+    router.add_post("/api/spend/generations", spend.report_generation)
+    router.add_post("/api/spend/generations/started", spend.generation_started)
+    router.add_get("/api/spend/generations", spend.get_generations)
+    router.add_get("/api/spend/export.csv", spend.export_csv)
+    router.add_get("/api/spend/settings", spend.get_settings)
+    router.add_put("/api/spend/settings", spend.put_settings)
+    router.add_post("/api/spend/alerts/seen", spend.mark_alerts_seen)
     router.add_post("/api/events/ticket", sse.issue_ticket)
     router.add_get("/api/events", sse.event_stream)
     router.add_get("/api/openapi.json", openapi.serve_openapi)
