@@ -53,6 +53,7 @@ _KEY_LOWER_BOUNDS: tuple[tuple[str, Version], ...] = (
 
 _VERSION_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
 
+
 def parse_version(text: object) -> Version | None:
     """``"1.18.0"`` (or ``"1.13.0-staging"``, ``"1.12"``) -> a tuple; anything else -> None."""
     if not isinstance(text, str):

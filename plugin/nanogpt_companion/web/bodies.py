@@ -32,6 +32,26 @@ class AckRequest(Body):
     message: str = Field("", max_length=2000)
 
 
+Scalar = str | int | float | bool | None
+
+
+class SignatureRequest(Body):
+    """A reply signature from the tab: a name, a fixed evidence label, the message's id in the chat and
+    the settings involved (their current values in the tab). Never message text."""
+
+    signature: Literal[
+        "reasoning_as_text", "speaks_for_user", "empty_reply", "cut_off", "role_error", "reasoning_missing"
+    ]
+    evidence: str = Field("", max_length=40, pattern=r"^[a-z0-9_-]*$")
+    message_id: int | None = Field(None, ge=0)
+    settings: dict[str, Scalar] = Field(default_factory=dict, max_length=20)
+
+
+class SignatureFixRequest(Body):
+    id: str = Field(min_length=1, max_length=128)
+    message_id: int | None = Field(None, ge=0)
+
+
 class PolicyRequest(Body):
     rule: str = Field(min_length=1, max_length=64)
     policy: Literal["auto", "ask", "off"]

@@ -272,7 +272,7 @@ def context_findings(
         ]
     if current < limit * FAR_BELOW_FRACTION and target > current:
         capped = (
-            f" SillyTavern's slider goes up to {target:,} unless you tick its \"Unlocked\" box."
+            f' SillyTavern\'s slider goes up to {target:,} unless you tick its "Unlocked" box.'
             if target < limit
             else ""
         )

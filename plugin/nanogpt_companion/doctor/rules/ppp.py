@@ -75,7 +75,7 @@ def _ignored_finding(ctx: DoctorContext, conn: Connection, current: str) -> Find
             f"SillyTavern {shown} applies Prompt Post-Processing only to the Custom (OpenAI-compatible) and "
             "OpenRouter sources; for the NanoGPT source it is hidden and ignored, whatever the setting says. "
             "SillyTavern 1.13.0 and newer apply it to every source. If a model behind NanoGPT formats "
-            'strangely, update SillyTavern, or use the Custom source with https://nano-gpt.com/api/v1, '
+            "strangely, update SillyTavern, or use the Custom source with https://nano-gpt.com/api/v1, "
             "where Prompt Post-Processing works."
         ),
         severity="info",

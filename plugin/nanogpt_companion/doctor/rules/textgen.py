@@ -111,9 +111,7 @@ def check_textgen_context(ctx: DoctorContext) -> list[Finding]:
     power_user = as_mapping(ctx.settings.get("power_user"))
     unlocked = power_user is not None and power_user.get("max_context_unlocked") is True
     ceiling = MAX_CONTEXT_UNLOCKED if unlocked else MAX_CONTEXT_DEFAULT
-    return context_findings(
-        "textgen.context", ("max_context",), conn.model, current, limit, ceiling=ceiling
-    )
+    return context_findings("textgen.context", ("max_context",), conn.model, current, limit, ceiling=ceiling)
 
 
 def text_completion_capable(entry: CatalogEntry) -> bool | None:
