@@ -8,6 +8,7 @@ import { DoctorView } from './src/doctor-view.js';
 import { EndpointSwitcher } from './src/endpoint-switcher.js';
 import { SelectEnricher } from './src/enrich-selects.js';
 import { debounce, escapeHtml, isNanoGptUrl } from './src/format.js';
+import { ReplyNotices } from './src/reply-notice.js';
 import { ServiceClient, STATUS } from './src/service-client.js';
 import { registerSlashCommands } from './src/slash-commands.js';
 import { StAdapter } from './src/st-adapter.js';
@@ -58,6 +59,14 @@ class CompanionApp {
         this.doctor = new DoctorView({ root, adapter, client: this.client, onChange: () => this.endpoints.render() });
         this.endpoints = new EndpointSwitcher({ root: root.querySelector('#ngc_endpoints'), adapter, onSwitched: () => this.scheduleDoctor() });
         this.enricher = new SelectEnricher({ adapter, store: this.store, settings: this.settings });
+        this.replies = new ReplyNotices({
+            adapter,
+            client: this.client,
+            store: this.store,
+            settings: this.settings,
+            saveSettings: () => adapter.saveSettings(),
+            undoJournal: (ids) => this.doctor.undoJournal(ids),
+        });
 
         this.bindSettings();
         this.account.ensureBadge(this.settings().show_badge);
@@ -80,7 +89,11 @@ class CompanionApp {
             });
         }
         adapter.on('CHATCOMPLETION_MODEL_CHANGED', (model) => this.onModelChanged(model));
-        adapter.observeErrorToasts((text) => this.doctor.onGenerationError(text));
+        adapter.observeErrorToasts((text) => {
+            this.doctor.onGenerationError(text);
+            if (this.connected()) this.replies.onGenerationError(text);
+        });
+        this.replies.attach();
 
         registerSlashCommands(this);
         document.addEventListener('visibilitychange', () => {
@@ -109,6 +122,7 @@ class CompanionApp {
         bind('ngc_only_subscription', 'only_subscription', () => this.enricher.apply());
         bind('ngc_apply_model_fixes', 'apply_model_fixes');
         bind('ngc_set_context', 'set_context_from_catalog');
+        bind('ngc_reply_doctor', 'reply_doctor');
     }
 
     onStatus(status) {
@@ -132,7 +146,7 @@ class CompanionApp {
         } else if (name === 'findings') {
             this.doctor.set(data?.findings ?? [], data);
         } else if (name === 'fix') {
-            this.doctor.applyLiveFix(data);
+            this.doctor.applyLiveFix(data).then((outcome) => this.replies.onLiveFix(data, outcome));
         }
     }
 
@@ -240,6 +254,7 @@ globalThis.nanogptCompanion = Object.freeze({
     version: VERSION,
     status: () => app.client?.status ?? STATUS.CONNECTING,
     reconnect: () => app.client?.reconnectNow(),
+    repliesChecked: () => app.replies?.checked ?? 0,
 });
 
 function start() {
