@@ -107,11 +107,14 @@ export class ReplyNotices {
         if (!message || message.is_user || message.is_system) return;
         const conn = this.connection();
         if (!conn) return;
-        this.checked += 1;
-        const found = detectReplySignatures({ text: message.mes ?? '', reasoning: message.extra?.reasoning ?? '' }, await this.context(conn, chat, Number(id), message));
-        this.removeNotice(Number(id));
-        for (const sig of found) {
-            if (await this.report(Number(id), sig.name, sig.evidence, conn)) break; // one notice per message
+        try {
+            const found = detectReplySignatures({ text: message.mes ?? '', reasoning: message.extra?.reasoning ?? '' }, await this.context(conn, chat, Number(id), message));
+            this.removeNotice(Number(id));
+            for (const sig of found) {
+                if (await this.report(Number(id), sig.name, sig.evidence, conn)) break; // one notice per message
+            }
+        } finally {
+            this.checked += 1; // counted once the reply is fully handled, notice or not
         }
     }
 
