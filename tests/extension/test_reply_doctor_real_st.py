@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tests.extension.st_ui import send_message
+from tests.extension.st_ui import connect_builtin, open_top_drawer, send_message, wait_online
 from tests.fakes import reply_shapes
 from tests.fakes.nanogpt_inference import Reply
 from tests.realst.browser import STPage
@@ -37,6 +37,14 @@ def fake_replies(stack: RealStack, *, reply: Reply | None = None, shape: Any = N
         yield
     finally:
         inference.default, inference.shape = saved
+
+
+def connect_custom(page: STPage) -> None:
+    """ST's Connect for the Custom source (ST shows its send button only once connected)."""
+    open_top_drawer(page, "api")
+    page.page.click("#api_button_openai")
+    page.page.wait_for_function("document.querySelectorAll('#model_custom_select option').length > 100")
+    wait_online(page)
 
 
 def checked(page: STPage) -> int:
@@ -80,6 +88,7 @@ def test_reasoning_shown_as_text_on_v1thinking_is_fixed_and_the_regenerated_repl
     stack.seed_user(settings=settings)
     with fake_replies(stack, reply=Reply("Hello, traveller.", reasoning=REASONING)):
         page: STPage = st_page_for(stack, seed=False)
+        connect_custom(page)
         send_message(page, "Hello?")
         page.page.wait_for_selector(f'{last_notice(page)}[data-signature="reasoning_as_text"]', timeout=30000)
         assert page.js("() => SillyTavern.getContext().chat.at(-1).mes").startswith("<think>")
@@ -120,6 +129,7 @@ def test_a_reply_speaking_for_the_user_gets_prompt_post_processing_through_sts_s
     try:
         stack.seed_user(oai={"custom_prompt_post_processing": "", "nanogpt_model": stack.unused_model()})
         page: STPage = st_page_for(stack, seed=False)
+        connect_builtin(page)
         user = str(page.js("() => SillyTavern.getContext().name1"))
         with fake_replies(stack, shape=reply_shapes.speaks_for_user(user)):
             send_message(page, "Where are we?")
@@ -152,6 +162,7 @@ def test_not_this_is_remembered_for_the_chat_and_its_settings(stack: RealStack, 
     stack.seed_user(settings=settings)
     with fake_replies(stack, shape=reply_shapes.think_in_content):
         page: STPage = st_page_for(stack, seed=False)
+        connect_custom(page)
         send_message(page, "Hello?")
         page.page.wait_for_selector(f'{last_notice(page)}[data-signature="reasoning_as_text"]', timeout=30000)
         assert page.page.locator(last_notice(page)).get_attribute("data-cause") == "auto-parse"
@@ -177,6 +188,7 @@ def test_clean_role_play_replies_raise_no_notice(stack: RealStack, st_page_for: 
     _, counts_before = stack.service.request("GET", "/api/doctor/signature")
     with fake_replies(stack, reply=None, shape=lambda record, reply: Reply(queue.pop(0))):
         page: STPage = st_page_for(stack)
+        connect_builtin(page)
         start = checked(page)
         for index, text in enumerate(corpus):
             shown = send_message(page, f"Tell me more ({index}).")
