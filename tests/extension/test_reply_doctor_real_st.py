@@ -198,3 +198,40 @@ def test_clean_role_play_replies_raise_no_notice(stack: RealStack, st_page_for: 
         assert page.page.locator(NOTICE).count() == 0
     _, counts_after = stack.service.request("GET", "/api/doctor/signature")
     assert counts_after == counts_before
+
+
+def test_a_reply_cut_off_at_the_response_length_gets_more_room_through_sts_field(
+    versioned_stack: RealStack, st_page_for: Any
+) -> None:
+    """The fake writes until ``max_tokens`` (finish_reason "length"); ST's reply stops mid-sentence at its
+    "Max Response Length". Fix doubles it (within the model's output limit) through ST's own field, and the
+    regenerated reply finishes."""
+    stack = versioned_stack
+    roomy = sorted(
+        m["id"]
+        for m in stack.fake.models
+        if m["id"] in set(stack.fake.ids("subscription"))
+        and ":" not in m["id"]
+        and (m.get("max_output_tokens") or 0) >= 4000
+    )
+    stack.seed_user(
+        oai={"custom_prompt_post_processing": "merge", "nanogpt_model": roomy[0], "openai_max_tokens": 300}
+    )
+    with fake_replies(stack, shape=reply_shapes.cut_off_at_max_tokens):
+        page: STPage = st_page_for(stack, seed=False)
+        connect_builtin(page)
+        assert page.js("() => SillyTavern.getContext().chatCompletionSettings.nanogpt_model") == roomy[0]
+        send_message(page, "Tell me a long story.")
+        page.page.wait_for_selector(f'{last_notice(page)}[data-signature="cut_off"]', timeout=30000)
+        notice = page.page.locator(last_notice(page))
+        assert notice.get_attribute("data-cause") == "max-tokens"
+        assert "Max Response Length (tokens): 300 → 600" in (notice.text_content() or "")
+        before = checked(page)
+        notice.locator('button[data-act="fix"]').click()
+        page.page.wait_for_function("() => document.querySelector('#openai_max_tokens').value === '600'")
+        stack.wait_for_settings(lambda s: s["oai_settings"]["openai_max_tokens"] == 600)
+        message = regenerated(page, before)
+        assert message["mes"].endswith(".")
+        assert stack.fake.inference.records[-1].body["max_tokens"] == 600
+        assert page.page.locator(f"{last_notice(page)}[data-signature]").count() == 0
+        assert ("reply.cut_off", "live") in journal_rules(stack)
