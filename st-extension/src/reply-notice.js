@@ -169,7 +169,8 @@ export class ReplyNotices {
         box.dataset.cause = cause.details?.cause ?? '';
         box.setAttribute('role', 'status');
         const regenerate = this.settings().regenerate_after_fix !== false;
-        const canRegenerate = mesId !== null;
+        // A failed generation leaves the user's message last: Regenerate then asks again for its reply.
+        const canRegenerate = mesId !== null || this.lastIsUser();
         box.innerHTML = `
             <div class="ngc-reply-notice-head"><span class="ngc-sev">NanoGPT</span> <strong>${escapeHtml(cause.title)}</strong></div>
             <div class="ngc-small">${escapeHtml(cause.explanation)}</div>
@@ -209,7 +210,7 @@ export class ReplyNotices {
 
     async fix(box, cause, mesId) {
         box.querySelectorAll('button[data-act="fix"]').forEach((b) => { b.disabled = true; });
-        const regenerate = mesId !== null && !!box.querySelector('input[data-act="regenerate"]')?.checked;
+        const regenerate = !!box.querySelector('input[data-act="regenerate"]')?.checked;
         let data;
         try {
             data = await this.client.call('/api/doctor/signature/fix', { method: 'POST', body: { id: cause.id, message_id: mesId } });
@@ -245,12 +246,18 @@ export class ReplyNotices {
         box.dataset.fixed = 'true';
         box.querySelector('.ngc-reply-notice-actions').innerHTML = `<button type="button" class="menu_button ngc-small-btn" data-act="undo">${escapeHtml(this.t('Undo'))}</button>`;
         this.status(box, `${this.t('Fixed')}: ${cause.change ?? ''}`);
-        if (regenerate && this.isLastMessage(mesId)) this.regenerate();
+        const last = mesId === null ? this.lastIsUser() : this.isLastMessage(mesId);
+        if (regenerate && last) this.regenerate();
     }
 
     isLastMessage(mesId) {
         const chat = this.adapter.ctx()?.chat;
         return Array.isArray(chat) && chat.length - 1 === mesId;
+    }
+
+    lastIsUser() {
+        const chat = this.adapter.ctx()?.chat;
+        return Array.isArray(chat) && chat.length > 0 && !!chat[chat.length - 1]?.is_user;
     }
 
     /** ST's own Regenerate (its options menu), which replaces the last reply. */

@@ -186,7 +186,9 @@ def _textgen(model: str, url: str = "https://nano-gpt.com/api", max_context: int
 def test_text_completion_address_without_completions(url, posted):
     [f] = by_rule(run(_textgen("ArliAI/Gemma-3-27B-ArliAI-RPMax-v3", url)), "textgen.endpoint")
     assert f.severity == "error" and posted in f.explanation
-    assert patch_values(f) == {("textgenerationwebui_settings", "server_urls", "generic"): "https://nano-gpt.com/api/v1"}
+    assert patch_values(f) == {
+        ("textgenerationwebui_settings", "server_urls", "generic"): "https://nano-gpt.com/api/v1"
+    }
 
 
 @pytest.mark.parametrize("url", ["https://nano-gpt.com/api", "https://nano-gpt.com/api/v1"])

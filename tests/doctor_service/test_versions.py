@@ -53,7 +53,9 @@ async def test_version_branches(
     settings = nanogpt_settings("", function_calling=function_calling)
     settings["currentVersion"] = version
     if source == "custom":
-        settings["oai_settings"].update(chat_completion_source="custom", custom_url="https://nano-gpt.com/api/v1")
+        settings["oai_settings"].update(
+            chat_completion_source="custom", custom_url="https://nano-gpt.com/api/v1"
+        )
     secrets: SecretsKind = "flat" if version < "1.13.1" else "multi"
     st = make_st_install(users={"default-user": UserSpec(settings=settings, secrets=secrets)})
     path = st.user().settings

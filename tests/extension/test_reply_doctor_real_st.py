@@ -235,3 +235,37 @@ def test_a_reply_cut_off_at_the_response_length_gets_more_room_through_sts_field
         assert stack.fake.inference.records[-1].body["max_tokens"] == 600
         assert page.page.locator(f"{last_notice(page)}[data-signature]").count() == 0
         assert ("reply.cut_off", "live") in journal_rules(stack)
+
+
+def test_a_role_order_refusal_gets_strict_prompt_post_processing_and_a_reply(
+    versioned_stack: RealStack, st_page_for: Any, expect_problems: Any
+) -> None:
+    """The provider refuses a prompt whose first turn is not the user's (ST's chat opens with the
+    character's greeting). ST shows its error toast; the notice at the end of the chat sets "Strict"
+    through ST's select, and Regenerate then gets the reply."""
+    stack = versioned_stack
+    stack.seed_user(oai={"custom_prompt_post_processing": "merge", "nanogpt_model": stack.unused_model()})
+    expect_problems.expect("first non-system message must be from the user")
+    with fake_replies(stack, shape=reply_shapes.user_first_required):
+        page: STPage = st_page_for(stack, seed=False)
+        connect_builtin(page)
+        if page.js("() => SillyTavern.getContext().characterId") is None:
+            page.js("async () => { await SillyTavern.getContext().selectCharacterById(0); }")
+            page.page.wait_for_function("() => SillyTavern.getContext().chat.length > 0")
+        page.page.fill("#send_textarea", "Hello?")
+        page.page.click("#send_but")
+        notice = page.page.locator(f'#chat > {NOTICE}[data-signature="role_error"]')
+        notice.wait_for(timeout=30000)
+        assert notice.get_attribute("data-cause") == "ppp-strict"
+        assert page.js("() => SillyTavern.getContext().chat.at(-1).is_user") is True
+        before = checked(page)
+        notice.locator('button[data-act="fix"]').click()
+        page.page.wait_for_function(
+            "() => document.querySelector('#custom_prompt_post_processing').value === 'strict'"
+        )
+        stack.wait_for_settings(lambda s: s["oai_settings"]["custom_prompt_post_processing"] == "strict")
+        message = regenerated(page, before)
+        assert message["mes"].startswith("Hello from the fake NanoGPT")
+        roles = [r for r in stack.fake.inference.records[-1].roles if r != "system"]
+        assert roles[0] == "user"
+        assert ("reply.role_error", "live") in journal_rules(stack)

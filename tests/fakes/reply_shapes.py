@@ -8,6 +8,8 @@ only while the request still has the problem a setting causes, the way a real mo
 - ``speaks_for_user``: a transcript label for the user after the reply while the prompt has two messages
   in a row from the same side (Prompt Post-Processing "None"); merged roles get a clean reply.
 - ``roles_must_alternate``: a provider's 400 while the roles after the system prompt do not alternate.
+- ``user_first_required``: a provider's 400 while the first message after the system prompt is not the
+  user's (ST's chats open with the character's greeting; only "Strict" puts a user message first).
 - ``empty_over_output_limit``: an empty reply while ``max_tokens`` is above the model's output limit.
 - ``cut_off_at_max_tokens``: a long reply cut at ``max_tokens`` words with ``finish_reason: "length"``.
 
@@ -58,6 +60,13 @@ def roles_must_alternate(record: InferenceRecord, reply: Reply) -> tuple[int, st
     if record.kind != "chat" or _alternates(record):
         return None
     return (400, "Conversation roles must alternate user/assistant/user/assistant/...")
+
+
+def user_first_required(record: InferenceRecord, reply: Reply) -> tuple[int, str] | None:
+    roles = [role for role in record.roles if role != "system"]
+    if record.kind != "chat" or not roles or roles[0] == "user":
+        return None
+    return (400, "The first non-system message must be from the user")
 
 
 def empty_over_output_limit(limit: int) -> Shape:
