@@ -145,6 +145,7 @@ export class ReplyNotices {
         if (!cause) return false; // no setting explains it here: say nothing rather than guess
         const host = await this.hostFor(mesId);
         if (!host) return false;
+        this.removeNotice(mesId); // ST may show one error in several toasts: one notice is enough
         this.render(host, { mesId, signature, key, cause, others: (data.causes ?? []).slice(1) });
         return true;
     }

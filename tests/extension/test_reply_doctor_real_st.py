@@ -246,6 +246,7 @@ def test_a_role_order_refusal_gets_strict_prompt_post_processing_and_a_reply(
     stack = versioned_stack
     stack.seed_user(oai={"custom_prompt_post_processing": "merge", "nanogpt_model": stack.unused_model()})
     expect_problems.expect("first non-system message must be from the user")
+    expect_problems.expect("Got response status 400")  # ST's own rejection of the failed generation
     with fake_replies(stack, shape=reply_shapes.user_first_required):
         page: STPage = st_page_for(stack, seed=False)
         connect_builtin(page)
