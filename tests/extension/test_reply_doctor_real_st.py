@@ -270,3 +270,45 @@ def test_a_role_order_refusal_gets_strict_prompt_post_processing_and_a_reply(
         roles = [r for r in stack.fake.inference.records[-1].roles if r != "system"]
         assert roles[0] == "user"
         assert ("reply.role_error", "live") in journal_rules(stack)
+        # The notice stays at the end of the chat with Undo: through the journal, back to the old mode.
+        notice.locator('button[data-act="undo"]').click()
+        page.page.wait_for_function(
+            "() => document.querySelector('#custom_prompt_post_processing').value === 'merge'"
+        )
+        stack.wait_for_settings(lambda s: s["oai_settings"]["custom_prompt_post_processing"] == "merge")
+
+
+def test_an_empty_reply_over_the_models_output_limit_gets_the_limit(
+    stack: RealStack, st_page_for: Any
+) -> None:
+    """The fake answers nothing while ``max_tokens`` is above the model's output limit."""
+    models = sorted(
+        (m["max_output_tokens"], m["id"])
+        for m in stack.fake.models
+        if m["id"] in set(stack.fake.ids("subscription"))
+        and ":" not in m["id"]
+        and 1000 <= (m.get("max_output_tokens") or 0) <= 8000
+        and (m.get("context_length") or 0) >= 64000
+    )
+    limit, model = models[0]
+    # The context leaves room for the doubled response length, or ST refuses to send at all.
+    oai = {"custom_prompt_post_processing": "merge", "nanogpt_model": model, "openai_max_tokens": limit * 2}
+    stack.seed_user(oai={**oai, "openai_max_context": 64000})
+    with fake_replies(stack, shape=reply_shapes.empty_over_output_limit(limit)):
+        page: STPage = st_page_for(stack, seed=False)
+        connect_builtin(page)
+        if page.js("() => SillyTavern.getContext().characterId") is None:
+            page.js("async () => { await SillyTavern.getContext().selectCharacterById(0); }")
+            page.page.wait_for_function("() => SillyTavern.getContext().chat.length > 0")
+        start = checked(page)
+        asked = len(stack.fake.inference.records)
+        page.page.fill("#send_textarea", "Hello?")
+        page.page.click("#send_but")
+        page.page.wait_for_selector(f'{NOTICE}[data-signature="empty_reply"]', timeout=30000)
+        assert stack.fake.inference.records[asked].body["max_tokens"] == limit * 2
+        notice = page.page.locator(f'{NOTICE}[data-signature="empty_reply"]')
+        assert notice.get_attribute("data-cause") == "over-output-limit"
+        assert checked(page) >= start + 1
+        notice.locator('button[data-act="fix"]').click()
+        page.page.wait_for_function(f"() => document.querySelector('#openai_max_tokens').value === '{limit}'")
+        stack.wait_for_settings(lambda s: s["oai_settings"]["openai_max_tokens"] == limit)
