@@ -47,6 +47,15 @@ def connect_custom(page: STPage) -> None:
     wait_online(page)
 
 
+def send_only(page: STPage, text: str) -> None:
+    """Send as a user does, without waiting for a reply (there may be none: a refusal, an empty one)."""
+    if page.js("() => SillyTavern.getContext().characterId") is None:
+        page.js("async () => { await SillyTavern.getContext().selectCharacterById(0); }")
+        page.page.wait_for_function("() => SillyTavern.getContext().chat.length > 0")
+    page.page.fill("#send_textarea", text)
+    page.page.click("#send_but")
+
+
 def checked(page: STPage) -> int:
     return int(page.js(CHECKED))
 
@@ -250,11 +259,7 @@ def test_a_role_order_refusal_gets_strict_prompt_post_processing_and_a_reply(
     with fake_replies(stack, shape=reply_shapes.user_first_required):
         page: STPage = st_page_for(stack, seed=False)
         connect_builtin(page)
-        if page.js("() => SillyTavern.getContext().characterId") is None:
-            page.js("async () => { await SillyTavern.getContext().selectCharacterById(0); }")
-            page.page.wait_for_function("() => SillyTavern.getContext().chat.length > 0")
-        page.page.fill("#send_textarea", "Hello?")
-        page.page.click("#send_but")
+        send_only(page, "Hello?")
         notice = page.page.locator(f'#chat > {NOTICE}[data-signature="role_error"]')
         notice.wait_for(timeout=30000)
         assert notice.get_attribute("data-cause") == "ppp-strict"
@@ -297,13 +302,9 @@ def test_an_empty_reply_over_the_models_output_limit_gets_the_limit(
     with fake_replies(stack, shape=reply_shapes.empty_over_output_limit(limit)):
         page: STPage = st_page_for(stack, seed=False)
         connect_builtin(page)
-        if page.js("() => SillyTavern.getContext().characterId") is None:
-            page.js("async () => { await SillyTavern.getContext().selectCharacterById(0); }")
-            page.page.wait_for_function("() => SillyTavern.getContext().chat.length > 0")
         start = checked(page)
         asked = len(stack.fake.inference.records)
-        page.page.fill("#send_textarea", "Hello?")
-        page.page.click("#send_but")
+        send_only(page, "Hello?")
         page.page.wait_for_selector(f'{NOTICE}[data-signature="empty_reply"]', timeout=30000)
         assert stack.fake.inference.records[asked].body["max_tokens"] == limit * 2
         notice = page.page.locator(f'{NOTICE}[data-signature="empty_reply"]')
