@@ -121,3 +121,10 @@ def test_tab_settings_override_the_file_only_for_known_keys() -> None:
     assert merged["power_user"]["reasoning"]["auto_parse"] is True
     assert "x" not in merged
     assert settings["oai_settings"]["custom_prompt_post_processing"] == "merge"  # the input is untouched
+
+
+def test_the_request_body_and_the_tab_settings_table_name_the_same_settings() -> None:
+    from nanogpt_companion.doctor.symptoms import INVOLVED_PATHS
+    from nanogpt_companion.web.bodies import InvolvedSettings
+
+    assert set(InvolvedSettings.model_fields) == set(INVOLVED_PATHS)

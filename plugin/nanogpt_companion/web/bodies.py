@@ -32,7 +32,20 @@ class AckRequest(Body):
     message: str = Field("", max_length=2000)
 
 
-Scalar = str | int | float | bool | None
+class InvolvedSettings(Body):
+    """The settings that decide a reply signature, as the tab has them now (doctor/symptoms.py
+    ``INVOLVED_PATHS`` says where each lives in settings.json)."""
+
+    main_api: str | None = Field(None, max_length=64)
+    chat_completion_source: str | None = Field(None, max_length=64)
+    custom_url: str | None = Field(None, max_length=2048)
+    custom_model: str | None = Field(None, max_length=512)
+    nanogpt_model: str | None = Field(None, max_length=512)
+    custom_prompt_post_processing: str | None = Field(None, max_length=64)
+    show_thoughts: bool | None = None
+    function_calling: bool | None = None
+    openai_max_tokens: int | None = Field(None, ge=0, le=10_000_000)
+    auto_parse: bool | None = None
 
 
 class SignatureRequest(Body):
@@ -44,7 +57,7 @@ class SignatureRequest(Body):
     ]
     evidence: str = Field("", max_length=40, pattern=r"^[a-z0-9_-]*$")
     message_id: int | None = Field(None, ge=0)
-    settings: dict[str, Scalar] = Field(default_factory=dict, max_length=20)
+    settings: InvolvedSettings = Field(default_factory=InvolvedSettings)
 
 
 class SignatureFixRequest(Body):

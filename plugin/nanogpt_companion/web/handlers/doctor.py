@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from nanogpt_companion.doctor.symptoms import INVOLVED_PATHS
 from nanogpt_companion.doctor_service import DoctorService
 from nanogpt_companion.web import keys
 from nanogpt_companion.web.bodies import (
@@ -99,10 +98,8 @@ async def report_signature(request: web.Request) -> web.Response:
     """A reply in the tab showed a formatting signature: count it, answer with its causes here."""
     user = request[keys.CURRENT_USER]
     body = await read_body(request, SignatureRequest)
-    unknown = sorted(set(body.settings) - set(INVOLVED_PATHS))
-    if unknown:
-        raise ApiError(400, "bad_request", f'Unknown setting in "settings": {unknown[0]}.')
-    answer = await _doctor(request).signature(user.handle, body.signature, body.evidence, body.settings)
+    involved = body.settings.model_dump(exclude_unset=True)
+    answer = await _doctor(request).signature(user.handle, body.signature, body.evidence, involved)
     answer["message_id"] = body.message_id
     return json_response(answer)
 
