@@ -1,14 +1,19 @@
-"""``python -m bench [--quick] [--only NAME ...]``: run every benchmark and write bench/RESULTS.md.
+"""``python -m bench [--quick] [--only NAME ...]``: run every benchmark, write bench/RESULTS.md and (for a
+full run) the README's Performance table.
 
 Each ``bench/<name>.py`` (except the helpers) runs as ``python -m bench.<name>`` in its own process, so
 one benchmark's memory or event loop cannot skew the next. Its last ``BENCH_JSON {...}`` line is the
 result; a benchmark that fails or prints none is listed as such in the report instead of being dropped.
+The machine's load average is recorded before and after each script: on a shared machine a busy run
+shows as such. The README table is built from the same results, so every figure it quotes is in
+RESULTS.md of the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,7 +25,15 @@ from bench.common import BENCH_MARK, machine
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 HELPERS = {"__init__", "__main__", "common"}
-ORDER = ("catalog", "doctor_latency", "load", "extension_render")
+ORDER = ("catalog", "wire", "realst_ui", "doctor_latency", "load", "extension_render")
+README = REPO / "README.md"
+README_START = "<!-- bench:performance:start -->"
+README_END = "<!-- bench:performance:end -->"
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
 
 
 def discover() -> list[str]:
@@ -28,13 +41,18 @@ def discover() -> list[str]:
     return sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 
-def run_one(name: str, quick: bool) -> tuple[dict[str, Any] | None, str, float]:
+Run = tuple[str, dict[str, Any] | None, str, float, tuple[str, str]]
+
+
+def run_one(name: str, quick: bool) -> tuple[dict[str, Any] | None, str, float, tuple[str, str]]:
     cmd = [sys.executable, "-m", f"bench.{name}"]
     if quick and "--quick" in (HERE / f"{name}.py").read_text(encoding="utf-8"):
         cmd.append("--quick")
+    load_before = load_average()
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - t0
+    load_after = load_average()
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr[-4000:])
     result = None
@@ -57,7 +75,7 @@ def run_one(name: str, quick: bool) -> tuple[dict[str, Any] | None, str, float]:
                     continue
                 break
     problem = "" if proc.returncode == 0 else f"exit status {proc.returncode}: {proc.stderr.strip()[-300:]}"
-    return result, problem, elapsed
+    return result, problem, elapsed, (load_before, load_after)
 
 
 def _fmt(value: Any) -> str:
@@ -68,7 +86,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def render(results: list[tuple[str, dict[str, Any] | None, str, float]], quick: bool) -> str:
+def render(results: list[Run], quick: bool) -> str:
     info = machine()
     lines = [
         "# Benchmark results",
@@ -79,11 +97,17 @@ def render(results: list[tuple[str, dict[str, Any] | None, str, float]], quick: 
         " Every baseline was measured in the same run on the same machine. Do not edit by hand.",
         "",
         f"**Machine:** {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM, Python {info['python']}"
-        f" ({info['platform']}); 1-minute load average at the end: {info['load_avg_1m']}",
+        f" ({info['platform']}). Load averages are 1 / 5 / 15 minutes; on {info['cores']} cores, a 1-minute"
+        " figure above about 1 means something else was competing for the CPU.",
         "",
     ]
-    for name, result, problem, elapsed in results:
-        lines += [f"## {name}", "", f"_ran in {elapsed:.0f} s_", ""]
+    for name, result, problem, elapsed, (load_before, load_after) in results:
+        lines += [
+            f"## {name}",
+            "",
+            f"_ran in {elapsed:.0f} s; load average at start {load_before}, at end {load_after}_",
+            "",
+        ]
         if result is None:
             lines += [f"**No result** ({problem or 'no BENCH_JSON line printed'}).", ""]
             continue
@@ -117,20 +141,117 @@ def render(results: list[tuple[str, dict[str, Any] | None, str, float]], quick: 
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _raw_rows(name: str, raw: dict[str, Any]) -> list[list[str]]:
+    """README rows for the benchmarks that print their own JSON shape instead of figures."""
+    if name == "doctor_latency" and "file_tuned" in raw:
+        target = f"median <= {raw['target_median_ms']:g} ms"
+        return [
+            [
+                "watch-to-fix latency, problem renamed into place -> fixed file on disk",
+                f"{raw['file_tuned']['median_ms']:g} ms median, {raw['file_tuned']['p95_ms']:g} ms p95"
+                f" (n={raw['file_tuned']['n']})",
+                f"watchfiles' default debounce: {raw['file_default_debounce']['median_ms']:g} ms median",
+                f"{target}: {'met' if raw['target_met'] else 'missed'}",
+            ],
+            [
+                "the same, live (`fix` SSE event received)",
+                f"{raw['live_tuned']['median_ms']:g} ms median",
+                "",
+                "",
+            ],
+            [
+                f"{raw['idle_cpu']['users']} users watched",
+                f"{raw['file_many_users']['median_ms']:g} ms median; idle CPU "
+                f"{raw['idle_cpu']['cpu_percent']:g} % over {raw['idle_cpu']['window_s']:g} s",
+                "",
+                "",
+            ],
+        ]
+    if name == "patch_5mb" and "patch_median_ms" in raw:
+        return [
+            [
+                f"patch a {raw['size_bytes'] / 1e6:.1f} MB settings.json (read, CAS, splice, fsync, rename)",
+                f"{raw['patch_median_ms']:g} ms median, {raw['patch_p95_ms']:g} ms p95",
+                f"`json.loads` + `json.dumps`, no I/O: {raw['baseline_loads_dumps_median_ms']:g} ms",
+                f"< {raw['target_ms']:g} ms: {'met' if raw['target_met'] else 'missed'}",
+            ]
+        ]
+    return []
+
+
+def readme_table(results: list[Run]) -> str:
+    """The README's Performance table, every row from this run's results."""
+    rows: list[list[str]] = []
+    for name, result, _problem, _elapsed, _load in results:
+        if result is None:
+            rows.append([f"`{name}`", "**no result** (see bench/RESULTS.md)", "", ""])
+            continue
+        figures = result.get("figures")
+        if isinstance(figures, list) and figures:
+            for f in figures:
+                base = ""
+                if f.get("baseline") is not None:
+                    base = f"{f.get('baseline_name', '')}: {_fmt(f['baseline'])} {f.get('unit', '')}"
+                    if isinstance(f.get("ratio"), int | float):
+                        base += f" (ratio {f['ratio']:.2f}x)"
+                met = {True: "met", False: "**missed**"}.get(f.get("met"), "")
+                target = f"{f.get('target', '')}: {met}" if f.get("target") else ""
+                rows.append(
+                    [f.get("name", ""), f"**{_fmt(f.get('value'))} {f.get('unit', '')}**", base, target]
+                )
+        else:
+            rows += _raw_rows(name, result.get("raw", result))
+    lines = ["| what | figure | baseline (same run) | target |", "| --- | --- | --- | --- |"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_readme(results: list[Run], readme: Path = README) -> bool:
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        print(f"{readme}: no {README_START} ... {README_END} block; README left as it is")
+        return False
+    info = machine()
+    loads = ", ".join(f"{n} {lb} -> {la}" for n, _r, _p, _e, (lb, la) in results)
+    block = "\n".join(
+        [
+            README_START,
+            f"Figures from the run of {time.strftime('%Y-%m-%d %H:%M %Z')} on {info['cpu']}, {info['cores']} "
+            f"cores, {info['ram_gb']} GB (load average 1/5/15 min at start -> end of each script: {loads}).",
+            "Generated by `python -m bench` with bench/RESULTS.md; do not edit by hand.",
+            "",
+            readme_table(results),
+            README_END,
+        ]
+    )
+    readme.write_text(text[:start] + block + text[end + len(README_END) :], encoding="utf-8")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs (a few seconds each)")
     parser.add_argument("--only", nargs="*", metavar="NAME", help="run only these benchmarks")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument(
+        "--readme",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rewrite the README's Performance table (default: on for a full run, off with --quick/--only)",
+    )
     args = parser.parse_args(argv)
     names = [n for n in discover() if not args.only or n in args.only]
-    results = []
+    results: list[Run] = []
     for name in names:
         print(f"== bench.{name}", flush=True)
         results.append((name, *run_one(name, args.quick)))
     args.output.write_text(render(results, args.quick), encoding="utf-8")
     print(f"wrote {args.output}")
-    return 0 if all(r is not None for _n, r, _p, _e in results) else 1
+    readme = args.readme if args.readme is not None else not (args.quick or args.only)
+    if readme and write_readme(results):
+        print(f"wrote the Performance table of {README}")
+    return 0 if all(r is not None for _n, r, _p, _e, _l in results) else 1
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from tests.fakes.nanogpt_upstream import FakeAccount, FakeNanoGPT
 from tests.fakes.service_fixtures import (
     RunningService,
     UpstreamThread,
@@ -34,6 +35,7 @@ from tests.fakes.service_fixtures import (
     start_fake_upstream,
     start_service,
 )
+from tests.fakes.st_fixtures import STInstall, UserSpec, build_st_install
 
 log = logging.getLogger(__name__)
 
@@ -134,27 +136,63 @@ class Stack:
         return self.service.token_for(handle)
 
 
+def user_key(index: int) -> str:
+    """The NanoGPT key of the ``index``-th user of a many-user stack (FAKE; the fake upstream knows it)."""
+    return f"sk-nano-FAKE-{700000000000 + index}"
+
+
+def build_many_users(base: Path, st_port: int, n_users: int) -> STInstall:
+    """``n_users`` ST users, each with their own key (one ST install shared by a household or a team)."""
+    users = {
+        f"user{i:02d}": UserSpec(
+            secrets={"api_key_nanogpt": [{"id": "k", "value": user_key(i), "label": "me", "active": True}]}
+        )
+        for i in range(n_users)
+    }
+    return build_st_install(base, users=users, port=st_port)
+
+
+def many_user_accounts(n_users: int) -> list[FakeAccount]:
+    """Every other user subscribes, the rest pay as they go: two distinct catalogues across the keys."""
+    return [FakeAccount(user_key(i), subscriber=i % 2 == 0) for i in range(n_users)]
+
+
 @contextlib.contextmanager
 def stack(
     *,
     latency: float = 0.0,
     n_models: int = 600,
+    n_users: int | None = None,
     pin_cpu: int | None = None,
     env: dict[str, str] | None = None,
+    watch: bool = False,
 ) -> Iterator[Stack]:
     """Fake upstream (background thread) + the real service as a subprocess over a temp ST install.
 
+    Without ``n_users`` the install has the two test users (``default-user`` subscriber, ``alice``
+    pay-as-you-go); with it, ``user00``.. each with their own key (see ``build_many_users``). ``watch``
+    runs the settings watcher as users run the service (off by default: most figures are about HTTP).
     ``pin_cpu`` runs the service under ``taskset -c N`` when taskset exists, so a one-core figure is one
     core and the load generator (this process) does not steal from it.
     """
     base = Path(tempfile.mkdtemp(prefix="nanogpt-bench-"))
-    upstream = start_fake_upstream(latency=latency, n_models=n_models)
+    if n_users is None:
+        upstream = start_fake_upstream(latency=latency, n_models=n_models)
+    else:
+        accounts = many_user_accounts(n_users)
+        upstream = start_fake_upstream(
+            lambda: FakeNanoGPT(latency=latency, n_models=n_models, accounts=accounts)
+        )
     service: RunningService | None = None
     try:
         st_port = free_port()
-        st = build_stack_install(base, st_port)
+        st = (
+            build_stack_install(base, st_port)
+            if n_users is None
+            else build_many_users(base, st_port, n_users)
+        )
         service = start_service(
-            st, upstream, base / "state", st_port=st_port, env=env, extra_args=["--no-watch"]
+            st, upstream, base / "state", st_port=st_port, env=env, extra_args=[] if watch else ["--no-watch"]
         )
         if pin_cpu is not None and shutil.which("taskset"):
             subprocess.run(
@@ -236,6 +274,8 @@ async def run_load(
     publish_every: float = 1.0,
     publish: Callable[[], Awaitable[float | None]] | None = None,
     min_events: int = 0,
+    extra_headers: dict[str, str] | None = None,
+    auto_decompress: bool = True,
 ) -> LoadResult:
     """Hold ``sse_clients`` event streams (for ``tokens[0]``) open while sending up to ``rate`` requests/s.
 
@@ -249,7 +289,9 @@ async def run_load(
     result = LoadResult()
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(base_url, connector=connector, timeout=timeout) as session:
+    async with aiohttp.ClientSession(
+        base_url, connector=connector, timeout=timeout, auto_decompress=auto_decompress
+    ) as session:
         sse_headers = {"Authorization": f"Bearer {tokens[0]}"}
         readies = [asyncio.Event() for _ in range(sse_clients)]
         result.events_received = [[] for _ in range(sse_clients)]
@@ -267,7 +309,7 @@ async def run_load(
             for i in range(sse_clients)
         ]
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30)
-        headers = [{"Authorization": f"Bearer {t}"} for t in tokens]
+        headers = [{"Authorization": f"Bearer {t}", **(extra_headers or {})} for t in tokens]
         slots = asyncio.Semaphore(concurrency)
         inflight: set[asyncio.Task[None]] = set()
 

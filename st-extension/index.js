@@ -3,6 +3,7 @@
 // through ServiceClient, and the views only render.
 
 import { AccountView } from './src/account-view.js';
+import { CatalogCache, ownerKey } from './src/catalog-cache.js';
 import { CatalogStore, CatalogView } from './src/catalog-view.js';
 import { DoctorView } from './src/doctor-view.js';
 import { EndpointSwitcher } from './src/endpoint-switcher.js';
@@ -16,11 +17,17 @@ import { StAdapter } from './src/st-adapter.js';
 const VERSION = '0.1.0';
 const ACCOUNT_REFRESH_AFTER_GENERATION_MS = 2500;
 const DOCTOR_RECHECK_MS = 1500; // ST saves settings with a 1 s debounce; the service re-reads after that.
+// The list projection (no descriptions: those load on demand) without router ids: what the views show.
+const CATALOG_PATH = '/api/catalog?fields=summary&include_routers=false';
 
 class CompanionApp {
     constructor() {
         this.adapter = new StAdapter(globalThis);
         this.store = new CatalogStore();
+        this.cache = CatalogCache.open(globalThis);
+        this.catalogOwner = null; // whose catalogue the store and the cache hold (service URL + token)
+        this.catalogEtag = null; // the validator of the catalogue in the store
+        this.cacheRead = Promise.resolve();
         this.endpointData = null;
         this.popupOpen = null;
     }
@@ -54,6 +61,7 @@ class CompanionApp {
             getRequestHeaders: () => adapter.ctx()?.getRequestHeaders?.() ?? {},
             onStatus: (s, d) => this.onStatus(s, d),
             onEvent: (n, d) => this.onEvent(n, d),
+            onBootstrap: (info) => this.onBootstrap(info),
         });
         this.account = new AccountView({ root, adapter });
         this.doctor = new DoctorView({ root, adapter, client: this.client, onChange: () => this.endpoints.render() });
@@ -167,18 +175,60 @@ class CompanionApp {
         }
     }
 
+    /** The token file was read: show this user's cached catalogue at once, before the service answers. */
+    onBootstrap(info) {
+        const owner = ownerKey(info.url, info.token);
+        if (owner === this.catalogOwner) return;
+        this.catalogOwner = owner;
+        this.catalogEtag = null;
+        this.cacheRead = this.cache.load(owner).then((rec) => {
+            // The service may have answered first, or another user's token arrived meanwhile.
+            if (!rec || owner !== this.catalogOwner || this.store.source === 'service') return;
+            this.catalogEtag = rec.etag;
+            this.showCatalog(rec.payload, 'cache');
+        });
+    }
+
+    /** Revalidate the catalogue (the browser's cache asks the service: a 304 while unchanged); keep the
+     * copy we show when its ETag is the same, else show and save the new one. */
     async loadCatalog() {
+        await this.cacheRead;
+        const owner = this.catalogOwner;
+        let answer;
+        let data = null;
         try {
-            this.store.set(await this.client.call('/api/catalog?include_routers=false'));
+            answer = await this.client.getCached(CATALOG_PATH);
+            const same = this.store.loaded && answer.etag !== null && answer.etag === this.catalogEtag;
+            if (!same) data = await answer.json();
         } catch (err) {
-            console.debug('[NanoGPT Companion] catalogue load failed', err?.code);
+            console.debug('[NanoGPT Companion] catalogue load failed', err?.code ?? err?.message);
             return;
         }
+        if (owner !== this.catalogOwner) return;
+        if (data === null) {
+            this.store.source = 'service'; // the saved copy is confirmed current
+            this.renderCatalogSummary();
+            return;
+        }
+        this.catalogEtag = answer.etag;
+        this.showCatalog(data, 'service');
+        if (answer.etag) this.cache.save(owner, answer.etag, data);
+    }
+
+    showCatalog(payload, source) {
+        this.store.set(payload, source);
         this.enricher.apply();
-        const summary = this.root.querySelector('#ngc_catalog_summary');
-        const when = this.store.fetchedAt ? new Date(this.store.fetchedAt * 1000).toLocaleString() : '—';
-        summary.textContent = `${this.store.models.length} ${this.adapter.t('models')} · ${this.adapter.t('synced')} ${when}${this.store.stale ? ` · ${this.adapter.t('stale')}` : ''}`;
+        this.renderCatalogSummary();
         this.catalogView?.render();
+    }
+
+    renderCatalogSummary() {
+        const t = (s) => this.adapter.t(s);
+        const when = this.store.fetchedAt ? new Date(this.store.fetchedAt * 1000).toLocaleString() : '—';
+        const notes = [this.store.stale ? t('stale') : '', this.store.source === 'cache' ? t('saved copy') : ''].filter(Boolean);
+        const summary = this.root.querySelector('#ngc_catalog_summary');
+        summary.textContent = `${this.store.models.length} ${t('models')} · ${t('updated')} ${when}${notes.map((n) => ` · ${n}`).join('')}`;
+        summary.dataset.source = this.store.source ?? '';
     }
 
     async ensureCatalog() {
@@ -215,6 +265,7 @@ class CompanionApp {
             initialSort: this.settings().catalog_sort,
             showVariants: this.settings().show_thinking_variants,
             onUse: (id, btn) => this.useModel(id, btn),
+            loadDetails: (id) => this.client.call(`/api/catalog/model?id=${encodeURIComponent(id)}`),
         });
         this.catalogView = view;
         const el = view.build();

@@ -71,6 +71,7 @@ class _UserState:
     retry_fp: str | None = None
     retry_at: float = 0.0
     last_attempt: float | None = None
+    failing: bool = False  # the last poll failed (logged once when it starts, once when it ends)
     inflight: asyncio.Task[AccountSnapshot] | None = None
     inflight_explicit: bool = False
     low_balance_id: str | None = None  # id of the current low-balance occurrence, None when re-armed
@@ -259,6 +260,9 @@ class AccountService:
             st.low_balance_id, st.quota_fired, st.last_mode = None, set(), None
         if st.rejected_fp == fp:
             log.info("NanoGPT accepted key %s for %s again", fp, user)
+        elif st.failing:
+            log.info("account poll for %s works again", user)
+        st.failing = False
         st.good_fp, st.rejected_fp, st.retry_fp, st.retry_at = fp, None, None, 0.0
         snapshot = AccountSnapshot(
             key_status="ok",
@@ -316,9 +320,18 @@ class AccountService:
         else:
             first = errors[0]
             if isinstance(first, NanoGPTError):
-                log.warning("account poll for %s failed: %s (%s)", user, first.code, first.message)
+                # Once when polls start failing (an outage), not once per poll until it ends.
+                log.log(
+                    logging.DEBUG if st.failing else logging.WARNING,
+                    "account poll for %s failed: %s (%s)%s",
+                    user,
+                    first.code,
+                    first.message,
+                    "" if st.failing else "; the last known values are shown meanwhile",
+                )
             else:
                 log.error("account poll for %s failed unexpectedly: %s", user, type(first).__name__)
+        st.failing = True
 
         previous = st.snapshot if st.good_fp == fp and st.snapshot_fp == fp else None
         kept_balance = balance if isinstance(balance, Balance) else (previous.balance if previous else None)

@@ -8,23 +8,35 @@ while ``subscription`` and ``paid`` are disjoint by definition.
 Freshness: NanoGPT serves the lists with ``s-maxage=300``; we never refresh a key faster than ``ttl``
 unless asked, serve stale data while revalidating in the background, and let concurrent callers share one
 upstream round (single flight).
+
+Offline: after a round that got no list at all, nothing goes upstream for that key until the next scheduled
+retry (``retry_interval``, the background loop's tick): requests in between get the cached failure (or the
+stale catalogue) at once instead of waiting on another round of connection attempts. Only an explicit
+refresh ("Sync now") tries sooner. The log says when lists start failing and when they come back, not
+every round in between.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-import orjson
-
+from nanogpt_companion.catalog_snapshot import (
+    DIFF_FIELDS,
+    CatalogDiff,
+    CatalogSnapshot,
+    EntryPool,
+    SortKey,
+    TierStatus,
+    diff_catalogues,
+    filter_entries,
+)
 from nanogpt_companion.domain import (
     CatalogEntry,
     ErrorInfo,
@@ -33,6 +45,7 @@ from nanogpt_companion.domain import (
     Tier,
 )
 from nanogpt_companion.keys import ResolvedKey
+from nanogpt_companion.memory import release_freed_memory
 from nanogpt_companion.nanogpt.client import ModelListResult, NanoGPTClient
 from nanogpt_companion.nanogpt.errors import (
     KeyRejectedError,
@@ -43,6 +56,20 @@ from nanogpt_companion.nanogpt.errors import (
 )
 from nanogpt_companion.nanogpt.redaction import KeyRedactor
 from nanogpt_companion.nanogpt.schemas import UpstreamModel
+
+__all__ = [
+    "DIFF_FIELDS",
+    "CatalogDiff",
+    "CatalogService",
+    "CatalogSnapshot",
+    "CatalogUnavailable",
+    "CatalogView",
+    "SortKey",
+    "TierStatus",
+    "diff_catalogues",
+    "filter_entries",
+    "merge_tiers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,41 +99,10 @@ _BARE_ID_VENDORS = (
     ("qwen", "qwen"),
     ("glm", "zai-org"),
 )
-DIFF_FIELDS: tuple[str, ...] = (
-    "pricing.prompt",
-    "pricing.completion",
-    "tiers",
-    "subscription.included",
-    "subscription.input_multiplier",
-    "context_length",
-)
-SortKey = Literal["name", "price", "context", "newest"]
 ANONYMOUS = ResolvedKey.none().fingerprint  # the slot of users without a key: no key is ever sent for it
 
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None  # not glibc (macOS, musl, Windows): nothing to do
-    return trim
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-async def release_freed_memory() -> None:
-    """Give the memory of a parsed refresh back to the OS.
-
-    A refresh parses a few MB of upstream JSON into short-lived objects; glibc keeps the freed pages
-    for reuse, so a service that idles for days between refreshes would sit on them. ``malloc_trim(0)``
-    (glibc only) returns what is free; it runs in a worker thread (ctypes releases the GIL) so the
-    event loop never waits for it. No ``gc.collect()``: parsed JSON holds no reference cycles, and a
-    full collection would stall every request for tens of milliseconds.
-    """
-    if _MALLOC_TRIM is not None:
-        await asyncio.to_thread(_MALLOC_TRIM, 0)
+ROUND_QUEUE_WAIT = 10.0  # seconds a refresh round waits for another key's before it runs alongside
 
 
 def vendor_of(model_id: str) -> str:
@@ -204,143 +200,6 @@ def merge_tiers(lists: dict[Tier, Sequence[UpstreamModel]]) -> list[CatalogEntry
     return [entries[k] for k in sorted(entries, key=str.lower)]
 
 
-def _field(entry: CatalogEntry, dotted: str) -> Any:
-    value: Any = entry
-    for part in dotted.split("."):
-        value = getattr(value, part)
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    return value
-
-
-@dataclass(frozen=True)
-class CatalogDiff:
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    changed: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.added or self.removed or self.changed)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"added": self.added, "removed": self.removed, "changed": self.changed}
-
-
-def diff_catalogues(old: Iterable[CatalogEntry], new: Iterable[CatalogEntry]) -> CatalogDiff:
-    before = {e.id: e for e in old}
-    after = {e.id: e for e in new}
-    changed: list[dict[str, Any]] = []
-    for model_id in sorted(before.keys() & after.keys(), key=str.lower):
-        fields = {}
-        for name in DIFF_FIELDS:
-            a, b = _field(before[model_id], name), _field(after[model_id], name)
-            if a != b:
-                fields[name] = [a, b]
-        if fields:
-            changed.append({"id": model_id, "fields": fields})
-    return CatalogDiff(
-        added=sorted(after.keys() - before.keys(), key=str.lower),
-        removed=sorted(before.keys() - after.keys(), key=str.lower),
-        changed=changed,
-    )
-
-
-@dataclass(frozen=True)
-class TierStatus:
-    ok: bool
-    count: int
-    error: ErrorInfo | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "count": self.count, "error": self.error.model_dump() if self.error else None}
-
-
-class CatalogSnapshot:
-    """An immutable catalogue with each entry serialised once, so requests only join bytes."""
-
-    def __init__(self, entries: list[CatalogEntry], fetched_at: float, tiers: dict[str, TierStatus]) -> None:
-        self.entries = entries
-        self.by_id = {e.id: e for e in entries}
-        self.fetched_at = fetched_at
-        self.tiers = tiers
-        self._index = {e.id: i for i, e in enumerate(entries)}
-        # One buffer for the whole list plus each entry's span in it. (Keeping orjson's per-entry bytes
-        # would cost several times their size: each carries its over-allocated output buffer.)
-        parts = [orjson.dumps(e.model_dump(mode="json")) for e in entries]
-        spans: list[tuple[int, int]] = []
-        offset = 1
-        for part in parts:
-            spans.append((offset, offset + len(part)))
-            offset += len(part) + 1
-        self.all_models_json = b"[" + b",".join(parts) + b"]"
-        self._spans = spans
-        self._view = memoryview(self.all_models_json)
-        self._bodies: dict[bytes, bytes] = {}
-
-    def full_body(self, meta_json: bytes) -> bytes:
-        """The unfiltered ``/api/catalog`` answer for this metadata, built once and then reused: the
-        common request (the extension's load) costs no 800 KB copy, only a dict lookup."""
-        body = self._bodies.get(meta_json)
-        if body is None:
-            if len(self._bodies) >= 8:  # meta only varies by stale/error; keep the few combinations
-                self._bodies.clear()
-            body = self._bodies[meta_json] = b'{"models":' + self.all_models_json + b"," + meta_json[1:]
-        return body
-
-    def entry_json(self, index: int) -> memoryview:
-        start, end = self._spans[index]
-        return self._view[start:end]
-
-    def models_json(self, entries: Sequence[CatalogEntry]) -> bytes:
-        if entries is self.entries:
-            return self.all_models_json
-        return b"[" + b",".join(self.entry_json(self._index[e.id]) for e in entries) + b"]"
-
-    def to_store(self) -> bytes:
-        tiers = {k: v.as_json() for k, v in self.tiers.items()}
-        return b'{"tiers":' + orjson.dumps(tiers) + b',"models":' + self.all_models_json + b"}"
-
-    @classmethod
-    def from_store(cls, fetched_at: float, payload: bytes) -> CatalogSnapshot:
-        raw = orjson.loads(payload)
-        entries = [CatalogEntry.model_validate(item) for item in raw["models"]]
-        tiers = {
-            k: TierStatus(v["ok"], v["count"], ErrorInfo(**v["error"]) if v.get("error") else None)
-            for k, v in raw.get("tiers", {}).items()
-        }
-        return cls(entries, fetched_at, tiers)
-
-
-def filter_entries(
-    entries: Sequence[CatalogEntry],
-    *,
-    tier: Tier | None = None,
-    query: str | None = None,
-    capabilities: Sequence[str] = (),
-    sort: SortKey = "name",
-    include_routers: bool = True,
-) -> Sequence[CatalogEntry]:
-    if tier is None and not query and not capabilities and sort == "name" and include_routers:
-        return entries  # the common case keeps the identity so the pre-joined bytes are reused
-    needle = (query or "").strip().lower()
-    out = [
-        e
-        for e in entries
-        if (tier is None or tier in e.tiers)
-        and (not needle or needle in e.id.lower() or needle in e.name.lower() or needle in e.vendor)
-        and all(e.capabilities.get(cap) is True for cap in capabilities)
-        and (include_routers or not e.is_router)
-    ]
-    if sort == "price":
-        out.sort(key=lambda e: (e.pricing.prompt is None, e.pricing.prompt or 0.0, e.id.lower()))
-    elif sort == "context":
-        out.sort(key=lambda e: (-(e.context_length or -1), e.id.lower()))
-    elif sort == "newest":
-        out.sort(key=lambda e: (-(e.created or 0), e.id.lower()))
-    return out
-
-
 @dataclass(frozen=True)
 class CatalogView:
     """What a caller gets: a snapshot plus whether it is stale and why."""
@@ -354,8 +213,14 @@ class CatalogView:
 class _Slot:
     key: ResolvedKey
     snapshot: CatalogSnapshot | None = None
+    # When NanoGPT last confirmed the snapshot: a refresh that finds the same catalogue keeps the snapshot
+    # (and its fetched_at, so clients' ETags stay valid) and only moves this.
+    checked_at: float = 0.0
     refreshing: asyncio.Task[tuple[CatalogSnapshot, CatalogDiff]] | None = None
     last_error: ErrorInfo | None = None
+    failure: NanoGPTError | None = None  # why the last round got no list at all (re-raised until retry_at)
+    retry_at: float = 0.0  # after such a round: no automatic upstream attempt before this time
+    failure_reached: bool = False  # that failure came from NanoGPT itself (not an unreachable NanoGPT)
     not_before: float = 0.0
     last_used: float = 0.0
     loaded_from_store: bool = False
@@ -395,15 +260,23 @@ class CatalogService:
         ttl: float = 300.0,
         clock: Callable[[], float] = time.time,
         on_refresh: OnRefresh | None = None,
+        retry_interval: float | None = None,
     ) -> None:
         self._client = client
         self._store = store
         self._ttl = ttl
+        # The background loop wakes this often; a failed key is retried on its next tick, not by requests.
+        self._tick = min(ttl, 60.0)
+        self._retry_interval = self._tick if retry_interval is None else retry_interval
         self._clock = clock
         self._on_refresh = on_refresh
         self._slots: dict[str, _Slot] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._upstream: tuple[bool, float] | None = None
+        self._pool = EntryPool()  # entries shared by every key's snapshot
+        # One refresh round at a time (see _do_refresh); a round that waited this long goes anyway.
+        self._round = asyncio.Lock()
+        self._round_queue_wait = ROUND_QUEUE_WAIT
 
     def _slot(self, key: ResolvedKey) -> _Slot:
         slot = self._slots.get(key.fingerprint)
@@ -421,13 +294,15 @@ class CatalogService:
             await self._load_from_store(slot)
         now = self._clock()
         if slot.snapshot is None:
+            if slot.failure is not None and now < slot.retry_at and slot.refreshing is None:
+                raise CatalogUnavailable(slot.failure)  # offline: the cached failure until the next retry
             try:
                 snapshot, _ = await self._refresh_shared(slot)
             except NanoGPTError as exc:
                 raise CatalogUnavailable(exc) from exc
             return CatalogView(snapshot, stale=False, error=None)
-        expired = now - slot.snapshot.fetched_at >= self._ttl
-        if expired and slot.refreshing is None and now >= slot.not_before:
+        expired = now - slot.checked_at >= self._ttl
+        if expired and slot.refreshing is None and now >= max(slot.not_before, slot.retry_at):
             self._start_background(slot)
         return CatalogView(slot.snapshot, stale=expired or slot.last_error is not None, error=slot.last_error)
 
@@ -486,7 +361,7 @@ class CatalogService:
         removed while nothing watched the files is not refreshed again.
         """
         while True:
-            await asyncio.sleep(min(self._ttl, 60.0))
+            await asyncio.sleep(self._tick)
             if active_keys is not None:
                 try:
                     self.retain(await active_keys())
@@ -497,8 +372,9 @@ class CatalogService:
             for slot in list(self._slots.values()):
                 if slot.dropped:
                     continue  # dropped by a key change while this round was running
-                due = slot.snapshot is None or now - slot.snapshot.fetched_at >= self._ttl
-                if due and now - slot.last_used <= active_within and now >= slot.not_before:
+                due = slot.snapshot is None or now - slot.checked_at >= self._ttl
+                ready = now >= max(slot.not_before, slot.retry_at)
+                if due and now - slot.last_used <= active_within and ready:
                     with contextlib.suppress(NanoGPTError):
                         await self._refresh_shared(slot)
 
@@ -534,7 +410,23 @@ class CatalogService:
         return await self._client.models(tier, api_key=key.reveal(), redact=(slot_key.reveal(),))
 
     async def _do_refresh(self, slot: _Slot) -> tuple[CatalogSnapshot, CatalogDiff]:
+        """One key's round, one round at a time: each holds its parsed upstream lists (a few MB of small
+        objects) until it merges them, and ten keys refreshing together (ten ST users at start-up) left
+        ~7 MB of freed-but-pinned heap behind for good. A round that waited ``ROUND_QUEUE_WAIT`` for a
+        slow one (a hanging NanoGPT list) starts anyway: latency beats memory."""
+        try:
+            await asyncio.wait_for(self._round.acquire(), self._round_queue_wait)
+        except TimeoutError:
+            log.debug("catalogue round for %s starts alongside a slow one", slot.key.fingerprint)
+            return await self._do_refresh_locked(slot)
+        try:
+            return await self._do_refresh_locked(slot)
+        finally:
+            self._round.release()
+
+    async def _do_refresh_locked(self, slot: _Slot) -> tuple[CatalogSnapshot, CatalogDiff]:
         was_failing = slot.last_error is not None
+        started = self._clock()
         key = ResolvedKey.none() if slot.key_rejected else slot.key
         tiers = [Tier.V1, Tier.SUBSCRIPTION, Tier.PAID] + ([Tier.PERSONALIZED] if key.present else [])
         results = await asyncio.gather(
@@ -555,21 +447,26 @@ class CatalogService:
                 status[tier.value] = TierStatus(False, 0, ErrorInfo(code=result.code, message=str(result)))
             elif isinstance(result, BaseException):
                 raise result
-        if errors:
-            # One line per round; a warning only when the failure starts, so a service left running
-            # through a long outage does not fill its log.
-            failed = [name for name, st in status.items() if not st.ok]
-            log.log(
-                logging.INFO if was_failing else logging.WARNING,
-                "could not fetch NanoGPT's %s model list%s: %s",
-                ", ".join(failed),
-                "s" if len(failed) > 1 else "",
-                errors[0],
-            )
         reached = len(errors) < len(tiers) or any(
             not isinstance(e, UpstreamUnavailableError | MalformedResponseError) for e in errors
         )
+        was_reachable = self._upstream is None or self._upstream[0]
         self._upstream = (reached, self._clock())
+        if errors:
+            # Said when it starts, not every round until it ends: an unreachable NanoGPT once for the whole
+            # service (every key fails alike), a failure NanoGPT reported once per key. The rounds that keep
+            # failing are logged at DEBUG only.
+            starts = was_reachable if not reached else not was_failing
+            failed = [name for name, st in status.items() if not st.ok]
+            got_none = not any(t in lists for t in (Tier.V1, Tier.SUBSCRIPTION, Tier.PAID))
+            log.log(
+                logging.WARNING if starts else logging.DEBUG,
+                "could not fetch NanoGPT's %s model list%s: %s%s",
+                ", ".join(failed),
+                "s" if len(failed) > 1 else "",
+                errors[0],
+                f" (retrying every {self._retry_interval:.0f} s)" if starts and got_none else "",
+            )
         if any(isinstance(e, KeyRejectedError) for e in errors):
             slot.key_rejected = True
             log.warning("NanoGPT rejected the key; model lists are fetched without it until it changes")
@@ -580,7 +477,10 @@ class CatalogService:
         if not any(t in lists for t in (Tier.V1, Tier.SUBSCRIPTION, Tier.PAID)):
             error = errors[0]
             slot.last_error = ErrorInfo(code=error.code, message=str(error))
+            slot.failure, slot.retry_at = error, started + self._retry_interval
+            slot.failure_reached = reached
             raise error
+        slot.failure, slot.retry_at = None, 0.0
         if previous is not None:
             # A tier that failed this round keeps its memberships from the last good round, so a passing
             # fault does not flip every model's SUB badge.
@@ -590,24 +490,48 @@ class CatalogService:
         now = self._clock()
         # Merging, then serialising, ~600 entries: each step is ~10 ms of CPU; let waiting requests in
         # between them rather than stalling the loop for the whole build.
-        entries = merge_tiers(lists)
+        serialised = self._pool.serialise(merge_tiers(lists))
+        # The parsed upstream lists (a few MB of short-lived objects) go before the snapshot's long-lived
+        # entries are made, so those do not end up scattered over the freed pages, pinning them.
+        del lists, results, result
         await asyncio.sleep(0)
-        snapshot = CatalogSnapshot(entries, now, status)
+        snapshot = CatalogSnapshot(self._pool.adopt(serialised), now, status)
         await asyncio.sleep(0)
-        diff = diff_catalogues(previous.entries if previous else [], entries)
-        slot.snapshot = snapshot
+        slot.checked_at = now
         slot.last_error = ErrorInfo(code=errors[0].code, message=str(errors[0])) if errors else None
+        # A refresh that changed nothing is a heartbeat: DEBUG. The first list, a change, the end of an
+        # outage (once for the service) or of this key's own failures: INFO.
+        back_online = not was_reachable and reached
+        recovered = was_failing and not errors and (back_online or slot.failure_reached)
+        slot.failure_reached = False
+        news = "NanoGPT answers again; " if back_online else ""
+        if previous is not None and snapshot.same_content(previous):
+            # Nothing changed: keep the snapshot the clients have (same bytes, same ETags, no store write).
+            await release_freed_memory()
+            log.log(
+                logging.INFO if recovered else logging.DEBUG,
+                "%scatalogue checked: %d models, unchanged",
+                news,
+                len(previous.entries),
+            )
+            return previous, CatalogDiff()
+        diff = diff_catalogues(previous.entries if previous else [], snapshot.entries)
+        slot.snapshot = snapshot
+        self._pool.retain(s.snapshot for s in self._slots.values() if s.snapshot is not None)
         if self._store is not None:
             try:
-                await self._store.save_catalog_snapshot(slot.key.fingerprint, now, snapshot.to_store())
+                payload = await asyncio.to_thread(snapshot.to_store)
+                await self._store.save_catalog_snapshot(slot.key.fingerprint, now, payload)
             except Exception:
                 log.exception("could not save the catalogue snapshot")
         if self._on_refresh is not None and (previous is None or not diff.empty):
             self._on_refresh(slot.key.fingerprint, snapshot, diff)
         await release_freed_memory()
-        log.info(
-            "catalogue refreshed: %d models (%s)",
-            len(entries),
+        log.log(
+            logging.INFO if previous is None or not diff.empty or recovered else logging.DEBUG,
+            "%scatalogue refreshed: %d models (%s)",
+            news,
+            len(snapshot.entries),
             ", ".join(f"{k}={v.count if v.ok else 'error'}" for k, v in status.items()),
         )
         return snapshot, diff
@@ -619,18 +543,17 @@ class CatalogService:
             saved = await self._store.last_catalog_snapshot(slot.key.fingerprint)
             if saved is not None:
                 # Saved by an older version, perhaps before every field was redacted: redact again.
-                stored = CatalogSnapshot.from_store(*saved)
-                redacted = KeyRedactor([slot.key.reveal()]).value(stored.entries)
-                if redacted is not stored.entries:
-                    stored = CatalogSnapshot(redacted, stored.fetched_at, stored.tiers)
-                slot.snapshot = stored
+                slot.snapshot = CatalogSnapshot.from_store(
+                    *saved, pool=self._pool, redact=KeyRedactor([slot.key.reveal()]).value
+                )
+                slot.checked_at = slot.snapshot.fetched_at
                 log.info("loaded a cached catalogue of %d models", len(slot.snapshot.entries))
         except Exception:
             log.warning("ignoring an unreadable cached catalogue snapshot", exc_info=True)
 
 
 def _carry_over(previous: CatalogSnapshot, tier: Tier) -> list[UpstreamModel]:
-    return [_upstream_from_entry(e) for e in previous.entries if tier in e.tiers]
+    return [_upstream_from_entry(e.entry()) for e in previous.entries if tier in e.tiers]
 
 
 def _upstream_from_entry(entry: CatalogEntry) -> UpstreamModel:

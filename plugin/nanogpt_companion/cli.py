@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,11 +25,21 @@ from nanogpt_companion.config import DEFAULT_PORT, Settings, load_settings
 
 log = logging.getLogger("nanogpt_companion")
 
+# doctor: some checks could not run (NanoGPT unreachable) and nothing else needs attention. 1 stays "problems
+# found", 2 "cannot run at all", so scripts can tell "all clear" from "not fully checked".
+EXIT_INCOMPLETE = 3
+
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--sillytavern", type=Path, metavar="DIR", help="SillyTavern install directory")
-    where.add_argument("--data-root", type=Path, metavar="DIR", help="SillyTavern data root (instead of DIR)")
+    where.add_argument(
+        "--data-root",
+        type=Path,
+        metavar="DIR",
+        help="SillyTavern's data folder, the one holding a folder per user (instead of --sillytavern; "
+        "by default it is dataRoot from the SillyTavern folder's config.yaml)",
+    )
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
     parser.add_argument(
         "--upstream", metavar="URL", help="NanoGPT API base (default https://nano-gpt.com/api)"
@@ -140,17 +151,28 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     )
 
 
-def _configure_logging(level: str, log_file: Path | None = None) -> None:
+def _configure_logging(
+    level: str, log_file: Path | None = None, *, reported_by_command: Sequence[str] = ()
+) -> None:
+    """Log to stderr (or ``log_file``). Below DEBUG, other libraries' routine INFO (watchfiles announces
+    every batch of file changes it sees, i.e. every ST save) is not ours to repeat. ``reported_by_command``:
+    loggers whose warnings a one-shot command reports itself (as ``error:``/``note:``), so they are not
+    said twice."""
+    numeric = getattr(logging, level.upper(), logging.INFO)
     handler: logging.Handler = (
         logging.FileHandler(log_file, encoding="utf-8") if log_file else logging.StreamHandler(sys.stderr)
     )
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=numeric,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S" if log_file else "%H:%M:%S",
         handlers=[handler],
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if numeric > logging.DEBUG:
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)
+        for name in reported_by_command:
+            logging.getLogger(name).setLevel(logging.ERROR)
     from nanogpt_companion.web.logs import install_log_filters  # noqa: PLC0415 - keep `--help` fast
 
     install_log_filters()
@@ -184,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web  # noqa: PLC0415 - keep `--help` and the other commands fast
 
+    from nanogpt_companion.memory import use_one_malloc_arena  # noqa: PLC0415
     from nanogpt_companion.web.app import init_app  # noqa: PLC0415
 
     settings = _settings(
@@ -213,6 +236,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 1
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    use_one_malloc_arena()  # before any worker thread: see memory.py (idle RSS)
     app = init_app(settings)
     log.info("NanoGPT Companion %s on %s (upstream %s)", __version__, settings.public_url, settings.upstream)
     web.run_app(
@@ -255,6 +279,7 @@ async def _offline_services(settings: Settings, *, offline: bool = False) -> Asy
                 state_dir=settings.state_dir,
                 public_url=settings.public_url,
                 config_key=settings.api_key.get_secret_value() if settings.api_key else None,
+                write_token_files=False,  # only `serve` writes them: this command only reads
             )
             users.refresh()
             bus = EventBus()
@@ -279,22 +304,74 @@ async def _offline_services(settings: Settings, *, offline: bool = False) -> Asy
             await store.close()
 
 
-async def _service_running(settings: Settings) -> bool:
+async def _service_running(url: str) -> bool:
     try:
         async with (
             aiohttp.ClientSession() as session,
-            session.get(
-                f"http://127.0.0.1:{settings.port}/health", timeout=aiohttp.ClientTimeout(total=1)
-            ) as response,
+            session.get(f"{url}/health", timeout=aiohttp.ClientTimeout(total=1)) as response,
         ):
             return response.status == 200
     except (aiohttp.ClientError, TimeoutError):
         return False
 
 
+def _running_service_url(settings: Settings, users: Any) -> str:
+    """Where a running service listens: the URL it wrote into the users' token files (it may run on
+    another port than this command's settings say), else the configured one."""
+    from nanogpt_companion.sillytavern.tokenfile import read_service_url  # noqa: PLC0415
+
+    for handle in users.handles():
+        user = users.get(handle)
+        url = read_service_url(user.paths) if user is not None and user.paths is not None else None
+        if url:
+            return url
+    return settings.public_url
+
+
+async def _catalogue_gaps(
+    services: dict[str, Any], handles: Sequence[str], *, offline: bool
+) -> dict[str, str]:
+    """Per user, why the checks that need NanoGPT's model list cannot run (no entry: they can).
+
+    Fetched here, before the doctor looks, so the doctor finds the catalogue in memory and the command can
+    say plainly which checks were skipped instead of reporting "no problems" for checks that never ran.
+    """
+    from nanogpt_companion.catalog import CatalogUnavailable  # noqa: PLC0415
+    from nanogpt_companion.nanogpt.errors import NanoGPTError  # noqa: PLC0415
+
+    catalog, users = services["catalog"], services["users"]
+    gaps: dict[str, str] = {}
+    said: set[str] = set()
+    for handle in handles:
+        key = await users.key_for(handle)
+        if offline:
+            if await catalog.stored(key) is None:
+                gaps[handle] = "--offline, and no catalogue was saved by an earlier run"
+            continue
+        try:
+            view = await catalog.get(key)
+        except CatalogUnavailable as exc:
+            gaps[handle] = f"NanoGPT's model list could not be fetched: {exc}"
+            continue
+        if view.stale:
+            # A catalogue saved by an earlier run: try for a current one, but one from the store beats none.
+            try:
+                await catalog.refresh(key)
+            except NanoGPTError as exc:
+                saved = time.strftime("%Y-%m-%d %H:%M", time.localtime(view.snapshot.fetched_at))
+                note = f"note: {exc} Checked against NanoGPT's model list as saved on {saved}."
+                if note not in said:
+                    said.add(note)
+                    print(note, file=sys.stderr)
+    return gaps
+
+
 async def _doctor(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    _configure_logging(settings.log_level if args.log_level else "WARNING")
+    _configure_logging(
+        settings.log_level if args.log_level else "WARNING",
+        reported_by_command=() if args.log_level else ("nanogpt_companion.catalog",),
+    )
     if settings.sillytavern is None and settings.data_root is None:
         print("error: give --sillytavern DIR (or --data-root DIR)", file=sys.stderr)
         return 2
@@ -303,7 +380,6 @@ async def _doctor(args: argparse.Namespace) -> int:
         raise ValueError(f"SillyTavern directory not found: {settings.sillytavern}")
     if settings.data_root is not None and not settings.data_root.is_dir():
         raise ValueError(f"SillyTavern data root not found: {settings.data_root}")
-    running = args.fix and await _service_running(settings)
     async with _offline_services(settings, offline=args.offline) as services:
         users, doctor = services["users"], services["doctor"]
         handles = [args.user] if args.user else users.handles()
@@ -313,16 +389,27 @@ async def _doctor(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+        service_url = _running_service_url(settings, users)
+        running = args.fix and await _service_running(service_url)
+        gaps = await _catalogue_gaps(services, handles, offline=args.offline)
         reports: dict[str, Any] = {}
         for handle in handles:
             await doctor.check_user(handle, act=False)
-            if args.fix and running:
+            token = users.get(handle).token
+            if args.fix and running and token:
                 print(
                     f"note: the companion service is running; fixing {handle} through it so an open ST tab "
                     "gets the fix live instead of having it overwritten.",
                     file=sys.stderr,
                 )
-                reports[handle] = {"results": await _fix_via_service(settings, users, handle)}
+                reports[handle] = {"results": await _fix_via_service(service_url, token)}
+            elif args.fix and running:
+                print(
+                    f"error: the companion service at {service_url} runs but has not written {handle}'s "
+                    "token file yet; try again in a few seconds.",
+                    file=sys.stderr,
+                )
+                return 2
             elif args.fix:
                 print(
                     f"warning: fixing {handle}'s files directly. If a SillyTavern tab is open for {handle}, "
@@ -330,21 +417,36 @@ async def _doctor(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 reports[handle] = {"results": [r.as_json() for r in await doctor.apply(handle, None)]}
-            reports[handle] = {**(await doctor.report(handle)), **reports.get(handle, {})}
+            reports[handle] = {
+                **(await doctor.report(handle)),
+                **reports.get(handle, {}),
+                "skipped": _skipped(gaps.get(handle)),
+            }
     if args.json:
         sys.stdout.write(orjson.dumps(reports, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         _print_doctor(reports)
     has_problems = any(f["severity"] != "info" for r in reports.values() for f in r["findings"])
-    return 1 if has_problems and not args.fix else 0
+    if has_problems and not args.fix:
+        return 1
+    # Checks that could not run are not "no problems": unless --offline asked for exactly that, say so.
+    incomplete = not args.offline and any(r["skipped"] for r in reports.values() if not r.get("error"))
+    return EXIT_INCOMPLETE if incomplete else 0
 
 
-async def _fix_via_service(settings: Settings, users: Any, handle: str) -> list[dict[str, Any]]:
-    token = users.get(handle).token
+def _skipped(reason: str | None) -> dict[str, Any] | None:
+    from nanogpt_companion.doctor.rules.meta import RULE_META, RULE_ORDER  # noqa: PLC0415
+
+    if reason is None:
+        return None
+    return {"rules": [r for r in RULE_ORDER if RULE_META[r].needs_catalogue], "reason": reason}
+
+
+async def _fix_via_service(url: str, token: str) -> list[dict[str, Any]]:
     async with (
         aiohttp.ClientSession() as session,
         session.post(
-            f"http://127.0.0.1:{settings.port}/api/doctor/fix",
+            f"{url}/api/doctor/fix",
             json={"all": True},
             headers={"Authorization": f"Bearer {token}"},
         ) as response,
@@ -360,8 +462,9 @@ def _print_doctor(reports: dict[str, Any]) -> None:
         print(f"== {handle} (SillyTavern {version})")
         if report.get("error"):
             print(f"   could not check: {report['error']['message']}")
+        skipped = report.get("skipped")
         if not report["findings"] and not report.get("error"):
-            print("   no problems found")
+            print("   no problems found" + (" by the checks that ran" if skipped else ""))
         for finding in report["findings"]:
             fix = "fixable" if finding["fixable"] else "advice"
             print(
@@ -375,6 +478,13 @@ def _print_doctor(reports: dict[str, Any]) -> None:
                 print(f"       fix: {finding['change']}{cost}")
         for result in report.get("results", []):
             print(f"   -> {result['id']}: {result['status']} - {result['message']}")
+        if skipped and not report.get("error"):
+            note = (
+                f"skipped {len(skipped['rules'])} checks that need NanoGPT's model list "
+                f"({', '.join(skipped['rules'])}): {skipped['reason']}"
+            )
+            for line in textwrap.wrap(note, 95):
+                print(f"   {line}")
 
 
 async def _catalog(args: argparse.Namespace) -> int:
@@ -382,7 +492,10 @@ async def _catalog(args: argparse.Namespace) -> int:
     from nanogpt_companion.domain import Tier  # noqa: PLC0415
 
     settings = _settings(args)
-    _configure_logging(settings.log_level if args.log_level else "WARNING")
+    _configure_logging(
+        settings.log_level if args.log_level else "WARNING",
+        reported_by_command=() if args.log_level else ("nanogpt_companion.catalog",),
+    )
     async with _offline_services(settings) as services:
         users = services["users"]
         handle = users.handles()[0] if users.handles() else "_local"
@@ -399,11 +512,11 @@ async def _catalog(args: argparse.Namespace) -> int:
         return 0
     for e in entries:
         price = (
-            f"${e.pricing.prompt:.2f}/${e.pricing.completion:.2f}"
-            if e.pricing.prompt is not None and e.pricing.completion is not None
+            f"${e.prompt:.2f}/${e.completion:.2f}"
+            if e.prompt is not None and e.completion is not None
             else "?"
         )
-        sub = "SUB" if e.subscription.included else "   "
+        sub = "SUB" if e.included else "   "
         ctx = f"{e.context_length // 1000}k" if e.context_length else "?"
         print(f"{sub} {e.id:<60} {price:>18} {ctx:>7}")
     print(f"{len(entries)} of {len(view.snapshot.entries)} models" + (" (stale)" if view.stale else ""))

@@ -1,40 +1,78 @@
-"""The service's configuration: one pydantic-settings model.
+"""The service's configuration: one pydantic model, filled from flags, the environment and a TOML file.
 
-Precedence is command-line flags > environment (``NANOGPT_COMPANION_*``, plus the conventional
-``NANOGPT_API_KEY``) > a TOML file (``--config``) > defaults. Flags arrive as init arguments, so
-pydantic-settings' own source order gives exactly that.
+Precedence is command-line flags > environment (``NANOGPT_COMPANION_*``, any letter case, plus the
+conventional ``NANOGPT_API_KEY``) > a TOML file (``--config``) > defaults. Constructing ``Settings``
+reads the environment under the given values, as a settings class should.
+
+Why not pydantic-settings: it imports ~4 MB of code a sidecar never runs (dotenv, cloud secret stores,
+a CLI parser, zipfile, importlib.metadata) for what is three dictionaries merged below.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from platformdirs import user_data_path
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 DEFAULT_PORT = 8719
 DEFAULT_UPSTREAM = "https://nano-gpt.com/api"
+APP_DIR_NAME = "nanogpt-companion"
+ENV_PREFIX = "NANOGPT_COMPANION_"
+# The key's environment names, first found wins (NANOGPT_API_KEY is the one NanoGPT's docs use).
+KEY_ENV_NAMES = ("NANOGPT_API_KEY", "NANOGPT_COMPANION_API_KEY")
 PolicyValue = Literal["auto", "ask", "off"]
 
 
+def user_data_dir(app: str = APP_DIR_NAME) -> Path:
+    """The platform's per-user data directory for ``app`` (what platformdirs' ``user_data_dir`` gives,
+    without roaming or app-author folders): XDG on Linux and the BSDs, Application Support on macOS,
+    LOCALAPPDATA on Windows."""
+    home = Path.home()
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
+        return Path(base) / app
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / app
+    xdg = os.environ.get("XDG_DATA_HOME", "").strip()
+    return (Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".local" / "share") / app
+
+
 def default_state_dir() -> Path:
-    return user_data_path("nanogpt-companion", appauthor=False)
+    return user_data_dir()
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="NANOGPT_COMPANION_",
-        extra="forbid",
-        validate_default=True,
-    )
+def environment_values(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings the environment gives: ``NANOGPT_COMPANION_<FIELD>`` in any letter case; JSON for
+    ``doctor_policies``, comma-separated lists for ``allow_origins``/``allow_hosts``."""
+    lowered = {k.lower(): v for k, v in (os.environ if environ is None else environ).items()}
+    found: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        if name == "config_file":
+            continue  # only --config names the file
+        names = KEY_ENV_NAMES if name == "api_key" else (ENV_PREFIX + name,)
+        raw = next((lowered[n.lower()] for n in names if n.lower() in lowered), None)
+        if raw is None:
+            continue
+        if name == "doctor_policies":
+            try:
+                found[name] = json.loads(raw)
+            except ValueError:
+                raise ValueError(
+                    f'{ENV_PREFIX}DOCTOR_POLICIES is not JSON (e.g. \'{{"context": "auto"}}\')'
+                ) from None
+        else:
+            found[name] = raw  # pydantic turns text into numbers, booleans and paths
+    return found
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
     host: str = Field("127.0.0.1", description="Address to bind. Keep 127.0.0.1 unless you know why not.")
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="Port to bind.")
@@ -47,7 +85,6 @@ class Settings(BaseSettings):
     db_path: Path | None = Field(None, description="SQLite file (default: <state_dir>/companion.sqlite3).")
     api_key: SecretStr | None = Field(
         None,
-        validation_alias=AliasChoices("api_key", "NANOGPT_API_KEY", "NANOGPT_COMPANION_API_KEY"),
         description="NanoGPT key for single-user setups; otherwise read from each user's secrets.json.",
     )
     catalog_ttl: float = Field(300.0, ge=1.0, description="Seconds before the catalogue is refreshed.")
@@ -57,10 +94,10 @@ class Settings(BaseSettings):
     max_upstream_body_mb: float = Field(
         8.0, gt=0, description="Refuse upstream bodies larger than this (MB)."
     )
-    allow_origins: Annotated[list[str], NoDecode] = Field(
+    allow_origins: list[str] = Field(
         default_factory=list, description="Extra browser origins allowed by CORS (ST's own are automatic)."
     )
-    allow_hosts: Annotated[list[str], NoDecode] = Field(
+    allow_hosts: list[str] = Field(
         default_factory=list, description="Extra Host header names accepted (loopback names are automatic)."
     )
     st_port: int | None = Field(
@@ -76,6 +113,14 @@ class Settings(BaseSettings):
     ppp_families_file: Path | None = Field(None, description="Extra per-model-family PPP rules (JSON).")
     log_level: str = Field("INFO", description="Python logging level.")
     config_file: Path | None = Field(None, exclude=True, description="TOML config file.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _under_the_environment(cls, data: Any) -> Any:
+        """Values given to the constructor win; the environment fills the rest."""
+        if not isinstance(data, dict):
+            return data
+        return {**environment_values(), **data}
 
     @field_validator("upstream")
     @classmethod
@@ -102,17 +147,6 @@ class Settings(BaseSettings):
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings)
-
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     """Build settings from flags (``None`` values mean "not given"), the environment and a TOML file."""
@@ -121,7 +155,8 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
         return Settings(**given)
     if not config_file.is_file():
         raise ValueError(f"config file not found: {config_file}")
-    toml = TomlConfigSettingsSource(Settings, toml_file=config_file)()
+    with config_file.open("rb") as handle:
+        toml = tomllib.load(handle)
     unknown = set(toml) - set(Settings.model_fields)
     if unknown:
         raise ValueError(f"unknown keys in {config_file}: {', '.join(sorted(unknown))}")

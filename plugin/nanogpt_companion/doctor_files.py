@@ -48,7 +48,7 @@ class FileFixer:
             )
         journal_ids = await self.journal(handle, finding, "file")
         return FixResult(
-            finding.id, "applied", f"Fixed in {target.name}.", journal_ids[0] if journal_ids else None
+            finding.id, "applied", f"Fixed in {target.name}", journal_ids[0] if journal_ids else None
         )
 
     async def journal(self, handle: str, finding: Finding, mode: JournalMode) -> list[int]:

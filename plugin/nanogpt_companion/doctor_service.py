@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -316,7 +316,7 @@ class DoctorService:
 
     async def _context_data(
         self, handle: str
-    ) -> tuple[dict[str, CatalogEntry] | None, AccountSnapshot | None, Mapping[str, float]]:
+    ) -> tuple[Mapping[str, CatalogEntry] | None, AccountSnapshot | None, Mapping[str, float]]:
         key = await self._users.key_for(handle)
         removed = self._removed_models.get(key.fingerprint, {})
         if self._offline:
@@ -408,9 +408,14 @@ class DoctorService:
         self, handle: str, paths: UserPaths, state: UserState, finding: Finding, *, undo_of: int | None = None
     ) -> FixResult:
         """The one place that picks the path: the open tab for settings, else the file."""
+        change = self._change_text(finding, state)
         if finding.target == "settings" and self._live.tab_open(handle):
-            return self._live.send(handle, finding, self._change_text(finding, state), undo_of=undo_of)
-        return await self._files.apply(handle, paths, finding)
+            return self._live.send(handle, finding, change, undo_of=undo_of)
+        result = await self._files.apply(handle, paths, finding)
+        # The Fix button's answer names the change as ST labels it, as the live path's toast does.
+        return (
+            replace(result, message=f"{result.message}: {change}") if result.status == "applied" else result
+        )
 
     async def acknowledge(self, handle: str, fix_id: str, status: str, message: str) -> list[int] | None:
         """The tab reports a live fix back. Journal it so it can be undone like a file fix.
@@ -547,6 +552,8 @@ class DoctorService:
             result = await self._files.revert(user.paths, entry)
             if result.status == "applied":
                 await self._scan(handle, user.paths, state, force=True)
+                # Named as ST labels it ("Prompt Post-Processing: Merge consecutive roles → None").
+                result = replace(result, message=self._change_text(reverse, state))
         return result
 
 

@@ -72,6 +72,36 @@ class CatalogEntry(Record):
     is_router: bool = False  # auto-model*, nano-gpt-help and other selectors that are not real models
 
 
+class PriceSummary(Record):
+    """The prices the catalogue list shows (USD per 1M tokens)."""
+
+    prompt: float | None = None
+    completion: float | None = None
+
+
+class CoverageSummary(Record):
+    included: bool | None = None
+    input_multiplier: float | None = None
+
+
+class CatalogSummary(Record):
+    """A catalogue entry as the list shows it (``GET /api/catalog?fields=summary``): what the extension's
+    browser and select labels use, without descriptions, icons or cache prices (``/api/catalog/model``)."""
+
+    id: str
+    name: str
+    vendor: str
+    created: int | None = None
+    context_length: int | None = None
+    capabilities: dict[str, bool] = Field(default_factory=dict)
+    tiers: list[Tier] = Field(default_factory=list)
+    pricing: PriceSummary = Field(default_factory=PriceSummary)
+    subscription: CoverageSummary = Field(default_factory=CoverageSummary)
+    thinking_base: str | None = None
+    thinking_variants: list[str] = Field(default_factory=list)
+    is_router: bool = False
+
+
 class QuotaBucket(Record):
     """One subscription window. ``percent_used`` is a fraction that may exceed 1."""
 

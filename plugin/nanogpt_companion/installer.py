@@ -8,11 +8,19 @@ mode against a real temporary ST folder. The rules that shape it:
 * A folder is only touched when it is ours (our manifest, our plugin package, or our install record); anything
   else with the same name belongs to someone and is refused unless ``force`` is given.
 * Each copy carries an install record listing the files we put there, so uninstall removes exactly those.
+* A re-run that would put the same bytes in place changes nothing (and says so): no rename, no new record.
+* Without ``--user``/``--global`` the extension goes where it already is, else to ST's default user, else (ST
+  never started, so no user folder exists yet) to ST's global third-party folder, which ST serves to every
+  user, including those it creates later. A user's own copy wins over the global one in ST
+  (``src/users.js``, ``createExtensionsRouteHandler``; ``/api/extensions/discover`` drops the global entry of
+  the same name), so every existing copy is updated, never just one of them.
 * ``config.yaml`` is edited textually (one line), never re-dumped: ST's config is full of comments users read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import filecmp
 import json
 import logging
 import os
@@ -48,6 +56,7 @@ PLUGIN_PACKAGE_NAME = "sillytavern-nanogpt-companion-plugin"
 INSTALL_RECORD = ".nanogpt-companion-install.json"
 DEFAULT_USER = "default-user"
 RELOAD_LINE = "Reload SillyTavern in your browser."
+FIRST_START_LINE = "Start SillyTavern: it loads the extension on its first start."
 CONFIG_KEY = "enableServerPlugins"
 
 # Never part of an install, whatever a development checkout contains.
@@ -61,7 +70,7 @@ _CONFIG_LINE_RE = re.compile(
     + r"[ \t]*:[ \t]*)(?P<value>[^#\r\n]*?)(?P<rest>[ \t]*(?:#[^\r\n]*)?)(?P<eol>\r?\n?)$"
 )
 
-Action = Literal["installed", "updated", "uninstalled", "absent"]
+Action = Literal["installed", "updated", "unchanged", "uninstalled", "absent"]
 OwnershipCheck = Callable[[Path], bool]
 
 
@@ -201,30 +210,69 @@ def _list_users(data_root: Path) -> list[str]:
     )
 
 
+def _global_target(layout: _Layout) -> Path:
+    extensions = layout.st_dir / "public" / "scripts" / "extensions"
+    if not extensions.is_dir():
+        raise InstallError(f"{extensions} does not exist; a global install needs a full SillyTavern folder.")
+    return extensions / "third-party" / EXTENSION_FOLDER
+
+
+def _missing_user_error(data_root: Path, handle: str) -> InstallError:
+    known = _list_users(data_root)
+    hint = (
+        f"Known users: {', '.join(known)}. Pass --user HANDLE, or --global to install for every user."
+        if known
+        else "Start SillyTavern once so it creates its user folders, or pass --global."
+    )
+    return InstallError(f"SillyTavern user {handle!r} has no folder at {data_root / handle}. {hint}")
+
+
 def _extension_target(layout: _Layout, user: str | None, global_install: bool) -> Path:
     if global_install:
         if user is not None:
             raise InstallError("Choose either --user or --global, not both.")
-        extensions = layout.st_dir / "public" / "scripts" / "extensions"
-        if not extensions.is_dir():
-            raise InstallError(
-                f"{extensions} does not exist; a global install needs a full SillyTavern folder."
-            )
-        return extensions / "third-party" / EXTENSION_FOLDER
+        return _global_target(layout)
     handle = user or DEFAULT_USER
     if not _HANDLE_RE.match(handle):
         raise InstallError(f"{handle!r} is not a SillyTavern user handle.")
     data_root = _data_root(layout)
     user_dir = data_root / handle
     if not user_dir.is_dir():
-        known = _list_users(data_root)
-        hint = (
-            f"Known users: {', '.join(known)}."
-            if known
-            else "Start SillyTavern once so it creates its user folders."
-        )
-        raise InstallError(f"SillyTavern user {handle!r} has no folder at {user_dir}. {hint}")
+        raise _missing_user_error(data_root, handle)
     return user_dir / "extensions" / EXTENSION_FOLDER
+
+
+@dataclass(frozen=True)
+class _Targets:
+    paths: list[Path]
+    first_start: bool = False  # ST has no user folder yet: the install waits for its first start
+
+
+def _extension_targets(
+    layout: _Layout, user: str | None, global_install: bool, *, uninstall: bool
+) -> _Targets:
+    """Where the extension goes (or is removed from).
+
+    An explicit ``--user``/``--global`` is taken literally. Otherwise every copy of ours among the default
+    user's folder and the global folder is updated (or removed); with none, the default user gets it; and an
+    ST that never started (no user folder at all) gets a global install, so its first page load already has
+    the extension and users created later get it too.
+    """
+    if user is not None or global_install:
+        return _Targets([_extension_target(layout, user, global_install)])
+    data_root = _data_root(layout)
+    user_target = data_root / DEFAULT_USER / "extensions" / EXTENSION_FOLDER
+    candidates = [user_target]
+    with contextlib.suppress(InstallError):
+        candidates.append(_global_target(layout))
+    ours = [t for t in candidates if _ownership(t, _is_our_extension) == "ours"]
+    if ours:
+        return _Targets(ours)
+    if (data_root / DEFAULT_USER).is_dir() or uninstall:
+        return _Targets([user_target])
+    if not _list_users(data_root):
+        return _Targets([_global_target(layout)], first_start=True)
+    raise _missing_user_error(data_root, DEFAULT_USER)
 
 
 # ------------------------------------------------------------------------------------------ copy and swap
@@ -343,6 +391,8 @@ def _install_folder(
             f"{target} already exists and is not a {DISPLAY_NAME} install. "
             "Move it away, or pass --force to replace it."
         )
+    if state == "ours" and _already_in_place(source, target, link=link):
+        return ComponentResult(name=name, path=target, action="unchanged", mode="link" if link else "copy")
     target.parent.mkdir(parents=True, exist_ok=True)
     if link:
         staged = _unique_sibling(target, "new")
@@ -359,6 +409,21 @@ def _install_folder(
     logger.info("%s %s at %s (%s)", action, name, target, "link" if link else "copy")
     return ComponentResult(
         name=name, path=target, action=action, mode="link" if link else "copy", kept_files=kept
+    )
+
+
+def _already_in_place(source: Path, target: Path, *, link: bool) -> bool:
+    """Would installing put exactly what is there now? (Then nothing is rewritten and ST sees no change.)"""
+    if link:
+        return target.is_symlink() and Path(os.path.realpath(target)) == source
+    if target.is_symlink() or not target.is_dir():
+        return False
+    record = _install_record(target)
+    files = _source_files(source)
+    if record is None or record.get("files") != files:
+        return False
+    return all(
+        (target / rel).is_file() and filecmp.cmp(source / rel, target / rel, shallow=False) for rel in files
     )
 
 
@@ -500,13 +565,14 @@ def install_extension(
     """
     layout = _load_layout(st_dir)
     report = InstallReport()
-    ext_target = _extension_target(layout, user, global_install)
+    targets = _extension_targets(layout, user, global_install, uninstall=uninstall)
     plugin_target = layout.st_dir / "plugins" / PLUGIN_FOLDER
 
     if uninstall:
-        ext = _uninstall_folder("extension", ext_target, _is_our_extension, force=force)
-        report.components.append(ext)
-        report.lines.append(_describe(ext, "The extension"))
+        for ext_target in targets.paths:
+            ext = _uninstall_folder("extension", ext_target, _is_our_extension, force=force)
+            report.components.append(ext)
+            report.lines.append(_describe(ext, "The extension"))
         if server_plugin:
             plug = _uninstall_folder("server-plugin", plugin_target, _is_our_plugin, force=force)
             report.components.append(plug)
@@ -522,7 +588,8 @@ def install_extension(
                 f"The server plugin is still installed at {plugin_target}; "
                 "add --server-plugin to remove it too."
             )
-        report.lines.append(RELOAD_LINE)
+        if any(c.action == "uninstalled" for c in report.components):
+            report.lines.append(RELOAD_LINE)
         return report
 
     ext_source = source_dir if source_dir is not None else find_extension_source()
@@ -540,17 +607,23 @@ def install_extension(
                 "Move it away, or pass --force to replace it."
             )
 
-    ext = _install_folder(
-        "extension",
-        ext_source,
-        ext_target,
-        _is_our_extension,
-        link=link,
-        force=force,
-        label="NanoGPT Companion extension",
-    )
-    report.components.append(ext)
-    report.lines.append(_describe(ext, "The extension"))
+    if targets.first_start:
+        report.lines.append(
+            "SillyTavern has not created its user folders yet (it does on its first start), so the "
+            "extension is installed for every user."
+        )
+    for ext_target in targets.paths:
+        ext = _install_folder(
+            "extension",
+            ext_source,
+            ext_target,
+            _is_our_extension,
+            link=link,
+            force=force,
+            label="NanoGPT Companion extension",
+        )
+        report.components.append(ext)
+        report.lines.append(_describe(ext, "The extension"))
 
     if plugin_source is not None:
         plug = _install_folder(
@@ -567,11 +640,16 @@ def install_extension(
         _write_service_link(
             layout, report, autostart=autostart, log=service_log_path(state_dir), port=service_port
         )
-        _handle_server_plugin_config(layout, report, enable=enable_server_plugins)
+        _handle_server_plugin_config(
+            layout, report, enable=enable_server_plugins, plugin_changed=plug.action != "unchanged"
+        )
     elif enable_server_plugins:
-        _handle_server_plugin_config(layout, report, enable=True)
+        _handle_server_plugin_config(layout, report, enable=True, plugin_changed=False)
 
-    report.lines.append(RELOAD_LINE)
+    if targets.first_start:
+        report.lines.append(FIRST_START_LINE)
+    elif any(c.action != "unchanged" for c in report.components):
+        report.lines.append(RELOAD_LINE)
     return report
 
 
@@ -609,13 +687,14 @@ def _write_service_link(
         )
 
 
-def _handle_server_plugin_config(layout: _Layout, report: InstallReport, *, enable: bool) -> None:
+def _handle_server_plugin_config(
+    layout: _Layout, report: InstallReport, *, enable: bool, plugin_changed: bool
+) -> None:
     enabled = server_plugins_enabled(layout.config)
     if enabled:
         report.server_plugins_enabled = True
-        report.lines.append(
-            "Server plugins are enabled in config.yaml. Restart SillyTavern to load the plugin."
-        )
+        restart = " Restart SillyTavern to load the plugin." if plugin_changed else ""
+        report.lines.append(f"Server plugins are enabled in config.yaml.{restart}")
         return
     if not enable:
         report.server_plugins_enabled = False
@@ -652,6 +731,8 @@ def _describe(result: ComponentResult, what: str) -> str:
         return f"{what} is installed at {result.path}{how}."
     if result.action == "updated":
         return f"{what} at {result.path} is updated{how}.{kept}"
+    if result.action == "unchanged":
+        return f"{what} at {result.path} is already up to date{how}; nothing changed."
     if result.action == "uninstalled":
         return f"{what} is removed from {result.path}.{kept}"
     return f"{what} is not installed at {result.path}; nothing to remove."

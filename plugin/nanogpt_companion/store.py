@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import orjson
-import platformdirs
+
+from nanogpt_companion.config import user_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ T = TypeVar("T")
 APP_DIR_NAME = "nanogpt-companion"
 DB_FILE_NAME = "companion.sqlite3"
 DEFAULT_CATALOG_KEEP = 5
+CACHE_KIB = 256
 
 JournalMode = Literal["file", "live"]
 
@@ -45,7 +47,7 @@ def default_db_path() -> Path:
 
     Nothing is created here (callers may only want to print the path); ``Store.open`` creates the parent.
     """
-    return Path(platformdirs.user_data_dir(APP_DIR_NAME, appauthor=False)) / DB_FILE_NAME
+    return user_data_dir(APP_DIR_NAME) / DB_FILE_NAME
 
 
 class StoreError(Exception):
@@ -516,6 +518,9 @@ class Store:
         try:
             conn.execute("PRAGMA journal_mode=WAL").fetchone()
             conn.execute("PRAGMA synchronous=NORMAL")
+            # SQLite's default page cache is 2 MB per connection; our reads are small rows and one
+            # compressed catalogue per key at start, so a quarter MB holds the hot pages of a sidecar.
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             conn.execute("PRAGMA foreign_keys=ON")
             result = conn.execute("PRAGMA quick_check").fetchone()
             if result is None or result[0] != "ok":

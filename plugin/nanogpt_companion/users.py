@@ -4,6 +4,10 @@ A token is the capability to act as one ST user: it is written into that user's
 ``user/files/nanogpt-companion.json``, which ST serves only to that logged-in user, so the extension can
 read it same-origin and nobody else can. Without an ST data root there is one local user whose token
 file lives in the service's state dir.
+
+Only the service writes token files. The one-shot commands (``doctor``, ``catalog``) build a read-only
+registry: they read the tokens the service wrote and never touch ST's folders, so running one of them next
+to a service on another port cannot point the extension at the wrong URL.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from nanogpt_companion import API_VERSION, __version__
 from nanogpt_companion.keys import ResolvedKey
 from nanogpt_companion.sillytavern.dataroot import UserPaths, UserProblem, scan_users
 from nanogpt_companion.sillytavern.errors import STDataError
-from nanogpt_companion.sillytavern.tokenfile import ensure_token_file
+from nanogpt_companion.sillytavern.tokenfile import ensure_token_file, read_token
 from nanogpt_companion.user_keys import KEY_LOOKUP_TIMEOUT, UserKeys
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ class _Scan:
 
     users: dict[str, User]
     problems: list[UserProblem]
+    root_present: bool = True
 
 
 class UserRegistry:
@@ -57,8 +62,11 @@ class UserRegistry:
         st_dir: Path | None = None,
         on_change: Callable[[list[str], list[str]], None] | None = None,
         key_timeout: float = KEY_LOOKUP_TIMEOUT,
+        write_token_files: bool = True,
     ) -> None:
         self._st_dir = st_dir
+        self._write_token_files = write_token_files
+        self._root_seen: bool | None = None  # data root present at the last scan (logged when it changes)
         self._data_root = data_root
         self._state_dir = state_dir
         self._public_url = public_url
@@ -80,7 +88,8 @@ class UserRegistry:
     def refresh(self) -> tuple[list[str], list[str]]:
         """Re-scan the data root; write token files for new users. Returns (added, removed) handles.
 
-        Blocking (it reads and writes files): the service calls ``refresh_async``.
+        Blocking (it reads and writes files): the service calls ``refresh_async``. A read-only registry
+        reads each user's existing token instead (``""`` when there is none yet).
         """
         return self._apply(self._scan())
 
@@ -91,14 +100,22 @@ class UserRegistry:
 
     def _scan(self) -> _Scan:
         problems: list[UserProblem] = []
+        root_present = True
         if self._data_root is None:
             found = [UserPaths(LOCAL_USER, self._state_dir / "local")]
         else:
             found, problems = scan_users(self._data_root)
+            # Before ST's first start there is no data root: normal, said once by _note_data_root.
+            root_present = self._data_root.is_dir()
+            if not root_present:
+                problems = [p for p in problems if not p.cause.startswith("missing:")]
         current: dict[str, User] = {}
         plugin = self._st_dir is not None and (self._st_dir / "plugins" / "nanogpt-companion").is_dir()
         for paths in found:
             existing = self._users.get(paths.handle)
+            if not self._write_token_files:
+                current[paths.handle] = User(paths.handle, paths, read_token(paths) or "")
+                continue
             try:
                 token = ensure_token_file(paths, self._public_url, __version__, API_VERSION, plugin=plugin)
             except (OSError, STDataError) as exc:
@@ -114,9 +131,24 @@ class UserRegistry:
                 token = existing.token
             is_local = self._data_root is None
             current[paths.handle] = User(paths.handle, None if is_local else paths, token)
-        return _Scan(current, problems)
+        return _Scan(current, problems, root_present)
+
+    def _note_data_root(self, present: bool) -> None:
+        """Say once that ST has not created its data folder yet, and once when it appears (first start)."""
+        if self._data_root is None or present == self._root_seen:
+            return
+        if not present:
+            log.info(
+                "SillyTavern's data folder %s does not exist yet (SillyTavern was never started?); "
+                "users are picked up as SillyTavern creates them",
+                self._data_root,
+            )
+        elif self._root_seen is False:
+            log.info("SillyTavern created its data folder %s", self._data_root)
+        self._root_seen = present
 
     def _apply(self, scan: _Scan) -> tuple[list[str], list[str]]:
+        self._note_data_root(scan.root_present)
         causes = {problem.cause for problem in scan.problems}
         for problem in scan.problems:
             if problem.cause not in self._reported:
@@ -143,7 +175,7 @@ class UserRegistry:
         """The user this token belongs to. Compares every token in constant time."""
         match: User | None = None
         for user in self._users.values():
-            if hmac.compare_digest(user.token.encode(), token.encode()):
+            if user.token and hmac.compare_digest(user.token.encode(), token.encode()):
                 match = user
         return match
 

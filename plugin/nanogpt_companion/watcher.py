@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 from watchfiles import Change, awatch
 
 from nanogpt_companion.doctor_service import DoctorService
+from nanogpt_companion.sillytavern.dataroot import is_safe_handle
 from nanogpt_companion.sillytavern.documents import is_companion_temp
 from nanogpt_companion.users import UserRegistry
 
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 
 PRESETS_DIR = "OpenAI Settings"
 RESTART_CHECK = 2.0  # how often the watch set is compared with the known users
+# Before ST's first start there is no data root to watch: look for it often (a stat), because ST creates it
+# and the first user's folder moments before it opens the browser, and the extension needs the token file.
+ROOT_POLL = 0.5
 # A new user folder appears before ST copies settings.json into it: look again for a few seconds.
 NEW_USER_RETRIES = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 DATA_ROOT = ""  # the handle slot for the data root itself in the watch set
@@ -123,6 +128,21 @@ class SettingsWatcher:
             for change, raw in changes
         )
 
+    def _unregistered_folders(self) -> bool:
+        """Does the data root hold a folder that is not a known user (yet)?"""
+        root = self._users.data_root
+        if root is None:
+            return False
+        known = set(self._users.handles())
+        try:
+            with os.scandir(root) as entries:
+                return any(
+                    e.name not in known and is_safe_handle(e.name) and e.is_dir(follow_symlinks=True)
+                    for e in entries
+                )
+        except OSError:
+            return False
+
     async def _pick_up_new_users(self, stop: asyncio.Event) -> None:
         """Register users whose folder just appeared, then re-arm the watch to include them."""
         for delay in NEW_USER_RETRIES:
@@ -151,9 +171,13 @@ class SettingsWatcher:
         while True:
             watched = self._watch_set()
             if not watched:
-                await asyncio.sleep(RESTART_CHECK)
+                await asyncio.sleep(ROOT_POLL)
                 continue
             stop = asyncio.Event()
+            if DATA_ROOT in watched.values() and await asyncio.to_thread(self._unregistered_folders):
+                # A user folder that appeared before this watch was armed (on ST's first start the data root
+                # and default-user appear within moments) raised no event: look for its settings.json now.
+                self._spawn(self._pick_up_new_users(stop))
             monitor = asyncio.create_task(self._stop_when_set_changes(watched, stop))
             try:
                 async for changes in awatch(

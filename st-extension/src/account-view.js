@@ -39,13 +39,17 @@ export class AccountView {
         const viaPlugin = status === STATUS.CONNECTED && detail.via === 'plugin';
         if (status === STATUS.CONNECTED && detail.via) pill.dataset.via = detail.via;
         else delete pill.dataset.via;
-        pill.textContent = viaPlugin ? this.t('connected via ST plugin') : this.t(STATUS_TEXT[status] ?? status);
+        const refusedHost = status === STATUS.NOT_RUNNING && detail.reason === 'bad_host';
+        pill.textContent = viaPlugin ? this.t('connected via ST plugin')
+            : refusedHost ? this.t('address not allowed') : this.t(STATUS_TEXT[status] ?? status);
         pill.title = viaPlugin
             ? this.t('Connected through the NanoGPT Companion server plugin inside SillyTavern.')
             : (status === STATUS.CONNECTED ? this.t('Connected directly to the companion service on this machine.') : '');
         const msg = this.q('#ngc_status_message');
         let html = '';
-        if (status === STATUS.NOT_RUNNING) {
+        if (refusedHost) {
+            html = `<p>${escapeHtml(this.t('The companion\'s SillyTavern plugin does not answer pages opened as'))} <code>${escapeHtml(detail.host)}</code> ${escapeHtml(this.t('(a guard against DNS rebinding). Open SillyTavern by its IP address, or add this name to hostWhitelist.hosts in SillyTavern\'s config.yaml and restart SillyTavern.'))}</p>`;
+        } else if (status === STATUS.NOT_RUNNING) {
             html = `<p>${escapeHtml(this.t('The NanoGPT Companion service is not running. Start it on the machine that runs SillyTavern:'))}</p>`
                 + `<code class="ngc-command" tabindex="0">${escapeHtml(START_COMMAND)}</code>`
                 + `<p class="ngc-small ngc-muted">${escapeHtml(this.t('This panel reconnects by itself once the service is up.'))}</p>`;

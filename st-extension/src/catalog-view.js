@@ -17,10 +17,12 @@ export class CatalogStore {
         this.stale = false;
         this.newIds = new Set();
         this.loaded = false;
+        this.source = null; // 'cache' (the copy saved by the last page load) or 'service'
     }
 
     /** Models not seen in the previous session are "new"; so are the ids in the last refresh diff. */
-    set(payload) {
+    set(payload, source = 'service') {
+        this.source = source;
         this.models = payload?.models ?? [];
         this.byId = new Map(this.models.map((m) => [m.id, m]));
         this.fetchedAt = payload?.fetched_at ?? null;
@@ -47,10 +49,15 @@ export class CatalogStore {
 }
 
 export class CatalogView {
-    constructor({ store, adapter, onUse, initialSort = 'name', showVariants = false }) {
+    constructor({ store, adapter, onUse, loadDetails, initialSort = 'name', showVariants = false }) {
         this.store = store;
         this.adapter = adapter;
         this.onUse = onUse;
+        // The list carries what rows show; the rest of an entry (description, modalities, cache prices)
+        // is asked for when a row is opened, and kept for the life of the popup.
+        this.loadDetails = loadDetails;
+        this.details = new Map(); // id -> entry | {error}
+        this.open = new Set();
         this.t = (s) => adapter.t(s);
         this.filters = { q: '', tier: '', vision: false, reasoning: false, tools: false, maxPrice: null, minContext: null, sort: initialSort, newOnly: false };
         this.showVariants = showVariants;
@@ -131,12 +138,52 @@ export class CatalogView {
         const id = btn.dataset.id;
         if (btn.dataset.act === 'use') {
             this.onUse?.(id, btn);
+        } else if (btn.dataset.act === 'info') {
+            this.toggleDetails(id);
         } else if (btn.dataset.act === 'variants') {
             if (this.expanded.has(id)) this.expanded.delete(id);
             else this.expanded.add(id);
             this.render();
-            this.el.querySelector(`button[data-act="variants"][data-id="${CSS.escape(id)}"]`)?.focus();
+            this.focusButton('variants', id);
         }
+    }
+
+    async toggleDetails(id) {
+        if (this.open.has(id)) this.open.delete(id);
+        else this.open.add(id);
+        this.render();
+        this.focusButton('info', id);
+        if (!this.open.has(id) || this.details.has(id) || !this.loadDetails) return;
+        try {
+            this.details.set(id, await this.loadDetails(id));
+        } catch (err) {
+            this.details.set(id, { error: err?.message ?? String(err) });
+        }
+        if (this.open.has(id)) {
+            this.render();
+            this.focusButton('info', id);
+        }
+    }
+
+    focusButton(act, id) {
+        this.el?.querySelector(`button[data-act="${act}"][data-id="${CSS.escape(id)}"]`)?.focus();
+    }
+
+    detailsHtml(id) {
+        const d = this.details.get(id);
+        if (!d) return `<div class="ngc-model-details ngc-small ngc-muted">${escapeHtml(this.t('Loading…'))}</div>`;
+        if (d.error) return `<div class="ngc-model-details ngc-small ngc-muted">${escapeHtml(d.error)}</div>`;
+        const facts = [];
+        const p = d.pricing ?? {};
+        if (d.max_output_tokens) facts.push(`${this.t('Max output')} ${formatTokens(d.max_output_tokens)}`);
+        if (d.input_modalities?.length) facts.push(`${this.t('Input')}: ${d.input_modalities.join(', ')}`);
+        if (d.reasoning_efforts?.length) facts.push(`${this.t('Reasoning effort')}: ${d.reasoning_efforts.join(', ')}`);
+        if (p.cache_read != null || p.cache_write != null) facts.push(`${this.t('Cache read / write')} ${formatPrice(p.cache_read)} / ${formatPrice(p.cache_write)}`);
+        if (d.subscription?.note) facts.push(d.subscription.note);
+        return `<div class="ngc-model-details ngc-small" data-details-for="${escapeHtml(id)}">
+            ${d.description ? `<p class="ngc-model-description">${escapeHtml(d.description)}</p>` : ''}
+            ${facts.length ? `<div class="ngc-muted">${facts.map(escapeHtml).join(' · ')}</div>` : ''}
+        </div>`;
     }
 
     visible() {
@@ -177,6 +224,10 @@ export class CatalogView {
         const toggle = variants.length
             ? `<button type="button" class="menu_button ngc-small-btn" data-act="variants" data-id="${id}" aria-expanded="${this.showVariants || this.expanded.has(m.id)}">${escapeHtml(this.t('thinking'))} (${variants.length})</button>`
             : '';
+        const opened = this.open.has(m.id);
+        const info = this.loadDetails
+            ? `<button type="button" class="menu_button ngc-small-btn" data-act="info" data-id="${id}" aria-expanded="${opened}" title="${escapeHtml(this.t('Details'))}" aria-label="${escapeHtml(this.t('Details'))} ${escapeHtml(m.name || m.id)}">ⓘ</button>`
+            : '';
         return `<div class="ngc-model${isVariant ? ' ngc-variant' : ''}" role="listitem" data-id="${id}">
             <div class="ngc-model-main">
                 <div class="ngc-model-name">${escapeHtml(m.name || m.id)} ${badges.join('')}</div>
@@ -186,7 +237,8 @@ export class CatalogView {
                 <span title="${escapeHtml(this.t('USD per 1M tokens, input / output'))}">${escapeHtml(formatPrice(p.prompt))} / ${escapeHtml(formatPrice(p.completion))}</span>
                 <span title="${escapeHtml(this.t('Context length'))}">${escapeHtml(formatTokens(m.context_length))}</span>
             </div>
-            <div class="ngc-model-actions">${toggle}<button type="button" class="menu_button ngc-small-btn" data-act="use" data-id="${id}" aria-label="${escapeHtml(this.t('Use'))} ${escapeHtml(m.name || m.id)}">${escapeHtml(this.t('Use'))}</button></div>
+            <div class="ngc-model-actions">${info}${toggle}<button type="button" class="menu_button ngc-small-btn" data-act="use" data-id="${id}" aria-label="${escapeHtml(this.t('Use'))} ${escapeHtml(m.name || m.id)}">${escapeHtml(this.t('Use'))}</button></div>
+            ${opened ? this.detailsHtml(m.id) : ''}
         </div>`;
     }
 }

@@ -165,7 +165,7 @@ export class DoctorView {
             if (failure) for (const op of done.reverse()) this.adapter.applyPatchOp({ path: op.path, value: op.old, old: op.value });
         }
         const status = failure ? 'failed' : 'applied';
-        const entry = { kind: 'live', ops: fix.patch ?? [], title: fix.title };
+        const entry = { kind: 'live', ops: fix.patch ?? [], title: fix.change ?? fix.title };
         if (!failure) this.undoStack.push(entry);
         let isUndo = fix.undo_of !== undefined && fix.undo_of !== null;
         try {

@@ -47,7 +47,7 @@ class DirectTransport {
 
     request(path, init = {}) {
         const headers = { ...(init.headers ?? {}), Authorization: `Bearer ${this.token}` };
-        return this.fetch(this.base + path, { ...init, headers, cache: 'no-store' });
+        return this.fetch(this.base + path, { ...init, headers, cache: init.cache ?? 'no-store' });
     }
 
     eventsUrl(ticket) {
@@ -63,8 +63,11 @@ class PluginTransport {
     }
 
     request(path, init = {}) {
-        const headers = { ...(this.getHeaders?.() ?? {}), ...(init.headers ?? {}) };
-        return this.fetch(PLUGIN_BASE + path, { ...init, headers, cache: 'no-store' });
+        // ST checks its CSRF token on writes only (csrf-sync ignores GET, every supported version): the
+        // catalogue's revalidation, a request on every page load, goes without ST's JSON + CSRF headers.
+        const light = (init.method ?? 'GET') === 'GET' && init.cache === 'default';
+        const headers = { ...(light ? {} : this.getHeaders?.() ?? {}), ...(init.headers ?? {}) };
+        return this.fetch(PLUGIN_BASE + path, { ...init, headers, cache: init.cache ?? 'no-store' });
     }
 
     eventsUrl(ticket) {
@@ -78,12 +81,13 @@ class PluginTransport {
  * and retries spaced out to a minute.
  */
 export class ServiceClient {
-    constructor({ fetchImpl, EventSourceImpl, getRequestHeaders, onStatus, onEvent, baseDelayMs = 1000, maxDelayMs = 60000, usePlugin = true }) {
+    constructor({ fetchImpl, EventSourceImpl, getRequestHeaders, onStatus, onEvent, onBootstrap, baseDelayMs = 1000, maxDelayMs = 60000, usePlugin = true }) {
         this.fetch = fetchImpl ?? globalThis.fetch.bind(globalThis);
         this.EventSource = EventSourceImpl ?? globalThis.EventSource;
         this.getRequestHeaders = getRequestHeaders;
         this.onStatus = onStatus ?? (() => {});
         this.onEvent = onEvent ?? (() => {});
+        this.onBootstrap = onBootstrap ?? (() => {});
         this.baseDelayMs = baseDelayMs;
         this.maxDelayMs = maxDelayMs;
         this.usePlugin = usePlugin;
@@ -174,6 +178,12 @@ export class ServiceClient {
         if (!info?.url || !info?.token) {
             return { status: STATUS.NOT_RUNNING, detail: { reason: boot && boot.ok ? 'bad_bootstrap' : 'no_bootstrap' } };
         }
+        // Who we are talking as is known now, before the service answers: cached data can be shown.
+        try {
+            this.onBootstrap(info);
+        } catch (err) {
+            console.warn('[NanoGPT Companion] bootstrap handler failed', err);
+        }
         const remotePage = !isLoopbackHost(globalThis.location?.hostname);
         let transport = null;
         let health = null;
@@ -190,6 +200,11 @@ export class ServiceClient {
             } else if (this.usePlugin && this.getRequestHeaders && info.plugin !== true && !remotePage) {
                 transport = await this.probePlugin();
                 health = transport?.health ?? null;
+            }
+            if (!transport && this.pluginRefusal) {
+                // The plugin is there but refuses this page's host name (its DNS-rebinding guard): saying
+                // "not running" would send the user to restart a service that runs fine.
+                return { status: STATUS.NOT_RUNNING, detail: { reason: 'bad_host', host: globalThis.location?.hostname ?? '', message: this.pluginRefusal } };
             }
             if (!transport) return { status: STATUS.NOT_RUNNING, detail: { reason: 'unreachable', url: direct.base } };
         }
@@ -210,6 +225,7 @@ export class ServiceClient {
         const res = await this.fetch(`${PLUGIN_BASE}/health`, { headers: this.getRequestHeaders(), cache: 'no-store' }).catch(() => null);
         const body = res ? await res.json().catch(() => null) : null;
         const health = res && res.ok ? body : null;
+        this.pluginRefusal = res?.status === 421 && body?.error?.code === 'bad_host' ? String(body.error.message ?? '') : null;
         if (!health || health.status !== 'ok') {
             // A JSON error from a gateway status is the plugin itself saying the service is down: the plugin
             // is there, so keep probing it on every retry, or a phone would stay offline for minutes after
@@ -263,23 +279,42 @@ export class ServiceClient {
 
     /** JSON request to the service; throws ServiceError with the contract's error code. */
     async call(path, { method = 'GET', body } = {}) {
-        if (!this.transport) throw new ServiceError(0, 'not_connected', 'The companion service is not connected.');
         const init = { method };
         if (body !== undefined) {
             init.body = JSON.stringify(body);
             init.headers = { 'Content-Type': 'application/json' };
         }
+        return (await this.send(path, init)).data;
+    }
+
+    /**
+     * GET through the browser's HTTP cache: the service marks the catalogue `no-cache` with an ETag, so
+     * the browser revalidates its copy on every call (a 304 on the wire while nothing changed) and hands
+     * us the body either way. `etag` lets the caller skip reading a body it already holds.
+     *
+     * Why not our own If-None-Match: a request with it bypasses Chromium's preflight cache (like any
+     * non-default cache mode), so every page load would pay a CORS preflight on the direct path, doubling
+     * what an unchanged catalogue costs on the wire.
+     */
+    async getCached(path) {
+        const { res } = await this.send(path, { cache: 'default' }, false);
+        return { etag: res.headers.get('ETag'), json: () => res.json() };
+    }
+
+    async send(path, init, readBody = true) {
+        if (!this.transport) throw new ServiceError(0, 'not_connected', 'The companion service is not connected.');
         let res;
         try {
             res = await this.transport.request(path, init);
         } catch {
             throw new ServiceError(0, 'unreachable', 'The companion service did not answer.');
         }
+        if (res.ok && !readBody) return { res, data: null };
         const data = await res.json().catch(() => null);
         if (!res.ok) {
             if (res.status === 401) this.setStatus(STATUS.TOKEN_REJECTED, { via: this.transport.kind });
             throw new ServiceError(res.status, data?.error?.code ?? 'http_error', data?.error?.message ?? `HTTP ${res.status}`);
         }
-        return data;
+        return { res, data };
     }
 }

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
 from nanogpt_companion.catalog import (
@@ -18,9 +19,11 @@ from nanogpt_companion.catalog import (
     thinking_base_of,
     vendor_of,
 )
-from nanogpt_companion.domain import Tier
+from nanogpt_companion.catalog_snapshot import EntryPool
+from nanogpt_companion.domain import CatalogSummary, Tier
 from nanogpt_companion.keys import ResolvedKey
 from nanogpt_companion.nanogpt.client import NanoGPTClient
+from nanogpt_companion.nanogpt.errors import NanoGPTError
 from nanogpt_companion.nanogpt.schemas import UpstreamModel
 from nanogpt_companion.store import Store
 from tests.fakes.nanogpt_fixtures import FakeNanoGPTServer
@@ -105,6 +108,7 @@ async def test_fresh_within_ttl_then_stale_while_revalidate(
     assert fake.count("/api/v1/models") == 1  # never faster than the upstream's s-maxage
     clock.now += 2
     fake.faults.latency(0.3)
+    fake.set_price(fake.models[0]["id"], prompt=9.99)  # so the revalidated snapshot is a new one
     view = await service.get(key)  # expired: served at once, refreshed in the background
     assert view.stale
     assert fake.count("/api/v1/models") == 1 or fake.count("/api/v1/models") == 2
@@ -152,9 +156,7 @@ async def test_failed_tier_keeps_last_good_memberships(
     second, diff = await service.refresh(key)
     assert second.tiers["subscription"].ok is False
     assert diff.empty  # a passing fault does not flip every SUB badge
-    assert [e.subscription.included for e in second.entries] == [
-        e.subscription.included for e in first.entries
-    ]
+    assert [e.included for e in second.entries] == [e.included for e in first.entries]
     view = await service.get(key)
     assert view.stale and view.error is not None and view.error.code == "upstream_unavailable"
     await service.close()
@@ -215,16 +217,181 @@ def test_diff_reports_prices_and_tiers() -> None:
     b = merge_tiers(
         {Tier.V1: [UpstreamModel(id="x", prompt_per_1m=2.0)], Tier.SUBSCRIPTION: [UpstreamModel(id="x")]}
     )
-    diff = diff_catalogues(a, b)
+    diff = diff_catalogues(
+        CatalogSnapshot.build(a, 1.0, {}).entries, CatalogSnapshot.build(b, 1.0, {}).entries
+    )
     fields = diff.changed[0]["fields"]
     assert fields["pricing.prompt"] == [1.0, 2.0]
     assert fields["tiers"] == [["v1", "paid"], ["v1", "subscription"]]
     assert fields["subscription.included"] == [False, True]
 
 
-def test_snapshot_serialises_each_entry_once() -> None:
-    entries = merge_tiers({Tier.V1: [UpstreamModel(id=f"v/m{i}") for i in range(5)]})
-    snapshot = CatalogSnapshot(entries, 1.0, {})
-    assert snapshot.models_json(snapshot.entries) is snapshot.all_models_json
-    subset = snapshot.models_json(entries[1:3])
-    assert subset.count(b'"id"') == 2
+def test_snapshot_keeps_bytes_and_a_summary_per_entry() -> None:
+    entries = merge_tiers(
+        {
+            Tier.V1: [
+                UpstreamModel(id=f"v/m{i}", description="long " * 200, prompt_per_1m=float(i))
+                for i in range(5)
+            ]
+        }
+    )
+    snapshot = CatalogSnapshot.build(entries, 1.0, {})
+    full = orjson.loads(snapshot.models_json(snapshot.entries))
+    assert full == [e.model_dump(mode="json") for e in entries]
+    summary = orjson.loads(snapshot.models_json(snapshot.entries[1:3], "summary"))
+    assert [s["id"] for s in summary] == ["v/m1", "v/m2"]
+    for record, entry in zip(summary, entries[1:3], strict=True):
+        assert list(record) == list(CatalogSummary.model_fields)  # exactly the documented keys
+        assert CatalogSummary.model_validate(record).pricing.prompt == entry.pricing.prompt
+        assert "description" not in record
+    # The doctor still gets whole records, rebuilt from the bytes.
+    assert snapshot.by_id["v/m3"] == entries[3]
+    assert "v/nope" not in snapshot.by_id and len(snapshot.by_id) == 5
+
+
+def test_identical_entries_are_stored_once_across_snapshots() -> None:
+    pool = EntryPool()
+    shared = [UpstreamModel(id=f"v/m{i}", prompt_per_1m=1.0) for i in range(4)]
+    one = CatalogSnapshot.build(merge_tiers({Tier.V1: shared}), 1.0, {}, pool)
+    other = CatalogSnapshot.build(
+        merge_tiers({Tier.V1: [*shared[:3], UpstreamModel(id="v/m3", prompt_per_1m=2.0)]}), 2.0, {}, pool
+    )
+    assert [a is b for a, b in zip(one.entries, other.entries, strict=True)] == [True, True, True, False]
+    assert one.content_hash != other.content_hash
+    same = CatalogSnapshot.build(merge_tiers({Tier.V1: shared}), 3.0, {}, pool)
+    assert same.same_content(one) and not same.same_content(other)
+    pool.retain([other])  # nothing else alive: the pool forgets the entry only ``one`` had
+    assert len(pool) == 4
+    assert pool.pack(one.entries[3].entry()) is not one.entries[3]
+
+
+async def test_unchanged_refresh_keeps_the_snapshot_and_its_etag(
+    client: NanoGPTClient, store: Store, fake_nanogpt: FakeNanoGPTServer
+) -> None:
+    clock = Clock()
+    published: list[str] = []
+    service = CatalogService(
+        client, store, ttl=300, clock=clock, on_refresh=lambda fp, snap, diff: published.append(fp)
+    )
+    key = ResolvedKey(PAYG_KEY, "sillytavern")
+    first = (await service.get(key)).snapshot
+    saved = await store.last_catalog_snapshot(key.fingerprint)
+    clock.now += 400
+    snapshot, diff = await service.refresh(key)
+    assert snapshot is first and diff.empty
+    assert fake_nanogpt.fake.count("/api/v1/models") == 2  # NanoGPT was asked again
+    assert published == [key.fingerprint]  # only the first load was announced
+    assert await store.last_catalog_snapshot(key.fingerprint) == saved  # nothing rewritten
+    view = await service.get(key)
+    assert view.snapshot is first and not view.stale  # confirmed just now, so fresh
+    assert fake_nanogpt.fake.count("/api/v1/models") == 2
+    fake_nanogpt.fake.set_price(fake_nanogpt.fake.ids("paid")[0], prompt=42.0)
+    clock.now += 400
+    changed, diff = await service.refresh(key)
+    assert changed is not first and changed.content_hash != first.content_hash
+    assert [c["id"] for c in diff.changed] == [fake_nanogpt.fake.ids("paid")[0]]
+    await service.close()
+
+
+class RecordingCatalog(CatalogService):
+    """The real service, noting when each key's upstream calls start and end (the order is the witness)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.events: list[tuple[str, str]] = []
+        self.personalized_asked = asyncio.Event()
+
+    async def _fetch_tier(self, tier, key, slot_key):
+        self.events.append(("start", key.fingerprint))
+        if tier is Tier.PERSONALIZED:
+            self.personalized_asked.set()
+        try:
+            return await super()._fetch_tier(tier, key, slot_key)
+        finally:
+            self.events.append(("end", key.fingerprint))
+
+
+async def test_refresh_rounds_of_different_keys_do_not_overlap(client: NanoGPTClient, fake_nanogpt) -> None:
+    fake_nanogpt.fake.faults.latency(0.05)
+    service = RecordingCatalog(client, None)
+    keys = [ResolvedKey(SUBSCRIBER_KEY, "config"), ResolvedKey(PAYG_KEY, "config"), ResolvedKey.none()]
+    views = await asyncio.gather(*(service.get(k) for k in keys))
+    assert all(v.snapshot.entries for v in views)
+    owners = [fp for _, fp in service.events]
+    # Each key's calls form one block: a round's parsed lists are gone before the next round starts.
+    blocks = [fp for i, fp in enumerate(owners) if i == 0 or owners[i - 1] != fp]
+    assert sorted(blocks) == sorted(k.fingerprint for k in keys)
+    await service.close()
+
+
+async def test_a_round_stuck_upstream_does_not_hold_the_others_back(
+    client: NanoGPTClient, fake_nanogpt
+) -> None:
+    fake_nanogpt.fake.faults.latency(30, "/api/personalized/v1/models")  # only keyed rounds ask for it
+    service = RecordingCatalog(client, None)
+    service._round_queue_wait = 0.05
+    stuck = asyncio.create_task(service.get(ResolvedKey(PAYG_KEY, "config")))
+    await service.personalized_asked.wait()  # the keyed round is now waiting on NanoGPT
+    anonymous = await service.get(ResolvedKey.none())  # queues briefly, then runs alongside
+    assert anonymous.snapshot.entries
+    assert not stuck.done()
+    stuck.cancel()
+    await asyncio.gather(stuck, return_exceptions=True)
+
+
+async def test_offline_requests_get_the_cached_failure_until_the_scheduled_retry(
+    client: NanoGPTClient, fake_nanogpt: FakeNanoGPTServer
+) -> None:
+    clock = Clock()
+    service = CatalogService(client, None, ttl=300, clock=clock)  # retried every 60 s by the background loop
+    key = ResolvedKey(PAYG_KEY, "config")
+    fake = fake_nanogpt.fake
+    fake.faults.reset(after_bytes=0)
+    with pytest.raises(CatalogUnavailable):
+        await service.get(key)
+    attempts = fake.count("/api/v1/models")
+    for _ in range(20):  # every one answered, none sent upstream
+        with pytest.raises(CatalogUnavailable) as raised:
+            await service.get(key)
+        assert raised.value.error.code == "upstream_unavailable"
+    assert fake.count("/api/v1/models") == attempts
+    with pytest.raises(NanoGPTError):
+        await service.refresh(key)  # "Sync now" always tries
+    tried = fake.count("/api/v1/models")
+    assert tried > attempts
+    fake.faults.clear()
+    clock.now += 59
+    with pytest.raises(CatalogUnavailable):
+        await service.get(key)  # the refresh above started the wait afresh
+    assert fake.count("/api/v1/models") == tried
+    clock.now += 2
+    view = await service.get(key)  # the next scheduled retry is due: a request may make it
+    assert not view.stale and fake.count("/api/v1/models") == tried + 1
+    await service.close()
+
+
+async def test_offline_stale_catalogue_is_not_revalidated_on_every_request(
+    client: NanoGPTClient, fake_nanogpt: FakeNanoGPTServer
+) -> None:
+    clock = Clock()
+    service = CatalogService(client, None, ttl=300, clock=clock)
+    key = ResolvedKey(PAYG_KEY, "config")
+    fake = fake_nanogpt.fake
+    await service.get(key)
+    fake.faults.reset(after_bytes=0)
+    clock.now += 400
+    view = await service.get(key)  # expired: served stale, revalidated in the background (which fails)
+    assert view.stale
+    await asyncio.gather(*service._background)  # the background round has finished
+    attempts = fake.count("/api/v1/models")
+    views = [await service.get(key) for _ in range(20)]
+    assert all(v.stale and v.error is not None for v in views)
+    assert not service._background  # no new round was started by those 20 requests
+    assert fake.count("/api/v1/models") == attempts
+    fake.faults.clear()
+    clock.now += 61
+    await service.get(key)  # due again: this request starts the retry
+    await asyncio.gather(*service._background)
+    assert fake.count("/api/v1/models") > attempts
+    assert not (await service.get(key)).stale
+    await service.close()

@@ -4,11 +4,15 @@
 ``postProcessPrompt`` for every value that version defines over fixed message lists. These tests derive
 from its output what each value really does (tools kept, roles merged, mid-chat system turned into user,
 a user-first placeholder, one single message, names folded, images kept) and require the doctor's table
-(``sillytavern/ppp.py``) and labels (``sillytavern/labels.py``) to say exactly that (issue 9 item 6).
+(``sillytavern/ppp.py``) and labels (``sillytavern/labels.py``) to say exactly that (issue 9 item 6). The
+doctor's decisions themselves (the PPP rules on the settings each version wrote, and the extension's
+error-signature choices) are then run through the same converter: what the user ends up with must do what
+the doctor says it does in that version.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import shutil
@@ -19,10 +23,16 @@ from typing import Any
 
 import pytest
 
+from nanogpt_companion.doctor.context import DoctorContext
+from nanogpt_companion.doctor.engine import diagnose
+from nanogpt_companion.doctor.rules.common import ppp_choices
+from nanogpt_companion.domain import CatalogEntry
+from nanogpt_companion.sillytavern.behaviour import tool_calling
 from nanogpt_companion.sillytavern.labels import ppp_labels
 from nanogpt_companion.sillytavern.ppp import DEPRECATED_ALIASES, MODES, TOOL_STRIPPING, allowed_ppp_values
 from nanogpt_companion.sillytavern.version import STVersion, parse_version
 from tests.realst.install import STInstallError, ensure_sillytavern
+from tests.realst.stack import load_version_fixture
 from tests.realst.versions import ST_VERSIONS
 
 ORACLE = Path(__file__).resolve().parents[1] / "realst" / "ppp_oracle.mjs"
@@ -129,3 +139,100 @@ def test_each_value_does_what_the_doctor_says(version: str) -> None:
         assert (value in TOOL_STRIPPING) is (not seen["keeps_tools"]), value
     for alias, target in DEPRECATED_ALIASES.items():
         assert data["results"][alias] == data["results"][target]
+
+
+# The doctor's decisions, not only its table: every value a user can have, on both NanoGPT connections, with
+# function calling and inline images on and off, diagnosed on the settings file that ST version wrote, and
+# the outcome (the fix's value, or the value left alone) run through that version's own converter.
+CONNECTIONS = {"nanogpt": "settings.nanogpt.json", "custom": "settings.custom-nanogpt.json"}
+VISION_MODEL = "openai/gpt-4o"  # vision, no family override: PPP advice comes from the rules alone
+CATALOGUE = {
+    VISION_MODEL: CatalogEntry(
+        id=VISION_MODEL, name="GPT-4o", vendor="openai", context_length=128000, capabilities={"vision": True}
+    )
+}
+
+
+def outcome(version: str, source: str, current: str, *, tools: bool, images: bool) -> tuple[str, bool]:
+    """The PPP value the user ends up with if they take the doctor's advice, and whether it was advice."""
+    settings = copy.deepcopy(load_version_fixture(version, CONNECTIONS[source]))
+    view = settings["oai_settings"]
+    view.update(custom_prompt_post_processing=current, function_calling=tools)
+    view["nanogpt_model" if source == "nanogpt" else "custom_model"] = VISION_MODEL
+    view["media_inlining" if "media_inlining" in view else "image_inlining"] = images
+    findings = diagnose(DoctorContext.build(settings, catalogue=CATALOGUE))
+    fixes = [f for f in findings if f.rule in ("ppp.nanogpt", "ppp.tools") and f.patch]
+    assert len(fixes) <= 1, [f.id for f in fixes]
+    if not fixes:
+        return current, False
+    [op] = fixes[0].patch
+    assert op.path == ("oai_settings", "custom_prompt_post_processing") and op.old == current
+    return str(op.value), True
+
+
+@pytest.mark.parametrize("version", ST_VERSIONS)
+def test_the_doctors_ppp_decisions_hold_under_sts_converter(version: str) -> None:
+    """What the doctor leaves or writes keeps tools whenever ST sends them, merges roles when it fills an
+    unset value, is a value ST defines, never brings *_tools where ST sends none, and does not depend on
+    inline images (ST keeps image parts in every mode: issue 10 items 1 and 2, issue 9 item 6)."""
+    data = oracle(version)
+    v = version_of(version)
+    defined = set(data["types"].values())
+    checked = 0
+    for source, tools, current in itertools.product(
+        CONNECTIONS, (False, True), sorted(allowed_ppp_values(v))
+    ):
+        ends, advised = outcome(version, source, current, tools=tools, images=True)
+        assert (ends, advised) == outcome(version, source, current, tools=tools, images=False), (
+            source,
+            current,
+        )
+        seen = behaviour(data["results"][ends], data["placeholder"])
+        where = (source, tools, current, ends)
+        assert seen["keeps_images"], where
+        assert ends in defined, where
+        sends_tools = tools and tool_calling(v, source) is True  # type: ignore[arg-type]
+        if sends_tools:
+            assert seen["keeps_tools"], where  # a tool-stripping value never stays or gets written
+        elif advised:
+            assert not ends.endswith("_tools"), where  # no *_tools where ST sends no tools
+        if current == "":
+            assert advised and seen["merges_roles"], where  # "None" is filled with a merging mode
+        elif advised:
+            before = behaviour(data["results"][current], data["placeholder"])
+            assert sends_tools and not before["keeps_tools"], where  # a user's pick moves only for tools
+            # ... to its "with tools" twin: same clean-up, tools kept (single has none: strict_tools).
+            twin = {**before, "keeps_tools": True}
+            if current == "single":
+                twin.update(single_message=False, inserts_placeholder=True)
+            assert seen == twin, where
+        checked += 1
+    assert checked == 2 * 2 * len(allowed_ppp_values(v))
+
+
+@pytest.mark.parametrize("version", ST_VERSIONS)
+def test_the_extensions_error_fixes_do_what_they_promise_under_sts_converter(version: str) -> None:
+    """The error-signature path's choices (``ppp_choices``) as ST's converter runs them: "merge" merges,
+    "semi" also turns mid-chat system messages into user turns, "strict" also starts with a user turn, and
+    tools survive exactly where this ST sends them (issue 10 item 6)."""
+    data = oracle(version)
+    v = version_of(version)
+    promises = {
+        "merge": {"merges_roles"},
+        "semi": {"merges_roles", "system_to_user"},
+        "strict": {"merges_roles", "system_to_user", "user_first"},
+    }
+    for source, tools in itertools.product(CONNECTIONS, (False, True)):
+        settings = copy.deepcopy(load_version_fixture(version, CONNECTIONS[source]))
+        settings["oai_settings"]["function_calling"] = tools
+        choices = ppp_choices(DoctorContext.build(settings, catalogue=CATALOGUE))["choices"]
+        sends_tools = tools and tool_calling(v, source) is True  # type: ignore[arg-type]
+        for intent, promised in promises.items():
+            value = choices[intent]
+            assert value in set(data["types"].values()), (source, tools, intent)
+            seen = behaviour(data["results"][value], data["placeholder"])
+            assert all(seen[p] for p in promised), (source, tools, intent, value)
+            if sends_tools:
+                assert seen["keeps_tools"], (source, intent, value)
+            else:
+                assert not value.endswith("_tools"), (source, tools, intent, value)

@@ -114,3 +114,77 @@ def test_text_completion_checks_on_the_file_st_wrote(version: str) -> None:
     [context] = by_rule(diagnose_file(settings), "textgen.context")
     # As far down as the model needs and ST's slider (8192 while not "Unlocked") takes.
     assert patch_values(context) == {("max_context",): min(small[0], 8192)}
+
+
+@pytest.mark.parametrize("version", ST_VERSIONS)
+def test_model_gone_on_the_files_st_wrote(version: str) -> None:
+    """Real ST's first save holds its placeholder ``gpt-4o-mini``; once connected, ST replaced it with a
+    listed model (the fixture's). Placeholder: nothing; a listed model: nothing; then each kind of gone."""
+    fresh = copy.deepcopy(load_version_fixture(version, "settings.first-save.json"))
+    assert fresh["oai_settings"]["nanogpt_model"] == "gpt-4o-mini"  # what ST really writes on a fresh install
+    fresh["main_api"] = "openai"
+    fresh["oai_settings"]["chat_completion_source"] = "nanogpt"
+    assert by_rule(diagnose_file(fresh), "model.gone") == []
+    connected = written(version, "settings.nanogpt.json")
+    model = connected["oai_settings"]["nanogpt_model"]
+    # ST swapped its placeholder for the first model NanoGPT listed as soon as it connected.
+    assert model != "gpt-4o-mini" and model in fake_catalogue()
+    assert by_rule(diagnose_file(connected), "model.gone") == []
+    without = {i: e for i, e in fake_catalogue().items() if i != model}
+    kinds = {}
+    for label, settings, removed in (
+        ("removed", connected, {model: 1_700_000_000.0}),
+        ("unknown", written(version, "settings.nanogpt.json", nanogpt_model="acme/zz-unlisted-9"), {}),
+        ("typo", written(version, "settings.nanogpt.json", nanogpt_model=model.upper()), {}),
+    ):
+        catalogue = without if label != "typo" else fake_catalogue()
+        ctx = DoctorContext.build(settings, catalogue=catalogue, removed_models=removed)
+        [gone] = by_rule(diagnose(ctx), "model.gone")
+        kinds[label] = (gone.details["kind"], gone.title)
+    assert {label: kind for label, (kind, _) in kinds.items()} == {
+        "removed": "removed",
+        "unknown": "unknown",
+        "typo": "typo",
+    }
+    assert len({title for _, title in kinds.values()}) == 3  # three different wordings
+
+
+@pytest.mark.parametrize("version", ST_VERSIONS)
+def test_web_search_reasoning_and_context_on_the_files_st_wrote(version: str) -> None:
+    """Web search: the Custom source ignores the shared switch, so ``:online`` is offered (a cost); the
+    NanoGPT source applies it itself. Reasoning: "Request model reasoning" off on a reasoning model is a
+    one-by-one preference on both sources (all three versions show reasoning for both). Context: the NanoGPT
+    source caps it itself (getNanoGptMaxContext); the Custom source does not, so too large is a problem."""
+    catalogue = fake_catalogue()
+    custom = written(version, "settings.custom-nanogpt.json", enable_web_search=True)
+    model = custom["oai_settings"]["custom_model"]
+    [search] = by_rule(diagnose_file(custom), "web_search")
+    assert search.raises_cost and patch_values(search) == {
+        ("oai_settings", "custom_model"): f"{model}:online"
+    }
+    assert "shared" in search.explanation
+    assert (
+        by_rule(
+            diagnose_file(written(version, "settings.nanogpt.json", enable_web_search=True)), "web_search"
+        )
+        == []
+    )
+    thinker = next(i for i, e in catalogue.items() if e.capabilities.get("reasoning"))
+    for name, key in (
+        ("settings.nanogpt.json", "nanogpt_model"),
+        ("settings.custom-nanogpt.json", "custom_model"),
+    ):
+        settings = written(version, name, show_thoughts=False, **{key: thinker})
+        [reasoning] = by_rule(diagnose_file(settings), "reasoning")
+        assert reasoning.severity == "info" and patch_values(reasoning) == {
+            ("oai_settings", "show_thoughts"): True
+        }
+    limit = catalogue[model].context_length
+    assert limit is not None
+    too_big = written(version, "settings.custom-nanogpt.json", openai_max_context=limit * 2)
+    [context] = by_rule(diagnose_file(too_big), "context")
+    assert context.severity != "info" and patch_values(context) == {
+        ("oai_settings", "openai_max_context"): limit
+    }
+    builtin = written(version, "settings.nanogpt.json", openai_max_context=limit * 2, nanogpt_model=model)
+    assert by_rule(diagnose_file(builtin), "context") == []

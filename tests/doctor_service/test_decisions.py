@@ -136,6 +136,32 @@ async def test_fix_all_fixes_problems_not_preferences_and_cost_is_never_automati
     assert json.loads(path.read_bytes())["oai_settings"]["openai_max_context"] == big["context_length"]
 
 
+def test_cli_fix_applies_problems_only(tmp_path: Path) -> None:
+    """``doctor --fix`` does what Fix all does: the malformed address (a problem) is fixed; the ``:online``
+    suffix for web search costs money per message, so it is left for its own Fix button."""
+    settings = custom("openai/gpt-4o", custom_url="http://nano-gpt.com/api/v1", enable_web_search=True)
+    st = build_st_install(tmp_path, users={"default-user": UserSpec(settings=settings)})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NANOGPT")}
+    env["NANOGPT_COMPANION_PORT"] = str(free_port())  # no service: the direct path
+    args = ["--sillytavern", str(st.st_dir), "--state-dir", str(tmp_path / "state"), "--offline", "--json"]
+    command = [sys.executable, "-m", "nanogpt_companion", "doctor", *args]
+    checked = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False
+    )
+    found = {f["rule"]: f for f in json.loads(checked.stdout)["default-user"]["findings"]}
+    assert found["endpoint.url"]["fix_all"] and found["web_search"]["fixable"]
+    assert found["web_search"]["raises_cost"] and not found["web_search"]["fix_all"]
+    done = subprocess.run(
+        [*command, "--fix"], capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)["default-user"]["results"]
+    assert [r["id"] for r in results] == [found["endpoint.url"]["id"]] and results[0]["status"] == "applied"
+    saved = json.loads(st.user().settings.read_bytes())["oai_settings"]
+    assert saved["custom_url"] == NANO.replace("http://", "https://")
+    assert saved["custom_model"] == "openai/gpt-4o" and saved["enable_web_search"] is True
+
+
 # ---- item 10: an undo holds across model and source changes --------------------------------------------
 
 
@@ -187,10 +213,12 @@ async def test_a_catalogue_refresh_that_removes_the_model_rechecks_every_user_at
         assert gone[0]["title"] == "Selected model was removed by NanoGPT"
 
 
-async def test_recheck_rereads_the_catalogue(
+async def test_recheck_rereads_the_catalogue_and_the_files(
     make_st_install: MakeSTInstall, start_companion: StartCompanion, fake_nanogpt: Any
 ) -> None:
-    victim = fake_nanogpt.fake.ids("v1")[5]
+    """Re-check (``?refresh=1``) reads NanoGPT's list and the user's files now; a plain report answers from
+    the last scan (no watcher here, so nothing else could have picked the changes up)."""
+    victim, other = fake_nanogpt.fake.ids("v1")[5:7]
     st = one_user(make_st_install, custom(victim))
     companion = await start_companion(st)
     assert by_rule(await report(companion), "model.gone") == []
@@ -198,6 +226,10 @@ async def test_recheck_rereads_the_catalogue(
     assert by_rule(await report(companion), "model.gone") == []  # the last scan's answer
     [gone] = by_rule(await report(companion, query="?refresh=1"), "model.gone")
     assert gone["details"]["kind"] == "removed"
+    # The user picks another model in ST (saved while nothing watches): only a Re-check sees it.
+    st_save(st.user().settings, custom(other))
+    assert by_rule(await report(companion), "model.gone") == [gone]
+    assert by_rule(await report(companion, query="?refresh=1"), "model.gone") == []
 
 
 # ---- items 6 and 16: what the extension is told, in ST's words -----------------------------------------
@@ -232,6 +264,21 @@ async def test_findings_journal_and_fix_events_use_st_labels(
         await tab.close()
     entries = (await (await companion.get("/api/doctor/journal")).json())["entries"]
     assert entries[0]["change"] == change and entries[0]["mode"] == "live"
+
+
+async def test_file_fix_and_undo_answers_name_the_change_as_st_does(
+    make_st_install: MakeSTInstall, start_companion: StartCompanion
+) -> None:
+    """No tab open: the Fix button's and Undo's answers (what the extension toasts) use ST's labels too."""
+    st = one_user(make_st_install, nanogpt_settings("merge", function_calling=True))
+    companion = await start_companion(st)
+    [tools] = by_rule(await report(companion), "ppp.tools")
+    [done] = await fix(companion, {"ids": [tools["id"]]})
+    assert done["status"] == "applied" and done["message"] == f"Fixed in settings.json: {tools['change']}"
+    [entry] = await eventually(lambda: journal(companion))  # the row follows the file write
+    undo = await companion.post("/api/doctor/undo", json={"journal_id": entry.id})
+    back = "Prompt Post-Processing: Merge consecutive roles (with tools) → Merge consecutive roles (no tools)"
+    assert await undo.json() == {"status": "reverted", "message": back}
 
 
 async def test_a_live_undo_holds_while_the_tab_has_not_saved_it_yet(

@@ -71,16 +71,22 @@ def reveal(page: STPage, selector: str) -> None:
 def open_drawer(page: STPage) -> None:
     """The Extensions panel, then our drawer in it."""
     open_top_drawer(page, "extensions")
-    closed = page.js(
-        "() => getComputedStyle(document.getElementById('ngc_drawer_content')).display === 'none'"
-    )
-    if closed:
-        page.page.click(".ngc-drawer .inline-drawer-header")
+    for _attempt in range(3):
+        closed = page.js(
+            "() => getComputedStyle(document.getElementById('ngc_drawer_content')).display === 'none'"
+        )
+        if closed:
+            page.page.click(".ngc-drawer .inline-drawer-header")
+        _wait_still(page)
+        if page.page.is_visible("#ngc_drawer_content"):
+            return
+        # A click that landed while ST was still laying its panel out toggles nothing: look again.
+        open_top_drawer(page, "extensions")
     page.page.wait_for_selector("#ngc_drawer_content", state="visible")
     _wait_still(page)
 
 
-def wait_connected(page: STPage, timeout: float = 30000) -> None:
+def wait_connected(page: STPage, timeout: float = 60000) -> None:
     page.page.wait_for_selector(CONNECTED, state="attached", timeout=timeout)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.extension.st_ui import oai, open_drawer, reveal, wait_catalog
+from tests.extension.test_catalog_cache import FROM_SERVICE, Profile
 from tests.fakes.service_fixtures import free_port
 from tests.realst.browser import CHROMIUM, CHROMIUM_ARGS, STPage
 from tests.realst.stack import CLEAN_OAI, RealStack, real_stack
@@ -33,6 +34,9 @@ def plugin_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealStack
         # The service is started by the stack (pointed at the fake); ST's own start of it is tested in
         # tests/st_server_plugin/test_real_st.py.
         install_args=("--server-plugin", "--enable-server-plugins", "--no-autostart"),
+        # A LAN name the user listed, as ST's own host warning tells them to (the plugin's DNS-rebinding
+        # guard answers only loopback names, IP addresses and these).
+        config={"hostWhitelist.hosts": ["st.lan"]},
     ) as stack:
         yield stack
 
@@ -97,7 +101,7 @@ def test_the_extension_works_through_the_plugin(plugin_stack: RealStack, st_page
     the event stream, a live fix and its undo (POSTs through ST's CSRF check)."""
     plugin_stack.seed_user(oai={**CLEAN_OAI, "nanogpt_model": plugin_stack.unused_model()})
     page, traffic = _open(plugin_stack, st_page_for, seed=False)
-    page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=30000)
+    page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=60000)
     assert page.page.text_content("#ngc_status_pill") == "connected via ST plugin"
     open_drawer(page)
     page.page.wait_for_function("document.querySelector('#ngc_usd').textContent.startsWith('$')")
@@ -121,6 +125,28 @@ def test_the_extension_works_through_the_plugin(plugin_stack: RealStack, st_page
     assert traffic.direct == []
 
 
+def test_saved_catalogue_is_revalidated_through_the_plugin(
+    plugin_stack: RealStack, realst_browser: Any
+) -> None:
+    """The plugin passes compression and validators through: the service's gzip list on a first load, a
+    304 on the reload, as on the direct path."""
+    plugin_stack.seed_user(oai=CLEAN_OAI)
+    profile = Profile(realst_browser, plugin_stack)
+    try:
+        page, requests = profile.load()
+        page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=60000)
+        page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=60000)
+        first = requests.seen[-1]
+        assert first["status"] == 200 and first["encoding"] == "gzip" and first["etag"]
+        page.page.close()
+        page, requests = profile.load()
+        page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=60000)
+        assert requests.seen[-1]["if_none_match"] == first["etag"]
+        assert requests.seen[-1]["status"] == 304
+    finally:
+        profile.close()
+
+
 def test_direct_url_unreachable_falls_back_to_plugin(plugin_stack: RealStack, st_page_for: Any) -> None:
     """A token file without the plugin hint whose URL does not answer: the extension tries direct once,
     then finds the plugin, without a toast or a script error."""
@@ -137,7 +163,7 @@ def test_direct_url_unreachable_falls_back_to_plugin(plugin_stack: RealStack, st
         )
 
     page, _traffic = _open(plugin_stack, st_page_for, before_load=stale_token_file)
-    page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=30000)
+    page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=60000)
     open_drawer(page)
     page.page.wait_for_function("document.querySelector('#ngc_usd').textContent.startsWith('$')")
     assert page.page.query_selector_all("#toast-container .toast") == []
@@ -146,11 +172,11 @@ def test_direct_url_unreachable_falls_back_to_plugin(plugin_stack: RealStack, st
 def test_opened_from_another_device(
     plugin_stack: RealStack, realst_browser: Any, expect_problems: Any
 ) -> None:
-    """ST opened as http://st.lan:<port>/ (a LAN name, not loopback; ST's default config serves it): the
-    extension goes straight to the plugin and never tries the service's loopback URL."""
+    """ST opened as http://st.lan:<port>/ (a LAN name in hostWhitelist.hosts, not loopback): the extension
+    goes straight to the plugin and never tries the service's loopback URL."""
     assert plugin_stack.service is not None
     plugin_stack.seed_user(oai={**CLEAN_OAI, "nanogpt_model": plugin_stack.unused_model()})
-    args = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP st.lan 127.0.0.1"]
+    args = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP st.lan 127.0.0.1, MAP other.lan 127.0.0.1"]
     lan = realst_browser.browser_type.launch(executable_path=str(CHROMIUM), args=args)
     try:
         page = STPage.open(
@@ -158,7 +184,7 @@ def test_opened_from_another_device(
         )
         traffic = Traffic(page, plugin_stack.service.url)
         page.wait_app_ready()
-        page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=30000)
+        page.page.wait_for_selector(VIA_PLUGIN, state="attached", timeout=60000)
         assert page.js("location.hostname") == "st.lan"
         open_drawer(page)
         page.page.wait_for_function("document.querySelector('#ngc_usd').textContent.startsWith('$')")
@@ -171,6 +197,26 @@ def test_opened_from_another_device(
         page.screenshot("drawer-remote-400px.png", full_page=False)
         assert traffic.direct == []
         assert page.problems() == []
+        page.close()
+
+        # A name nobody listed (what a DNS-rebinding page would use): the plugin refuses it, and the panel
+        # says why and what to do instead of "service not running".
+        seen: dict[str, Traffic] = {}
+        service_url = plugin_stack.service.url
+        page = STPage.open(
+            lan,
+            f"http://other.lan:{plugin_stack.st.port}",
+            width=400,
+            height=800,
+            before_load=lambda p: seen.setdefault("t", Traffic(STPage(p, p.context, ""), service_url)),
+        )
+        traffic = seen["t"]
+        open_drawer(page)
+        message = page.page.wait_for_selector("#ngc_status_message:has-text('hostWhitelist.hosts')")
+        assert "other.lan" in message.inner_text()
+        assert page.js("document.querySelector('#ngc_status_pill').dataset.status") == "not_running"
+        page.screenshot("drawer-remote-unlisted-name.png", full_page=False)
+        assert traffic.direct == [] and ("GET", "/health") in traffic.plugin
         page.close()
     finally:
         lan.close()

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
@@ -31,6 +31,22 @@ from tests.fakes.nanogpt_upstream import PAYG_KEY, FakeNanoGPT
 from tests.fakes.st_fixtures import STInstall, UserSpec, build_st_install
 
 REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+GUARD = 60  # how long a wait may take before a test fails; never a measured duration
+
+
+def wait_for(condition: Callable[[], T], what: str, timeout: float = GUARD) -> T:
+    """Polls ``condition`` until it returns something true (the event the test needs) and returns it;
+    fails after the guard, saying what never came."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def free_port() -> int:

@@ -157,3 +157,42 @@ def make_st_install(tmp_path: Path) -> MakeSTInstall:
 @pytest.fixture
 def st_install(make_st_install: MakeSTInstall) -> STInstall:
     return make_st_install()
+
+
+# The folders ST 1.19.0 creates in every user's folder (src/constants.js USER_DIRECTORY_TEMPLATE).
+USER_FOLDERS = (
+    "thumbnails/bg", "thumbnails/avatar", "thumbnails/persona", "worlds", "User Avatars", "user/images",
+    "groups", "group chats", "chats", "characters", "backgrounds", "NovelAI Settings", "KoboldAI Settings",
+    "OpenAI Settings", "TextGen Settings", "themes", "movingUI", "extensions", "instruct", "context",
+    "QuickReplies", "assets", "user/workflows", "user/files", "vectors", "backups", "sysprompt", "reasoning",
+)  # fmt: skip
+
+
+def build_unstarted_st(base: Path) -> Path:
+    """SillyTavern as unpacked and never started: its code's folders (built-in extensions under
+    public/scripts/extensions/, no third-party/ yet, default/config.yaml), but no config.yaml and no data
+    root, which ST creates on its first start."""
+    st_dir = base / "SillyTavern"
+    builtin = st_dir / "public" / "scripts" / "extensions" / "regex"
+    builtin.mkdir(parents=True)
+    (builtin / "manifest.json").write_text('{"display_name": "Regex"}\n', encoding="utf-8")
+    (st_dir / "default").mkdir()
+    shutil.copyfile(fixture_path("config.default.yaml"), st_dir / "default" / "config.yaml")
+    return st_dir
+
+
+def first_start(st_dir: Path, *handles: str) -> dict[str, UserPaths]:
+    """What ST's first start (or an admin creating a user) leaves on disk, in ST's order: the data root and
+    its global folders, each user's folders (users.js ensurePublicDirectoriesExist), then the user's
+    settings.json from ST's default content (content-manager.js checkForNewContent)."""
+    root = st_dir / "data"
+    for name in ("_storage", "_cache", "_uploads"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    made: dict[str, UserPaths] = {}
+    for handle in handles or ("default-user",):
+        paths = UserPaths(handle=handle, root=root / handle)
+        for folder in USER_FOLDERS:
+            (paths.root / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fixture_path("settings.seed.default-content.json"), paths.settings)
+        made[handle] = paths
+    return made

@@ -7,12 +7,15 @@ import filecmp
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from nanogpt_companion import __version__
 from nanogpt_companion.installer import (
+    FIRST_START_LINE,
     INSTALL_RECORD,
     RELOAD_LINE,
     InstallError,
@@ -22,6 +25,7 @@ from nanogpt_companion.installer import (
     install_extension,
     st_data_root,
 )
+from tests.fakes.st_fixtures import build_unstarted_st, first_start
 from tests.fixtures import ST_FIXTURES
 
 FIXTURES = ST_FIXTURES
@@ -387,3 +391,140 @@ def test_default_sources_are_found_in_the_checkout() -> None:
     else:
         with pytest.raises(InstallError, match="Cannot find"):
             find_extension_source()
+
+
+# ------------------------------------------------------------------------ first run: ST never started yet
+
+
+@pytest.fixture
+def fresh_st(tmp_path: Path) -> Path:
+    return build_unstarted_st(tmp_path / "fresh")
+
+
+def global_copy(st: Path) -> Path:
+    return st / "public" / "scripts" / "extensions" / "third-party" / "nanogpt-companion"
+
+
+def user_copy(st: Path, handle: str = "default-user") -> Path:
+    return st / "data" / handle / "extensions" / "nanogpt-companion"
+
+
+def test_never_started_st_gets_the_extension_for_every_user(fresh_st: Path, ext_source: Path) -> None:
+    report = install_extension(fresh_st, source_dir=ext_source)
+    expected = {k: v for k, v in tree(ext_source).items() if "__pycache__" not in k}
+    assert tree(global_copy(fresh_st)) == expected
+    assert report.component("extension").action == "installed"  # type: ignore[union-attr]
+    assert "every user" in report.lines[0]
+    assert report.lines[-1] == FIRST_START_LINE and RELOAD_LINE not in report.lines
+    assert not (fresh_st / "data").exists()  # ST's data root is ST's to create
+    assert not (fresh_st / "config.yaml").exists()
+
+
+def test_data_root_without_users_also_gets_a_global_install(fresh_st: Path, ext_source: Path) -> None:
+    """ST 1.13.5 needs ./data to exist before its first start (it writes its cookie secret there first)."""
+    (fresh_st / "data").mkdir()
+    install_extension(fresh_st, source_dir=ext_source)
+    assert (global_copy(fresh_st) / "manifest.json").exists()
+    assert list((fresh_st / "data").iterdir()) == []
+
+
+def test_after_first_start_the_existing_copy_is_updated_not_doubled(fresh_st: Path, ext_source: Path) -> None:
+    install_extension(fresh_st, source_dir=ext_source)
+    first_start(fresh_st, "default-user", "alice")
+
+    again = install_extension(fresh_st, source_dir=ext_source)
+    assert [c.path for c in again.components] == [global_copy(fresh_st)]
+    assert not user_copy(fresh_st).exists()  # a user copy would shadow the global one in ST
+
+    (ext_source / "index.js").write_text("// v2\n")
+    updated = install_extension(fresh_st, source_dir=ext_source)
+    assert [(c.path, c.action) for c in updated.components] == [(global_copy(fresh_st), "updated")]
+    assert (global_copy(fresh_st) / "index.js").read_text() == "// v2\n"
+    assert updated.lines[-1] == RELOAD_LINE
+
+
+def test_every_default_copy_is_updated_when_both_exist(fresh_st: Path, ext_source: Path) -> None:
+    """ST serves the user's copy over the global one, so updating only one of them could leave the user on
+    the old files (1.19.0 src/users.js createExtensionsRouteHandler)."""
+    install_extension(fresh_st, source_dir=ext_source)
+    first_start(fresh_st)
+    install_extension(fresh_st, user="default-user", source_dir=ext_source)
+    (ext_source / "index.js").write_text("// v3\n")
+    report = install_extension(fresh_st, source_dir=ext_source)
+    assert {(c.path, c.action) for c in report.components} == {
+        (user_copy(fresh_st), "updated"),
+        (global_copy(fresh_st), "updated"),
+    }
+    removed = install_extension(fresh_st, uninstall=True)
+    assert {c.path for c in removed.components if c.action == "uninstalled"} == {
+        user_copy(fresh_st),
+        global_copy(fresh_st),
+    }
+    assert not user_copy(fresh_st).exists() and not global_copy(fresh_st).exists()
+
+
+def test_other_users_but_no_default_user_is_refused_with_choices(fresh_st: Path, ext_source: Path) -> None:
+    first_start(fresh_st, "alice")
+    with pytest.raises(InstallError, match=r"Known users: alice\. Pass --user HANDLE, or --global"):
+        install_extension(fresh_st, source_dir=ext_source)
+    assert not global_copy(fresh_st).exists()
+
+
+def _stats(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        p.relative_to(folder).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.rglob("*")
+    }
+
+
+def test_unchanged_rerun_says_so_and_touches_nothing(st_dir: Path, ext_source: Path) -> None:
+    install_extension(st_dir, server_plugin=True, source_dir=ext_source)
+    target = user_copy(st_dir)
+    plugin = st_dir / "plugins" / "nanogpt-companion"
+    before = (_stats(target), _stats(plugin), target.stat().st_ino)
+
+    report = install_extension(st_dir, server_plugin=True, source_dir=ext_source)
+
+    assert [c.action for c in report.components] == ["unchanged", "unchanged"]
+    assert f"The extension at {target} is already up to date; nothing changed." in report.lines
+    assert RELOAD_LINE not in report.lines
+    assert not any("Restart SillyTavern" in line for line in report.lines)
+    assert (_stats(target), _stats(plugin), target.stat().st_ino) == before
+    # A changed byte is an update again.
+    (ext_source / "style.css").write_text(".nanogpt { color: red; }\n")
+    changed = install_extension(st_dir, source_dir=ext_source)
+    assert changed.component("extension").action == "updated"  # type: ignore[union-attr]
+
+
+def test_unchanged_link_and_a_damaged_copy(st_dir: Path, ext_source: Path) -> None:
+    install_extension(st_dir, link=True, source_dir=ext_source)
+    again = install_extension(st_dir, link=True, source_dir=ext_source)
+    assert again.component("extension").action == "unchanged"  # type: ignore[union-attr]
+    install_extension(st_dir, source_dir=ext_source)  # link -> copy is a change
+    (user_copy(st_dir) / "index.js").unlink()  # a file we installed went missing: repair it
+    report = install_extension(st_dir, source_dir=ext_source)
+    assert report.component("extension").action == "updated"  # type: ignore[union-attr]
+    assert (user_copy(st_dir) / "index.js").read_bytes() == (ext_source / "index.js").read_bytes()
+
+
+def test_cli_says_already_up_to_date(st_dir: Path) -> None:
+    def run() -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "nanogpt_companion", "install-extension", "--sillytavern", str(st_dir)],
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout  # fmt: skip
+
+    first = run()
+    assert "is installed at" in first and RELOAD_LINE in first
+    second = run()
+    assert second.strip() == f"The extension at {user_copy(st_dir)} is already up to date; nothing changed."
+
+
+def test_manifest_declares_no_auto_update_for_a_copied_folder() -> None:
+    """ST auto-updates a third-party extension whose manifest says ``auto_update`` by running git in its
+    folder (1.13.5/1.18.0/1.19.0 public/scripts/extensions.js autoUpdateExtensions, on the first load after
+    every ST version change; src/endpoints/extensions.js POST /update runs ``git fetch`` before checking
+    that the folder is a repository), and a copied folder is none: ST then shows "Extension update failed:
+    Internal Server Error". Our install is a copy updated by ``install-extension``, so it must not ask."""
+    manifest = json.loads((REPO / "st-extension" / "manifest.json").read_text())
+    assert manifest.get("auto_update", False) is False
+    assert manifest["version"] == __version__  # what "Manage extensions" shows next to the name

@@ -53,21 +53,33 @@ PROBLEM_WATCHER = """
 })();
 """
 
-WAIT_APP_READY = """
-() => new Promise((resolve) => {
+APP_READY_FLAG = """
+(() => {
+    // Set window.__ngcAppReady when ST's APP_READY fires, so a test can wait for it with a timeout
+    // (an evaluate() awaiting the event would hang forever on a page stuck behind a popup).
     const poll = () => {
-        const c = window.SillyTavern?.getContext?.();
+        let c;
+        try {
+            c = window.SillyTavern?.getContext?.();
+        } catch {
+            // getContext() reads module bindings that are not initialised until ST's scripts have run.
+        }
         const types = c?.eventTypes ?? c?.event_types;
         if (c?.eventSource && types?.APP_READY) {
             // APP_READY fires again for late listeners (ST's EventEmitter auto-fire list).
-            c.eventSource.once(types.APP_READY, () => resolve(true));
+            c.eventSource.once(types.APP_READY, () => { window.__ngcAppReady = true; });
         } else {
             setTimeout(poll, 25);
         }
     };
-    poll();
-})
+    if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', poll);
+    else poll();
+})();
 """
+
+
+# What every page of real ST needs from its first script on: the problem watcher and the APP_READY flag.
+PAGE_INIT_SCRIPT = PROBLEM_WATCHER + APP_READY_FLAG
 
 
 def launch_chromium(playwright: Any) -> Any:
@@ -106,7 +118,7 @@ class STPage:
         if color_scheme:
             options["color_scheme"] = color_scheme
         context = browser.new_context(**options)
-        context.add_init_script(PROBLEM_WATCHER)
+        context.add_init_script(PAGE_INIT_SCRIPT)
         page = context.new_page()
         st_page = cls(page, context, base_url)
         page.on("pageerror", lambda exc: st_page.page_errors.append(str(exc)))
@@ -123,8 +135,7 @@ class STPage:
     # ----- ST's state -----
 
     def wait_app_ready(self, timeout: float = 60_000) -> None:
-        self.page.wait_for_function("() => !!window.SillyTavern?.getContext", timeout=timeout)
-        self.page.evaluate(WAIT_APP_READY)
+        self.page.wait_for_function("() => window.__ngcAppReady === true", timeout=timeout)
 
     def js(self, expr: str, arg: Any = None) -> Any:
         return self.page.evaluate(expr, arg)

@@ -98,7 +98,7 @@ def st_page_for(realst_browser: Any, expect_problems: ProblemGuard) -> Iterator[
         page = open_st_page(realst_browser, stack, **options)
         opened.append(page)
         if connected:
-            page.page.wait_for_selector(CONNECTED, state="attached", timeout=30000)
+            page.page.wait_for_selector(CONNECTED, state="attached", timeout=60000)
         return page
 
     yield open_for

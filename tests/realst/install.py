@@ -160,6 +160,8 @@ def _warm_up(folder: Path) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 15)
         proc.wait(30)
+        # Versions that write a config.yaml beside server.js on first start must not leave one in the cache.
+        (folder / "config.yaml").unlink(missing_ok=True)
 
 
 def instance_copy(version: str, dest: Path) -> Path:
@@ -168,6 +170,9 @@ def instance_copy(version: str, dest: Path) -> Path:
     source = ensure_sillytavern(version)
     _run(["cp", "-al", str(source), str(dest)], dest.parent, "copy the SillyTavern install")
     shutil.rmtree(dest / WARM_DATA, ignore_errors=True)
+    # A config.yaml in the cache (left by an older harness or a manual run) would be a hard link shared by
+    # every copy: each instance gets its own, written by RealSillyTavern.configure.
+    (dest / "config.yaml").unlink(missing_ok=True)
     # webpack rewrites its cache files in place; a real copy keeps that away from the shared install.
     dist = dest / "dist"
     if dist.is_dir():

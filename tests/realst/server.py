@@ -119,11 +119,11 @@ class RealSillyTavern:
         """Set config.yaml keys (takes effect at the next start, as in ST)."""
         for key, value in dotted.items():
             _set_dotted(self.config, key, value)
-        # A new file, renamed over the old: the copy is hard-linked to the shared cache (instance_copy), and
-        # writing in place would change the cache's config.yaml and every other running copy's.
+        # A new file renamed into place: the copy's config.yaml may be a hard link into the shared cache
+        # (1.13.5 ships one from its post-install), and writing through it would change every later copy.
         tmp = self.config_path.with_name("config.yaml.tmp")
         tmp.write_text(yaml.safe_dump(self.config, sort_keys=False), encoding="utf-8")
-        os.replace(tmp, self.config_path)
+        tmp.replace(self.config_path)
 
     def log_text(self) -> str:
         try:

@@ -244,7 +244,7 @@ def run_cli(
 
 
 @contextmanager
-def test_internet(upstream: UpstreamThread, folder: Path) -> Iterator[InterceptingProxy]:
+def fake_internet(upstream: UpstreamThread, folder: Path) -> Iterator[InterceptingProxy]:
     """The intercepting proxy on the fake's own event loop, routing NanoGPT's hosts to the fake."""
     ca = make_test_ca(folder, NANOGPT_HOSTS)
     proxy = InterceptingProxy({host: ("127.0.0.1", upstream.port) for host in NANOGPT_HOSTS}, ca)
@@ -279,7 +279,7 @@ def real_stack(
     own_upstream = upstream is None
     fake = upstream or start_fake_upstream()
     try:
-        with test_internet(fake, base / "ca") as proxy:
+        with fake_internet(fake, base / "ca") as proxy:
             st = RealSillyTavern.create(
                 version, base, proxy_url=proxy.url, ca_pem=proxy.ca.ca_pem, config=dict(config or {})
             )

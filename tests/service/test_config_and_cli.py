@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from nanogpt_companion.config import Settings, load_settings
 from tests.fakes.service_fixtures import build_stack_install, free_port, start_fake_upstream, start_service
@@ -54,6 +55,25 @@ def test_env_lists_key_and_policies(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.api_key is not None and settings.api_key.get_secret_value() == "sk-nano-FAKE-123"
     assert "sk-nano-FAKE-123" not in repr(settings)
     assert settings.doctor_policies == {"context": "auto"}
+
+
+def test_environment_names_match_in_any_case_and_bad_json_is_clear(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("nanogpt_companion_watch", "false")
+    monkeypatch.setenv("NANOGPT_COMPANION_API_KEY", "sk-nano-FAKE-second")
+    monkeypatch.setenv("NANOGPT_API_KEY", "sk-nano-FAKE-first")  # the documented name wins
+    settings = Settings(port=9100)
+    assert settings.watch is False and settings.port == 9100
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "sk-nano-FAKE-first"
+    assert settings.model_fields_set >= {"watch", "api_key", "port"}
+    monkeypatch.setenv("NANOGPT_COMPANION_DOCTOR_POLICIES", "context=auto")
+    with pytest.raises(ValidationError, match="DOCTOR_POLICIES is not JSON"):
+        Settings()
+    monkeypatch.delenv("NANOGPT_COMPANION_DOCTOR_POLICIES")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    if sys.platform.startswith("linux"):
+        assert Settings().state_dir == tmp_path / "xdg" / "nanogpt-companion"
 
 
 def test_unknown_file_keys_and_bad_values_are_clear_errors(tmp_path: Path) -> None:

@@ -18,11 +18,9 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from aiohttp import web
@@ -39,7 +37,6 @@ from nanogpt_companion.plugin_link import (
 )
 from tests.fakes.service_fixtures import RunningService, free_port, running_stack
 
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = REPO / "plugin" / "st-server-plugin"
 HARNESS = Path(__file__).with_name("harness.js")
@@ -272,20 +269,6 @@ class Impostor:
 
 
 # ----- waiting and processes -----
-
-GUARD = 60  # how long a wait may take before a test fails; never a measured duration
-
-
-def wait_for(condition: Callable[[], T], what: str, timeout: float = GUARD) -> T:
-    """Polls ``condition`` until it returns something true (the event the test needs) and returns it;
-    fails after the guard."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pid_alive(pid: int) -> bool:

@@ -28,6 +28,7 @@ from tests.fakes.service_fixtures import (
     free_port,
     start_fake_upstream,
     start_service,
+    wait_for,
 )
 from tests.fakes.st_fixtures import STInstall
 
@@ -39,7 +40,6 @@ from .support import (
     start_harness,
     started_pid,
     stop_harness,
-    wait_for,
 )
 
 

@@ -34,7 +34,7 @@ from aiohttp import web
 
 from nanogpt_companion.plugin_link import link_path, read_link, write_link
 from tests.fakes.nanogpt_upstream import PAYG_KEY
-from tests.fakes.service_fixtures import start_fake_upstream
+from tests.fakes.service_fixtures import GUARD, start_fake_upstream, wait_for
 from tests.realst.server import STClient
 from tests.realst.stack import DEFAULT_USER, RealStack, real_stack
 from tests.realst.versions import ST_VERSIONS
@@ -43,7 +43,6 @@ from .support import (
     CATALOG_BODY,
     CATALOG_ETAG,
     CATALOG_GZIP,
-    GUARD,
     REAIM_ATTEMPTS,
     Impostor,
     free_port,
@@ -51,7 +50,6 @@ from .support import (
     proving_health,
     started_pid,
     validated_route,
-    wait_for,
 )
 
 PLUGIN = "/api/plugins/nanogpt-companion"

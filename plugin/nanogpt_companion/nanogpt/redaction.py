@@ -96,7 +96,14 @@ class KeyRedactor:
                 new = self._walk(old)
                 if new is not old:
                     changed[name] = new
-            return value.model_copy(update=changed) if changed else value
+            if not changed:
+                return value
+            # Not model_copy(update=...): parsed upstream models share one frozen fields-set (memory),
+            # which update= would try to extend. A shallow copy with the redacted values set is the same.
+            copied = value.model_copy()
+            for name, new_value in changed.items():
+                object.__setattr__(copied, name, new_value)
+            return copied
         if isinstance(value, dict):
             items = [(self._walk(k), self._walk(v)) for k, v in value.items()]
             if all(nk is k and nv is v for (nk, nv), (k, v) in zip(items, value.items(), strict=True)):

@@ -59,6 +59,9 @@ class UpstreamModel(BaseModel):
     subscription_note: str | None = None
 
 
+_UPSTREAM_FIELDS: Final[set[str]] = frozenset(UpstreamModel.model_fields)  # type: ignore[assignment]
+
+
 class SkippedEntry(BaseModel):
     """A list entry we could not use, with why (for one summarising warning, never per entry)."""
 
@@ -193,7 +196,9 @@ def parse_model_entry(raw: object) -> UpstreamModel | str:
     }
     return UpstreamModel.model_construct(
         # model_construct: every value above is already coerced to its field type, and validating 600
-        # entries again on each refresh would only repeat that work.
+        # entries again on each refresh would only repeat that work. Every field is given, so every
+        # entry shares one "fields set" (pydantic would otherwise build a 2 KB set per entry).
+        _UPSTREAM_FIELDS,
         id=model_id,
         name=_nonempty_str(raw.get("name")),
         description=_str(raw.get("description")),

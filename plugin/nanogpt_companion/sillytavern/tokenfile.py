@@ -63,6 +63,13 @@ def read_token(user: UserPaths) -> str | None:
     return token if isinstance(token, str) and _TOKEN.fullmatch(token) else None
 
 
+def read_service_url(user: UserPaths) -> str | None:
+    """The service URL the running (or last) service wrote for this user."""
+    data, _ = _read_existing(user.token_file)
+    url = data.get("url") if data else None
+    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
+
+
 def match_owner(path: os.PathLike[str], like: os.PathLike[str]) -> None:
     """When running as root, give our file to the user who owns the ST data, or ST could not serve it."""
     if os.geteuid() != 0:

@@ -217,9 +217,11 @@ def _describe_setup(settings: Settings, users: UserRegistry) -> None:
         log.info("API token for scripts: %s", token_file)
     else:
         log.info("SillyTavern data root: %s (%d users)", users.data_root, len(users.handles()))
-        if not users.handles():
-            log.warning(
-                "no SillyTavern users found yet (no <dataRoot>/<handle>/settings.json); will keep looking"
+        if not users.handles() and users.data_root.is_dir():  # a missing one was reported by the registry
+            # Normal before ST's first start finishes: not a warning. Users are picked up as they appear.
+            log.info(
+                "no SillyTavern users yet (no <dataRoot>/<handle>/settings.json); "
+                "each is picked up when SillyTavern creates it"
             )
     if settings.api_key is not None:
         log.info("using the NanoGPT key from the configuration for every user")

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from nanogpt_companion import __version__
 from nanogpt_companion.doctor.finding import Finding
-from nanogpt_companion.domain import AccountSnapshot, CatalogEntry, ErrorInfo
+from nanogpt_companion.domain import AccountSnapshot, CatalogEntry, CatalogSummary, ErrorInfo
 from nanogpt_companion.web import keys
 from nanogpt_companion.web.bodies import (
     AckRequest,
@@ -58,6 +58,10 @@ UPSTREAM_ERRORS = {
     "503": _json(_ref("ErrorBody"), "NanoGPT unreachable and nothing is cached"),
 }
 NULLABLE_NUMBER = {"type": ["number", "null"]}
+CATALOG_HEADERS = {
+    "ETag": {"schema": {"type": "string"}, "description": "Strong validator of this representation"},
+    "Vary": {"schema": {"type": "string"}, "description": "Accept-Encoding"},
+}
 TIER_STATUS = {
     "type": "object",
     "properties": {
@@ -157,6 +161,7 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 def build_openapi() -> bytes:
     schemas = _schemas(
         CatalogEntry,
+        CatalogSummary,
         AccountSnapshot,
         Finding,
         ErrorInfo,
@@ -208,7 +213,11 @@ def build_openapi() -> bytes:
     catalog_response = {
         "type": "object",
         "properties": {
-            "models": {"type": "array", "items": _ref("CatalogEntry")},
+            "models": {
+                "type": "array",
+                "items": {"anyOf": [_ref("CatalogEntry"), _ref("CatalogSummary")]},
+                "description": "CatalogEntry records, or CatalogSummary records with fields=summary",
+            },
             "count": {"type": "integer"},
             "total": {"type": "integer"},
             "fetched_at": NULLABLE_NUMBER,
@@ -254,9 +263,20 @@ def build_openapi() -> bytes:
         },
         "/api/catalog": {
             "get": _op(
-                "The tier-merged NanoGPT catalogue for the caller, filterable",
-                {"200": _json(catalog_response)},
+                "The tier-merged NanoGPT catalogue for the caller, filterable. Carries a strong ETag "
+                "(per snapshot and query); send it back in If-None-Match to get a 304 while nothing "
+                "changed. Gzip when Accept-Encoding allows it (Vary: Accept-Encoding).",
+                {
+                    "200": _json(catalog_response) | {"headers": CATALOG_HEADERS},
+                    "304": {"description": "Your copy is current", "headers": CATALOG_HEADERS},
+                },
                 params=[
+                    _query(
+                        "fields",
+                        {"type": "string", "enum": ["full", "summary"]},
+                        "full (default): CatalogEntry records; summary: what a list shows (CatalogSummary), "
+                        "about a third of the bytes; the rest of an entry is at /api/catalog/model",
+                    ),
                     _query(
                         "tier",
                         {"type": "string", "enum": ["v1", "subscription", "paid", "personalized"]},
@@ -268,6 +288,25 @@ def build_openapi() -> bytes:
                         "sort", {"type": "string", "enum": ["name", "price", "context", "newest"]}, "Order"
                     ),
                     _query("include_routers", {"type": "boolean"}, "Include router/utility ids"),
+                ],
+                upstream=True,
+            )
+        },
+        "/api/catalog/model": {
+            "get": _op(
+                "One catalogue entry in full (description, modalities, cache prices, icon)",
+                {
+                    "200": _json(_ref("CatalogEntry")),
+                    "404": _json(_ref("ErrorBody"), "No such model in the caller's catalogue"),
+                },
+                params=[
+                    {
+                        "name": "id",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "description": "The model id, e.g. anthropic/claude-opus-4.6",
+                    }
                 ],
                 upstream=True,
             )

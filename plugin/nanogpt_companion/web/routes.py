@@ -12,6 +12,7 @@ def setup_routes(app: web.Application) -> None:
     router = app.router
     router.add_get("/health", health.health)
     router.add_get("/api/catalog", catalog.get_catalog)
+    router.add_get("/api/catalog/model", catalog.get_catalog_model)
     router.add_post("/api/catalog/refresh", catalog.refresh_catalog)
     router.add_get("/api/endpoints", endpoints.get_endpoints)
     router.add_get("/api/account", account.get_account)

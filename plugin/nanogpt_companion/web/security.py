@@ -22,7 +22,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 PUBLIC_PATHS = frozenset({"/health"})
 TICKET_PATHS = frozenset({"/api/events"})
-CORS_ALLOW_HEADERS = "Authorization, Content-Type"
+# If-None-Match: clients may revalidate the catalogue themselves; ETag is readable so the extension can
+# tell a revalidated copy it already holds from a new one.
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-None-Match"
+CORS_EXPOSE_HEADERS = "ETag"
 CORS_ALLOW_METHODS = "GET, POST, PUT, OPTIONS"
 
 
@@ -58,13 +61,16 @@ class AccessPolicy:
         return name in self.hosts
 
 
-def _cors_headers(origin: str) -> dict[str, str]:
+def _cors_headers(origin: str, preflight: bool) -> dict[str, str]:
+    if not preflight:  # the rest is only read from a preflight; a 304 should stay a few hundred bytes
+        return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS}
     return {
         "Access-Control-Allow-Origin": origin,
         "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
         "Access-Control-Allow-Methods": CORS_ALLOW_METHODS,
-        "Access-Control-Max-Age": "600",
-        "Vary": "Origin",
+        # Chromium's ceiling (2 h): the extension's cross-origin calls carry a token, so each new kind of
+        # call is preflighted; within this time the answer is reused, also across page loads.
+        "Access-Control-Max-Age": "7200",
     }
 
 
@@ -96,7 +102,9 @@ async def add_cors_headers(request: web.Request, response: web.StreamResponse) -
     """``on_response_prepare`` hook: also covers streamed answers (SSE) that middleware sees too late."""
     origin = request.headers.get("Origin")
     if origin is not None and origin.rstrip("/") in request.app[keys.ACCESS].origins:
-        response.headers.update(_cors_headers(origin))
+        response.headers.update(_cors_headers(origin, request.method == "OPTIONS"))
+        vary = response.headers.get("Vary")  # keep a handler's own Vary (Accept-Encoding)
+        response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
 
 
 def _authenticate(request: web.Request) -> None:

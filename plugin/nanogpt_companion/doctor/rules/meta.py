@@ -18,6 +18,9 @@ class RuleMeta:
     title: str
     default_policy: Policy
     summary: str
+    # The rule says nothing without NanoGPT's model list (it judges the selected model), so a check run
+    # without a catalogue must report it as skipped rather than as passed.
+    needs_catalogue: bool = False
 
 
 _META: tuple[RuleMeta, ...] = (
@@ -50,6 +53,7 @@ _META: tuple[RuleMeta, ...] = (
         "Model reasoning not requested",
         "ask",
         "A reasoning model is selected but ST is told not to show its thoughts.",
+        needs_catalogue=True,
     ),
     RuleMeta(
         "web_search",
@@ -62,18 +66,21 @@ _META: tuple[RuleMeta, ...] = (
         "Inline images and the model's vision support",
         "ask",
         "Inline images go to a model that cannot see them (Custom source), or never reach one that can.",
+        needs_catalogue=True,
     ),
     RuleMeta(
         "context",
         "Context size does not match the model",
         "ask",
         "The context size is larger than the model accepts, or far smaller than it could be.",
+        needs_catalogue=True,
     ),
     RuleMeta(
         "model.gone",
         "Selected model is not in NanoGPT's list",
         "ask",
         "The selected model is not in NanoGPT's list: removed by NanoGPT, or a mistyped id.",
+        needs_catalogue=True,
     ),
     RuleMeta(
         "textgen.endpoint",
@@ -87,12 +94,14 @@ _META: tuple[RuleMeta, ...] = (
         "Text Completion context does not match the model",
         "ask",
         "Text Completion's context size is larger than the model accepts, or far smaller than it could be.",
+        needs_catalogue=True,
     ),
     RuleMeta(
         "textgen.nanogpt",
         "Text Completion model not suited",
         "ask",
         "Text Completion points at NanoGPT with a model that does not work well there.",
+        needs_catalogue=True,
     ),
     RuleMeta(
         "preset.ppp",

@@ -2,16 +2,18 @@ from __future__ import annotations
 
 from typing import get_args
 
-import orjson
 from aiohttp import web
 
-from nanogpt_companion.catalog import CatalogUnavailable, SortKey, filter_entries
+from nanogpt_companion.catalog import CatalogUnavailable, SortKey
+from nanogpt_companion.catalog_snapshot import Fields, Variant
 from nanogpt_companion.domain import Tier
 from nanogpt_companion.nanogpt.errors import NanoGPTError
 from nanogpt_companion.web import keys
 from nanogpt_companion.web.errors import ApiError, json_response
+from nanogpt_companion.web.negotiation import serve_body
 
 SORTS: tuple[str, ...] = get_args(SortKey)
+FIELDS: tuple[str, ...] = get_args(Fields)
 MAX_QUERY_LEN = 200
 
 
@@ -37,40 +39,50 @@ async def get_catalog(request: web.Request) -> web.Response:
     sort = query.get("sort", "name")
     if sort not in SORTS:
         raise ApiError(400, "bad_request", f"Unknown sort {sort[:40]!r}; use one of: {', '.join(SORTS)}.")
+    fields = query.get("fields", "full")
+    if fields not in FIELDS:
+        raise ApiError(
+            400, "bad_request", f"Unknown fields {fields[:40]!r}; use one of: {', '.join(FIELDS)}."
+        )
     q = query.get("q")
     if q is not None and len(q) > MAX_QUERY_LEN:
         raise ApiError(400, "bad_request", "The search text is too long.")
-    capabilities = [c for c in query.getall("capability", []) if c]
+    capabilities = tuple(c for c in query.getall("capability", []) if c)
+    tier = _tier(query.get("tier"))
     key = await request.app[keys.USERS].key_for(user.handle)
     try:
         view = await request.app[keys.CATALOG].get(key)
     except CatalogUnavailable as exc:
         raise ApiError.from_upstream(exc.error) from None
-    snapshot = view.snapshot
-    entries = filter_entries(
-        snapshot.entries,
-        tier=_tier(query.get("tier")),
-        query=q,
+    variant = Variant(
+        fields=fields,  # type: ignore[arg-type]  # checked against FIELDS above
+        tier=tier,
+        query=q or "",
         capabilities=capabilities,
         sort=sort,  # type: ignore[arg-type]  # checked against SORTS above
         include_routers=_flag(query.get("include_routers"), True),
+        stale=view.stale,
+        error=view.error,
     )
-    meta = orjson.dumps(
-        {
-            "count": len(entries),
-            "total": len(snapshot.entries),
-            "fetched_at": snapshot.fetched_at,
-            "stale": view.stale,
-            "tiers": {name: status.as_json() for name, status in snapshot.tiers.items()},
-            "error": view.error.model_dump() if view.error else None,
-        }
-    )
-    # The model list is joined from bytes serialised once per refresh; only the small tail is built here.
-    if entries is snapshot.entries:
-        body = snapshot.full_body(meta)
-    else:
-        body = b'{"models":' + snapshot.models_json(entries) + b"," + meta[1:]
-    return web.Response(body=body, content_type="application/json")
+    # Bodies are joined from bytes serialised once per refresh, and kept per variant with their gzip.
+    return await serve_body(request, view.snapshot.body(variant))
+
+
+async def get_catalog_model(request: web.Request) -> web.Response:
+    """One entry in full (description, modalities, cache prices...): what the list leaves out."""
+    model_id = request.query.get("id", "")
+    if not model_id or len(model_id) > MAX_QUERY_LEN:
+        raise ApiError(400, "bad_request", "Give the model id as ?id=...")
+    user = request[keys.CURRENT_USER]
+    key = await request.app[keys.USERS].key_for(user.handle)
+    try:
+        view = await request.app[keys.CATALOG].get(key)
+    except CatalogUnavailable as exc:
+        raise ApiError.from_upstream(exc.error) from None
+    entry = view.snapshot.packed.get(model_id)
+    if entry is None:
+        raise ApiError(404, "not_found", f"No model {model_id[:80]!r} in your NanoGPT catalogue.")
+    return web.Response(body=entry.full, content_type="application/json")
 
 
 async def refresh_catalog(request: web.Request) -> web.Response:
