@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
-GUARD = 60  # how long a wait may take before a test fails; never a measured duration
+GUARD = 180  # how long a wait may take before a test fails; never a measured duration
 
 
 def wait_for(condition: Callable[[], T], what: str, timeout: float = GUARD) -> T:

@@ -107,7 +107,7 @@ def test_three_59_mb_presets_keep_the_peak_under_200_mb(tmp_path: Path) -> None:
         upstream.stop()
 
 
-def wait_for(predicate: Any, within: float = 20.0) -> None:
+def wait_for(predicate: Any, within: float = 120.0) -> None:
     deadline = time.monotonic() + within
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"
