@@ -14,6 +14,7 @@ import { ModelSync } from './src/model-sync.js';
 import { PolicyView } from './src/policy-view.js';
 import { SpendTracker } from './src/spend-tracker.js';
 import { SpendView, registerSpendCommand } from './src/spend-view.js';
+import { ReplyNotices } from './src/reply-notice.js';
 import { ServiceClient, STATUS } from './src/service-client.js';
 import { registerSlashCommands } from './src/slash-commands.js';
 import { StAdapter } from './src/st-adapter.js';
@@ -96,6 +97,14 @@ class CompanionApp {
         this.enricher = new SelectEnricher({ adapter, store: this.store, settings: this.settings });
         this.modelSync = new ModelSync({ adapter, onReport: (r) => this.onModelSync(r) });
         await this.startSpend(root);
+        this.replies = new ReplyNotices({
+            adapter,
+            client: this.client,
+            store: this.store,
+            settings: this.settings,
+            saveSettings: () => adapter.saveSettings(),
+            undoJournal: (ids) => this.doctor.undoJournal(ids),
+        });
 
         this.bindSettings();
         this.account.renderStatus(STATUS.CONNECTING);
@@ -119,7 +128,11 @@ class CompanionApp {
         }
         adapter.on('CHATCOMPLETION_MODEL_CHANGED', (model) => this.onModelChanged(model));
         this.watchStFields();
-        adapter.observeErrorToasts((text) => this.doctor.onGenerationError(text));
+        adapter.observeErrorToasts((text) => {
+            this.doctor.onGenerationError(text);
+            if (this.connected()) this.replies.onGenerationError(text);
+        });
+        this.replies.attach();
 
         registerSlashCommands(this);
         document.addEventListener('visibilitychange', () => {
@@ -177,6 +190,7 @@ class CompanionApp {
         bind('ngc_only_subscription', 'only_subscription', () => this.enricher.apply());
         bind('ngc_apply_model_fixes', 'apply_model_fixes');
         bind('ngc_set_context', 'set_context_from_catalog');
+        bind('ngc_reply_doctor', 'reply_doctor');
     }
 
     /** The badge and the chat chip only while NanoGPT is the active connection. */
@@ -224,7 +238,7 @@ class CompanionApp {
         } else if (name === 'findings') {
             this.doctor.set(data?.findings ?? [], data);
         } else if (name === 'fix') {
-            this.doctor.applyLiveFix(data);
+            this.doctor.applyLiveFix(data).then((outcome) => this.replies.onLiveFix(data, outcome));
         }
     }
 
@@ -538,6 +552,7 @@ globalThis.nanogptCompanion = Object.freeze({
     version: VERSION,
     status: () => app.client?.status ?? STATUS.CONNECTING,
     reconnect: () => app.client?.reconnectNow(),
+    repliesChecked: () => app.replies?.checked ?? 0,
 });
 
 function start() {

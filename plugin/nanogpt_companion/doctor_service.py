@@ -33,6 +33,8 @@ from nanogpt_companion.doctor.families import load_family_table
 from nanogpt_companion.doctor.finding import Finding, Policy
 from nanogpt_companion.doctor.rules.common import ppp_choices
 from nanogpt_companion.doctor.rules.providers import chosen_provider_model, providers_lookup_id
+from nanogpt_companion.doctor.symptoms import causes as symptom_causes
+from nanogpt_companion.doctor.symptoms import with_tab_settings
 from nanogpt_companion.doctor_files import FileFixer, reverse_of
 from nanogpt_companion.doctor_live import LiveDispatcher
 from nanogpt_companion.doctor_policy import (
@@ -65,6 +67,7 @@ __all__ = ["DoctorService", "FixResult"]
 log = logging.getLogger(__name__)
 
 CATALOG_WAIT = 10.0  # how long a scan waits for a cold catalogue before diagnosing without it
+SYMPTOM_FIXES_KEPT = 50  # causes offered from replies that a later Fix may name, per user
 PROFILES_PATH = ("extension_settings", "connectionManager", "profiles")
 
 
@@ -83,6 +86,8 @@ class UserState:
     auto_fixed: dict[str, tuple[str, str]] = field(default_factory=dict)
     ppp: dict[str, Any] = field(default_factory=dict)  # what the extension may write for PPP (report "ppp")
     profile_names: dict[int, str] = field(default_factory=dict)  # for labels of profile changes
+    # Causes offered for reply signatures (issue 16), by finding id, oldest first: what a Fix may name.
+    symptom_fixes: dict[str, Finding] = field(default_factory=dict)
 
 
 class DoctorService:
@@ -107,6 +112,7 @@ class DoctorService:
         self._policies = PolicyBook(store, settings.doctor_policies)
         self._live = LiveDispatcher(bus)
         self._files = FileFixer(store)
+        self._store = store  # reply-signature counts
         self._family_table = load_family_table(settings.ppp_families_file)
         self._presets = PresetReader()  # re-reads a preset only when its file changed
         self._st_dir = settings.sillytavern
@@ -477,6 +483,73 @@ class DoctorService:
             await self._files.mark_undone(pending.undo_of)
             return []
         return await self._files.journal(handle, pending.finding, "live")
+
+    # ---- reply signatures (the formatting doctor that reads the chat) ----------------------------------
+
+    async def signature(
+        self, handle: str, signature: str, evidence: str, involved: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A reply in the user's tab showed ``signature``: count it and say which settings cause it here.
+
+        The causes are read from the user's settings with the tab's current values of the ``involved``
+        settings on top (the tab saves a second after a change); each fixable one can then be applied by
+        id through ``apply_symptom_fix``, down the same path as every other fix.
+        """
+        user = self._users.get(handle)
+        count = await self._store.count_signature(handle, signature)
+        if user is None or user.paths is None:
+            return {"signature": signature, "causes": [], "seen": count}
+        state = self._user_state(handle)
+        if state.checked_at is None:
+            await self.check_user(handle)
+        try:
+            doc = await asyncio.to_thread(read_document, user.paths.settings)
+        except (DocumentMissing, DocumentUnreadable):
+            return {"signature": signature, "causes": [], "seen": count}
+        settings = with_tab_settings(doc.data, dict(involved))
+        catalogue, account, removed = await self._context_data(handle)
+        ctx = DoctorContext(
+            settings=settings,
+            st_version=state.version,
+            catalogue=catalogue,
+            account=account,
+            family_table=self._family_table,
+            removed_models=removed,
+        )
+        found = symptom_causes(signature, ctx, evidence)
+        for finding in found:
+            state.symptom_fixes.pop(finding.id, None)
+            state.symptom_fixes[finding.id] = finding
+        while len(state.symptom_fixes) > SYMPTOM_FIXES_KEPT:
+            del state.symptom_fixes[next(iter(state.symptom_fixes))]
+        causes = []
+        for finding in found:
+            data = finding.model_dump(mode="json")
+            data["fixable"] = finding.fixable
+            data["change"] = self._change_text(finding, state) if finding.patch else None
+            causes.append(data)
+        log.info("reply signature %s for %s (%d causes, seen %d times)", signature, handle, len(found), count)
+        return {"signature": signature, "causes": causes, "seen": count}
+
+    async def apply_symptom_fix(self, handle: str, finding_id: str) -> FixResult:
+        """Apply a cause offered by ``signature``: to the open tab (journalled on its ack), else the file."""
+        user = self._users.get(handle)
+        state = self._user_state(handle)
+        finding = state.symptom_fixes.get(finding_id)
+        if user is None or user.paths is None or finding is None:
+            return FixResult(
+                finding_id, "not_found", "That suggestion is no longer available; check the reply again."
+            )
+        if not finding.fixable:
+            return FixResult(finding_id, "failed", "This suggestion is advice only; nothing to apply.")
+        async with state.lock:
+            result = await self._route(handle, user.paths, state, finding)
+            if result.status == "applied":
+                await self._scan(handle, user.paths, state, force=True)
+        return result
+
+    async def signature_counts(self, handle: str) -> dict[str, int]:
+        return await self._store.signature_counts(handle)
 
     async def journal(self, handle: str, limit: int = 50) -> list[dict[str, Any]]:
         """Recent fixes for this user, newest first, with what undo would put back."""

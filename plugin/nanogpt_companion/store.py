@@ -239,6 +239,17 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (user, id)
     );
     """,
+    # 4: which reply signatures (the formatting doctor in the chat) each user's replies showed: a name and a
+    # count, never text.
+    """
+    CREATE TABLE IF NOT EXISTS reply_signature (
+        user TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        last_seen REAL NOT NULL,
+        PRIMARY KEY (user, signature)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # How long an alert is kept (shown or not); quota windows are a month at most.
@@ -617,6 +628,32 @@ class Store:
         return await self._call(run)
 
     # ---- maintenance -----------------------------------------------------------------------------
+
+    async def count_signature(self, user: str, signature: str) -> int:
+        """One more reply showed ``signature``; returns how many have for this user."""
+        now = self._now()
+
+        def run(conn: sqlite3.Connection) -> int:
+            with conn:
+                conn.execute(
+                    "INSERT INTO reply_signature (user, signature, count, last_seen) VALUES (?, ?, 1, ?) "
+                    "ON CONFLICT (user, signature) DO UPDATE SET count = count + 1, "
+                    "last_seen = excluded.last_seen",
+                    (user, signature, now),
+                )
+                row = conn.execute(
+                    "SELECT count FROM reply_signature WHERE user = ? AND signature = ?", (user, signature)
+                ).fetchone()
+            return int(row[0])
+
+        return await self._call(run)
+
+    async def signature_counts(self, user: str) -> dict[str, int]:
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute("SELECT signature, count FROM reply_signature WHERE user = ?", (user,))
+            return {str(name): int(count) for name, count in rows}
+
+        return await self._call(run)
 
     async def schema_version(self) -> int:
         return await self._call(lambda conn: int(conn.execute("PRAGMA user_version").fetchone()[0]))

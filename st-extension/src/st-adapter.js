@@ -16,6 +16,9 @@ export const DEFAULT_SETTINGS = Object.freeze({
     apply_model_fixes: true,
     set_context_from_catalog: false,
     catalog_sort: 'name',
+    reply_doctor: true, // the formatting doctor's notices under NanoGPT replies
+    regenerate_after_fix: true,
+    dismissed_signatures: [], // "Not this": chat | signature | involved settings
 });
 
 /**
@@ -40,6 +43,8 @@ const CONTROL_MAP = {
     'oai_settings.openai_max_context': { sel: '#openai_max_context', ev: 'input' },
     'oai_settings.openai_max_tokens': { sel: '#openai_max_tokens', ev: 'input' },
     'oai_settings.squash_system_messages': { sel: '#squash_system_messages', ev: 'input', checkbox: true },
+    // Advanced Formatting -> Reasoning -> Auto-Parse (reasoning.js: a `change` handler saves it).
+    'power_user.reasoning.auto_parse': { sel: '#reasoning_auto_parse', ev: 'change', checkbox: true },
     'textgenerationwebui_settings.server_urls.generic': { sel: '#generic_api_url_text', ev: 'input' },
     'textgenerationwebui_settings.type': { sel: '#textgen_type', ev: 'change' },
     // Text Completion's context lives at the top of settings.json; ST's slider handler sets and saves it.

@@ -12,7 +12,11 @@ a request once it has finished: the balance and the subscription usage the fake 
 generation, which is what the companion's spend attribution measures.
 
 Replies are deterministic: ``Reply(text, reasoning)`` chosen per model by ``InferenceBehaviour.replies``,
-else a default that names the model and the base, so a test can tell which one answered.
+else a default that names the model and the base, so a test can tell which one answered. A test that
+needs a malformed reply (reasoning as text, a reply that speaks for the user, an empty or cut-off reply, a
+"roles must alternate" refusal) sets ``InferenceBehaviour.shape`` to one of ``tests/fakes/reply_shapes.py``;
+a shape sees the request as NanoGPT would (roles, max_tokens) and answers malformed only while the request
+still has the problem, so a regenerate after the user's fix gets a clean reply.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class Reply:
     reasoning: str | None = None
     prompt_tokens: int = 12
     completion_tokens: int = 9
+    finish_reason: str = "stop"  # "length" when the reply stopped at max_tokens
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,8 @@ class InferenceBehaviour:
     # (status, message): answer every inference request with this error, as NanoGPT relays a provider's
     # refusal (e.g. 400 "Conversation roles must alternate user/assistant/...").
     error: tuple[int, str] | None = None
+    # Per request: a Reply to answer instead, an (status, message) error, or None for the usual reply.
+    shape: Callable[[InferenceRecord, Reply], Reply | tuple[int, str] | None] | None = None
     records: list[InferenceRecord] = field(default_factory=list)
 
     def reply_for(self, model: str, base: str) -> Reply:
@@ -120,23 +127,28 @@ def add_inference_routes(
         messages = body.get("messages") if kind == "chat" else None
         roles = tuple(str(m.get("role")) for m in messages or [] if isinstance(m, dict))
         billing_mode = request.headers.get("X-Billing-Mode") or body.get("billing_mode")
-        behaviour.records.append(
-            InferenceRecord(
-                base=base,
-                kind=kind,
-                model=model,
-                stream=bool(body.get("stream")),
-                roles=roles,
-                key_id=key_id(key),
-                provider=request.headers.get("X-Provider"),
-                billing_mode=billing_mode,
-                body=body,
-            )
+        record = InferenceRecord(
+            base=base,
+            kind=kind,
+            model=model,
+            stream=bool(body.get("stream")),
+            roles=roles,
+            key_id=key_id(key),
+            provider=request.headers.get("X-Provider"),
+            billing_mode=billing_mode,
+            body=body,
         )
+        behaviour.records.append(record)
         if behaviour.error is not None:
             status, message = behaviour.error
             return _error(status, message, "invalid_request_error")
         reply = behaviour.reply_for(bare_model, base)
+        if behaviour.shape is not None:
+            shaped = behaviour.shape(record, reply)
+            if isinstance(shaped, tuple):
+                return _error(shaped[0], shaped[1], "invalid_request_error")
+            if shaped is not None:
+                reply = shaped
         reasoning_field = INFERENCE_BASES[base]
         mode = billing_mode if isinstance(billing_mode, str) else None
         try:
@@ -183,7 +195,7 @@ def _completion(kind: str, model: str, reply: Reply, reasoning_field: str) -> di
     }
     content = _content_with_reasoning(reply, reasoning_field)
     if kind == "text":
-        choice: dict[str, Any] = {"index": 0, "text": content, "finish_reason": "stop"}
+        choice: dict[str, Any] = {"index": 0, "text": content, "finish_reason": reply.finish_reason}
         return {
             "id": _id(),
             "object": "text_completion",
@@ -200,7 +212,7 @@ def _completion(kind: str, model: str, reply: Reply, reasoning_field: str) -> di
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
         "usage": usage,
     }
 
@@ -241,7 +253,7 @@ async def _stream(
         await response.write(chunk(piece))
         if delay:
             await asyncio.sleep(delay)
-    await response.write(chunk("" if kind == "text" else {}, "stop"))
+    await response.write(chunk("" if kind == "text" else {}, reply.finish_reason))
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response

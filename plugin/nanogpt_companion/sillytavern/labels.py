@@ -29,6 +29,8 @@ SETTING_LABELS: dict[str, tuple[str, str]] = {
     "nanogpt_model": ("model_nanogpt_select", "NanoGPT Model"),
     "generic": ("generic_api_url_text", "Server URL"),  # textgenerationwebui_settings.server_urls.generic
     "max_context": ("max_context", "Context (tokens)"),
+    "openai_max_tokens": ("openai_max_tokens", "Max Response Length (tokens)"),
+    "auto_parse": ("reasoning_auto_parse", "Auto-Parse"),  # power_user.reasoning.auto_parse
 }
 
 # Option texts of #custom_prompt_post_processing. 1.13.1 (a5127a58e) added the "with tools" group and

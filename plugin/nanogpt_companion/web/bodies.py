@@ -32,6 +32,39 @@ class AckRequest(Body):
     message: str = Field("", max_length=2000)
 
 
+class InvolvedSettings(Body):
+    """The settings that decide a reply signature, as the tab has them now (doctor/symptoms.py
+    ``INVOLVED_PATHS`` says where each lives in settings.json)."""
+
+    main_api: str | None = Field(None, max_length=64)
+    chat_completion_source: str | None = Field(None, max_length=64)
+    custom_url: str | None = Field(None, max_length=2048)
+    custom_model: str | None = Field(None, max_length=512)
+    nanogpt_model: str | None = Field(None, max_length=512)
+    custom_prompt_post_processing: str | None = Field(None, max_length=64)
+    show_thoughts: bool | None = None
+    function_calling: bool | None = None
+    openai_max_tokens: int | None = Field(None, ge=0, le=10_000_000)
+    auto_parse: bool | None = None
+
+
+class SignatureRequest(Body):
+    """A reply signature from the tab: a name, a fixed evidence label, the message's id in the chat and
+    the settings involved (their current values in the tab). Never message text."""
+
+    signature: Literal[
+        "reasoning_as_text", "speaks_for_user", "empty_reply", "cut_off", "role_error", "reasoning_missing"
+    ]
+    evidence: str = Field("", max_length=40, pattern=r"^[a-z0-9_-]*$")
+    message_id: int | None = Field(None, ge=0)
+    settings: InvolvedSettings = Field(default_factory=InvolvedSettings)
+
+
+class SignatureFixRequest(Body):
+    id: str = Field(min_length=1, max_length=128)
+    message_id: int | None = Field(None, ge=0)
+
+
 class PolicyRequest(Body):
     rule: str = Field(min_length=1, max_length=64)
     policy: Literal["auto", "ask", "off"]

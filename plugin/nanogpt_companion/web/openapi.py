@@ -23,7 +23,14 @@ from nanogpt_companion.domain import (
     ModelProviders,
 )
 from nanogpt_companion.web import keys
-from nanogpt_companion.web.bodies import AckRequest, FixRequest, PolicyRequest, UndoRequest
+from nanogpt_companion.web.bodies import (
+    AckRequest,
+    FixRequest,
+    PolicyRequest,
+    SignatureFixRequest,
+    SignatureRequest,
+    UndoRequest,
+)
 from nanogpt_companion.web.handlers.alerts import SeenRequest
 from nanogpt_companion.web.handlers.connection import KeyAllRequest, KeyRequest, KeyUndoRequest
 
@@ -262,6 +269,8 @@ def build_openapi() -> bytes:
         SeenRequest,
         ModelProviders,
         ImageModel,
+        SignatureRequest,
+        SignatureFixRequest,
     )
     model_providers = {
         **schemas["ModelProviders"],
@@ -287,6 +296,14 @@ def build_openapi() -> bytes:
             "fixable": {"type": "boolean"},
             "declined": {"type": "boolean"},
             "fix_all": {"type": "boolean", "description": "In Fix all: a problem, not a preference"},
+            "change": {"type": ["string", "null"], "description": "The fix in ST's own words"},
+        },
+    }
+    signature_cause = {
+        **finding,
+        "properties": {
+            **finding.get("properties", {}),
+            "fixable": {"type": "boolean"},
             "change": {"type": ["string", "null"], "description": "The fix in ST's own words"},
         },
     }
@@ -591,6 +608,58 @@ def build_openapi() -> bytes:
                     "409": _json(_ref("ErrorBody"), "No SillyTavern directory"),
                 },
                 body="AckRequest",
+            )
+        },
+        "/api/doctor/signature": {
+            "post": _op(
+                "A reply in the tab showed a formatting signature: count it, answer with its causes here",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "signature": {"type": "string"},
+                                "message_id": {"type": ["integer", "null"]},
+                                "seen": {"type": "integer", "description": "Replies with it so far"},
+                                "causes": {"type": "array", "items": signature_cause},
+                            },
+                            "required": ["signature", "message_id", "seen", "causes"],
+                        }
+                    ),
+                    "409": _json(_ref("ErrorBody"), "No SillyTavern directory"),
+                },
+                body="SignatureRequest",
+            ),
+            "get": _op(
+                "How many replies showed each signature, for the caller",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "counts": {"type": "object", "additionalProperties": {"type": "integer"}}
+                            },
+                            "required": ["counts"],
+                        }
+                    ),
+                    "409": _json(_ref("ErrorBody"), "No SillyTavern directory"),
+                },
+            ),
+        },
+        "/api/doctor/signature/fix": {
+            "post": _op(
+                "Apply one cause offered for a reply signature (live to the open tab, else the file)",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"result": FIX_RESULT, "message_id": {"type": ["integer", "null"]}},
+                            "required": ["result", "message_id"],
+                        }
+                    ),
+                    "409": _json(_ref("ErrorBody"), "No SillyTavern directory"),
+                },
+                body="SignatureFixRequest",
             )
         },
         "/api/doctor/journal": {

@@ -6,7 +6,15 @@ from nanogpt_companion.doctor.engine import RULES
 from nanogpt_companion.doctor.finding import Policy
 from nanogpt_companion.doctor_service import DoctorService
 from nanogpt_companion.web import keys
-from nanogpt_companion.web.bodies import AckRequest, FixRequest, PolicyRequest, UndoRequest, read_body
+from nanogpt_companion.web.bodies import (
+    AckRequest,
+    FixRequest,
+    PolicyRequest,
+    SignatureFixRequest,
+    SignatureRequest,
+    UndoRequest,
+    read_body,
+)
 from nanogpt_companion.web.errors import ApiError, json_response
 
 NO_DATA_ROOT = "The service was started without a SillyTavern directory, so there are no settings to check."
@@ -102,3 +110,26 @@ async def set_policy(request: web.Request) -> web.Response:
     except KeyError:
         raise ApiError(404, "not_found", f"No doctor rule named {body.rule!r}.") from None
     return json_response(_policies_body(policies))
+
+
+async def report_signature(request: web.Request) -> web.Response:
+    """A reply in the tab showed a formatting signature: count it, answer with its causes here."""
+    user = request[keys.CURRENT_USER]
+    body = await read_body(request, SignatureRequest)
+    involved = body.settings.model_dump(exclude_unset=True)
+    answer = await _doctor(request).signature(user.handle, body.signature, body.evidence, involved)
+    answer["message_id"] = body.message_id
+    return json_response(answer)
+
+
+async def fix_signature(request: web.Request) -> web.Response:
+    """Apply one cause offered for a reply signature, down the doctor's fix path (journalled, undoable)."""
+    user = request[keys.CURRENT_USER]
+    body = await read_body(request, SignatureFixRequest)
+    result = await _doctor(request).apply_symptom_fix(user.handle, body.id)
+    return json_response({"result": result.as_json(), "message_id": body.message_id})
+
+
+async def get_signature_counts(request: web.Request) -> web.Response:
+    user = request[keys.CURRENT_USER]
+    return json_response({"counts": await _doctor(request).signature_counts(user.handle)})
