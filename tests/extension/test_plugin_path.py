@@ -16,6 +16,7 @@ import pytest
 
 from tests.extension.st_ui import oai, open_drawer, reveal, wait_catalog
 from tests.extension.test_catalog_cache import FROM_SERVICE, Profile
+from tests.extension.test_core_journeys import choose_another_value_first
 from tests.fakes.service_fixtures import free_port
 from tests.realst.browser import CHROMIUM, CHROMIUM_ARGS, STPage
 from tests.realst.stack import CLEAN_OAI, RealStack, real_stack
@@ -188,6 +189,7 @@ def test_opened_from_another_device(
         assert page.js("location.hostname") == "st.lan"
         open_drawer(page)
         page.page.wait_for_function("document.querySelector('#ngc_usd').textContent.startsWith('$')")
+        choose_another_value_first(plugin_stack, page)  # "None" put back after a fix would be respected
         reveal(page, "#custom_prompt_post_processing")
         page.page.select_option("#custom_prompt_post_processing", "")
         page.page.wait_for_function(

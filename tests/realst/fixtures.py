@@ -45,12 +45,14 @@ def _stack(tmp_path_factory: pytest.TempPathFactory, version: str) -> Iterator[R
         yield stack
 
 
-@pytest.fixture(scope="session")
+# One ST per test module: modules written apart (journeys, spend, the formatting doctor...) each change the
+# user's connection, key and chats, and must not inherit another module's state.
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealStack]:
     yield from _stack(tmp_path_factory, NEWEST)
 
 
-@pytest.fixture(scope="session", params=ST_VERSIONS)
+@pytest.fixture(scope="module", params=ST_VERSIONS)
 def versioned_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RealStack]:
