@@ -194,6 +194,12 @@ class DoctorService:
         return {
             "findings": [self._finding_json(f, d, state) for f, d in shown],
             "muted": len(findings) - len(shown),
+            # Which findings are hidden, by name only (the policy panel says which rules it keeps quiet).
+            "muted_findings": [
+                {"id": f.id, "rule": f.rule, "title": f.title}
+                for f in findings
+                if decisions[f.id].policy == "off"
+            ],
             "st_version": state.version.display,
             "checked_at": state.checked_at,
             "tab_open": self._live.tab_open(handle),

@@ -101,7 +101,9 @@ export class DoctorView {
     set(findings, report = null) {
         const all = findings ?? [];
         this.findings = all.filter((f) => f.policy !== 'off');
-        this.onMuted(all.filter((f) => f.policy === 'off'));
+        // The service leaves findings of "off" rules out of the list and names them in `muted_findings`.
+        const muted = all.filter((f) => f.policy === 'off');
+        this.onMuted(muted.length ? muted : (report?.muted_findings ?? []));
         if (report && 'ppp' in report) this.ppp = report.ppp ?? null;
         this.render();
     }

@@ -33,7 +33,7 @@ async def test_database_written_by_main_upgrades_and_keeps_everything(tmp_path: 
     }
     before.close()
     async with Store(path) as store:
-        assert await store.schema_version() == SCHEMA_VERSION == 2
+        assert await store.schema_version() == SCHEMA_VERSION == 4  # + key writes, spend, signatures
         assert await store.quick_check() == "ok"
         history = await store.account_history("default-user", 0)
         assert [(p.t, p.usd) for p in history] == [(1_790_000_000.0, 129.46956147), (1_790_000_300.0, 129.4)]
@@ -44,7 +44,7 @@ async def test_database_written_by_main_upgrades_and_keeps_everything(tmp_path: 
         assert inserted and stored.id == 1
         assert [r.id for r in await ledger.rows("default-user", 0)] == [1]
     async with Store(path) as store:  # a second start migrates nothing and loses nothing
-        assert await store.schema_version() == 2
+        assert await store.schema_version() == SCHEMA_VERSION
         assert len(await SpendLedger(store).rows("default-user", 0)) == 1
     after = sqlite3.connect(path)
     for table, rows in old.items():

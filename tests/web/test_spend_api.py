@@ -119,7 +119,9 @@ async def test_two_data_root_users_sharing_a_key(
     st = make_st_install(
         users={"default-user": UserSpec(secrets=SHARED_SECRETS), "alice": UserSpec(secrets=SHARED_SECRETS)}
     )
-    companion = await start_companion(st, spend_poll_settle=0.2, spend_poll_min_interval=1.0)
+    companion = await start_companion(
+        st, spend_poll_settle=0.2, spend_poll_min_interval=1.0, account_refresh_interval=0.0
+    )
     fake = companion.upstream.fake
     model = next(m["id"] for m in fake.models if not is_included(m) and ":" not in m["id"])
     fake.set_price(model, prompt=10.0, completion=30.0)

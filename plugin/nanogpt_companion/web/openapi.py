@@ -540,6 +540,11 @@ def build_openapi() -> bytes:
                             "properties": {
                                 "findings": {"type": "array", "items": finding_with_policy},
                                 "muted": {"type": "integer", "description": "Findings of rules set to off"},
+                                "muted_findings": {
+                                    "type": "array",
+                                    "description": "Those findings by name (id, rule, title)",
+                                    "items": {"type": "object"},
+                                },
                                 "st_version": {"type": ["string", "null"]},
                                 "checked_at": NULLABLE_NUMBER,
                                 "tab_open": {"type": "boolean"},
