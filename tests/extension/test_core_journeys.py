@@ -209,7 +209,8 @@ def test_fix_written_while_st_was_closed_is_undone_from_recent_fixes(
     assert "Prompt Post-Processing: None → Merge consecutive roles" in (row.text_content() or "")
     page.screenshot(f"core-recent-fixes-{stack.version}.png", full_page=False)
     record_st_events(page, "settings_updated")
-    row.query_selector("button[data-undo]").click()
+    # A locator, not the handle: the list re-renders whenever a doctor report or journal update arrives.
+    page.page.locator(f'#ngc_recent_fixes li[data-journal="{entry["journal_id"]}"] button[data-undo]').click()
     page.page.wait_for_function("document.querySelector('#custom_prompt_post_processing').value === ''")
     assert oai(page, "custom_prompt_post_processing") == ""
     page.page.wait_for_selector(
