@@ -627,7 +627,7 @@ class Store:
 
         return await self._call(run)
 
-    # ---- maintenance -----------------------------------------------------------------------------
+    # ---- reply signatures (counts only, never text) ------------------------------------------------
 
     async def count_signature(self, user: str, signature: str) -> int:
         """One more reply showed ``signature``; returns how many have for this user."""
@@ -654,6 +654,8 @@ class Store:
             return {str(name): int(count) for name, count in rows}
 
         return await self._call(run)
+
+    # ---- maintenance -----------------------------------------------------------------------------
 
     async def schema_version(self) -> int:
         return await self._call(lambda conn: int(conn.execute("PRAGMA user_version").fetchone()[0]))

@@ -32,8 +32,6 @@ _COLUMNS = (
     "channel, estimate_usd, estimate_quota, per_request, status, measured_usd, measured_quota, quota_unit, "
     "approximate, shared_with, interval, note, attempts"
 )
-_INSERT_COLUMNS = _COLUMNS.removeprefix("id, ")
-_INSERT_COUNT = _INSERT_COLUMNS.count(",") + 1
 _SETTLE_COLUMNS = (
     "channel",
     "status",
@@ -46,6 +44,15 @@ _SETTLE_COLUMNS = (
     "note",
     "attempts",
 )
+# What a new row is written with: what ST reported and the estimate, then the attribution fields an update
+# rewrites (the same values ``_settle_values`` gives), so the two writes cannot disagree on them.
+_REPORTED_COLUMNS = (
+    "user, client_id, key_fingerprint, ts, chat_id, character, character_id, group_id, group_name, "
+    "model, source, endpoint, billing, kind, outcome, message_id, prompt_tokens, completion_tokens, "
+    "estimate_usd, estimate_quota, per_request"
+)
+_INSERT_COLUMNS = f"{_REPORTED_COLUMNS}, {', '.join(_SETTLE_COLUMNS)}"
+_INSERT_COUNT = _INSERT_COLUMNS.count(",") + 1
 
 
 def _row(r: Sequence[Any]) -> SpendRow:
@@ -136,19 +143,10 @@ class SpendLedger:
                         g.message_id,
                         g.prompt_tokens,
                         g.completion_tokens,
-                        row.channel,
                         row.estimate.usd,
                         row.estimate.quota,
                         int(row.estimate.per_request),
-                        row.status,
-                        row.measured_usd,
-                        row.measured_quota,
-                        row.quota_unit,
-                        int(row.approximate),
-                        row.shared_with,
-                        row.interval,
-                        row.note,
-                        row.attempts,
+                        *_settle_values(row),
                     ),
                 )
             inserted = cur.rowcount == 1
