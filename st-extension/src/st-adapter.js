@@ -125,12 +125,27 @@ export class StAdapter {
         this.ctx()?.saveSettingsDebounced?.();
     }
 
+    /**
+     * Listen to one of ST's events. ST awaits every listener in turn before it goes on (eventSource.emit),
+     * and it drops a message sent while the previous send is still awaiting its MESSAGE_RECEIVED listeners
+     * (the send button's mutex): so our work never hands ST a promise to wait for. A listener's failure is
+     * logged, never thrown into ST's generation.
+     */
     on(eventKey, handler) {
         const c = this.ctx();
         const types = c?.eventTypes ?? c?.event_types;
         const name = types?.[eventKey];
         if (!name || !c?.eventSource?.on) return false;
-        c.eventSource.on(name, handler);
+        c.eventSource.on(name, (...args) => {
+            try {
+                const result = handler(...args);
+                if (typeof result?.then === 'function') {
+                    result.then(undefined, (err) => console.warn(`[NanoGPT Companion] ${eventKey} listener failed`, err));
+                }
+            } catch (err) {
+                console.warn(`[NanoGPT Companion] ${eventKey} listener failed`, err);
+            }
+        });
         return true;
     }
 

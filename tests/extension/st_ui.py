@@ -130,11 +130,33 @@ def wait_online(page: STPage, timeout: float = 30000) -> None:
     )
 
 
+# ST marks <body data-generating> from the moment a generation blocks the send button until it unblocks it
+# (activateSendButtons, 1.13.5 to 1.19.0). The stop button hides a little earlier, so a message typed in that
+# gap is silently dropped by ST (sendTextareaMessage returns while is_send_press is set): wait for the flag.
+ST_IDLE = "() => !document.body.dataset.generating"
+
+# ST's send button runs through a mutex (1.18+) that drops a click while the previous send is still
+# finishing (saving the chat, its own listeners) although the button is back; the text stays in the box and a
+# user presses send again. So does this: once a second, while our text is still in the box and ST is idle.
+# Generate() empties the box in the same step that blocks sending, so a click that was taken is never repeated.
+_SEND_TAKEN = """([n, text]) => {
+    const c = SillyTavern.getContext();
+    if (c.chat.length > n) return true;
+    const box = document.querySelector('#send_textarea');
+    const now = Date.now();
+    if (box.value === text && !document.body.dataset.generating && now - (window.__ngcLastSend ?? 0) > 1000) {
+        window.__ngcLastSend = now;
+        document.querySelector('#send_but').click();
+    }
+    return false;
+}"""
+
 _REPLY_DONE = """(n) => {
     const chat = SillyTavern.getContext().chat;
     const last = chat[chat.length - 1];
     const streaming = document.querySelector('#mes_stop')?.offsetParent !== null;
-    return chat.length >= n + 2 && !last.is_user && last.mes.length > 0 && !streaming;
+    return chat.length >= n + 2 && !last.is_user && last.mes.length > 0 && !streaming
+        && !document.body.dataset.generating;
 }"""
 
 
@@ -144,8 +166,11 @@ def send_message(page: STPage, text: str, *, timeout: float = 30000) -> str:
     if page.js("() => SillyTavern.getContext().characterId") is None:
         page.js("async () => { await SillyTavern.getContext().selectCharacterById(0); }")
         page.page.wait_for_function("() => SillyTavern.getContext().chat.length > 0")
+    page.page.wait_for_function(ST_IDLE, timeout=timeout)
     before = int(page.js("() => SillyTavern.getContext().chat.length"))
     page.page.fill("#send_textarea", text)
+    page.js("() => { window.__ngcLastSend = Date.now(); }")
     page.page.click("#send_but")
+    page.page.wait_for_function(_SEND_TAKEN, arg=[before, text], polling=250, timeout=timeout)
     page.page.wait_for_function(_REPLY_DONE, arg=before, timeout=timeout)
     return str(page.js("() => SillyTavern.getContext().chat.at(-1).mes"))

@@ -742,7 +742,7 @@ def test_badge_only_with_nanogpt_opens_the_drawer_and_balance_stays_in_view(
     page.screenshot("journey-chat-chip-desktop.png", full_page=False)
     # The badge at the top of API Connections opens the drawer too (ST shows one top panel at a time).
     open_top_drawer(page, "api")
-    assert page.page.is_hidden("#rm_extensions_block")
+    page.page.wait_for_selector("#rm_extensions_block", state="hidden")
     page.page.click("#ngc_badge")
     page.page.wait_for_selector("#ngc_drawer_content", state="visible")
     assert page.page.is_visible("#rm_extensions_block")

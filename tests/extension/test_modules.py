@@ -120,3 +120,29 @@ def test_history_sparkline_hover_shows_value(st_page: STPage) -> None:
     assert len(circles) == 3
     circles[1].focus()
     assert page.text_content("#ngc_history_value").startswith("$135.50")
+
+
+def test_our_listeners_never_hold_up_sts_events(st_page: STPage) -> None:
+    """ST awaits each listener before it goes on, and its send button drops a message while the previous send
+    still awaits its MESSAGE_RECEIVED listeners: a slow (or failing) listener of ours must not delay ST."""
+    r = js(
+        st_page.page,
+        """async (base) => {
+        const { StAdapter } = await import(base + 'st-adapter.js');
+        const adapter = new StAdapter(window);
+        const c = SillyTavern.getContext();
+        const calls = [];
+        adapter.on('MESSAGE_RECEIVED', (id) => { calls.push(['slow', id]); return new Promise(() => {}); });
+        adapter.on('MESSAGE_RECEIVED', (id) => { calls.push(['failing', id]); return Promise.reject(new Error('x')); });
+        adapter.on('MESSAGE_RECEIVED', (id) => { calls.push(['throwing', id]); throw new Error('y'); });
+        const emitted = c.eventSource.emit(c.eventTypes.MESSAGE_RECEIVED, 4242, 'test');
+        const settled = await Promise.race([
+            emitted.then(() => 'done'),
+            new Promise((resolve) => setTimeout(() => resolve('held up'), 10000)),
+        ]);
+        return { settled, calls };
+    }""",
+        EXT,
+    )
+    assert r["calls"] == [["slow", 4242], ["failing", 4242], ["throwing", 4242]]
+    assert r["settled"] == "done"

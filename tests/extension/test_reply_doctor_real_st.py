@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tests.extension.st_ui import connect_builtin, open_top_drawer, send_message, wait_online
+from tests.extension.st_ui import ST_IDLE, connect_builtin, open_top_drawer, send_message, wait_online
 from tests.fakes import reply_shapes
 from tests.fakes.nanogpt_inference import Reply
 from tests.realst.browser import STPage
@@ -52,6 +52,7 @@ def send_only(page: STPage, text: str) -> None:
     if page.js("() => SillyTavern.getContext().characterId") is None:
         page.js("async () => { await SillyTavern.getContext().selectCharacterById(0); }")
         page.page.wait_for_function("() => SillyTavern.getContext().chat.length > 0")
+    page.page.wait_for_function(ST_IDLE)
     page.page.fill("#send_textarea", text)
     page.page.click("#send_but")
 
