@@ -138,7 +138,7 @@ ST_IDLE = "() => !document.body.dataset.generating"
 # ST's send button runs through a mutex (1.18+) that drops a click while the previous send is still
 # finishing (saving the chat, its own listeners) although the button is back; the text stays in the box and a
 # user presses send again. So does this: once a second, while our text is still in the box and ST is idle.
-# Generate() empties the box in the same step that blocks sending, so a click that was taken is never repeated.
+# Generate() empties the box in the step that blocks sending, so a click that was taken is never repeated.
 _SEND_TAKEN = """([n, text]) => {
     const c = SillyTavern.getContext();
     if (c.chat.length > n) return true;

@@ -133,7 +133,10 @@ def test_our_listeners_never_hold_up_sts_events(st_page: STPage) -> None:
         const c = SillyTavern.getContext();
         const calls = [];
         adapter.on('MESSAGE_RECEIVED', (id) => { calls.push(['slow', id]); return new Promise(() => {}); });
-        adapter.on('MESSAGE_RECEIVED', (id) => { calls.push(['failing', id]); return Promise.reject(new Error('x')); });
+        adapter.on('MESSAGE_RECEIVED', (id) => {
+            calls.push(['failing', id]);
+            return Promise.reject(new Error('x'));
+        });
         adapter.on('MESSAGE_RECEIVED', (id) => { calls.push(['throwing', id]); throw new Error('y'); });
         const emitted = c.eventSource.emit(c.eventTypes.MESSAGE_RECEIVED, 4242, 'test');
         const settled = await Promise.race([
