@@ -221,7 +221,9 @@ class _Slot:
     last_error: ErrorInfo | None = None
     failure: NanoGPTError | None = None  # why the last round got no list at all (re-raised until retry_at)
     retry_at: float = 0.0  # after such a round: no automatic upstream attempt before this time
-    failure_reached: bool = False  # that failure came from NanoGPT itself (not an unreachable NanoGPT)
+    # A failure of this key's lists that NanoGPT itself reported was logged as ongoing (WARNING, or a partial
+    # recovery that named the lists still failing): the round that fetches every list again says so at INFO.
+    failure_announced: bool = False
     not_before: float = 0.0
     last_used: float = 0.0
     loaded_from_store: bool = False
@@ -453,21 +455,28 @@ class CatalogService:
         )
         was_reachable = self._upstream is None or self._upstream[0]
         self._upstream = (reached, self._clock())
+        # The first round that reaches NanoGPT after an outage says so, once for the service, even when some
+        # lists still fail in it (a round that straddles the end of the outage): that line is the recovery.
+        back_online = not was_reachable and reached
+        failed = [name for name, st in status.items() if not st.ok]
         if errors:
             # Said when it starts, not every round until it ends: an unreachable NanoGPT once for the whole
             # service (every key fails alike), a failure NanoGPT reported once per key. The rounds that keep
             # failing are logged at DEBUG only.
             starts = was_reachable if not reached else not was_failing
-            failed = [name for name, st in status.items() if not st.ok]
             got_none = not any(t in lists for t in (Tier.V1, Tier.SUBSCRIPTION, Tier.PAID))
-            log.log(
-                logging.WARNING if starts else logging.DEBUG,
-                "could not fetch NanoGPT's %s model list%s: %s%s",
-                ", ".join(failed),
-                "s" if len(failed) > 1 else "",
-                errors[0],
-                f" (retrying every {self._retry_interval:.0f} s)" if starts and got_none else "",
-            )
+            if starts and not back_online:
+                log.warning(
+                    "could not fetch NanoGPT's %s model list%s: %s%s",
+                    ", ".join(failed),
+                    "s" if len(failed) > 1 else "",
+                    errors[0],
+                    f" (retrying every {self._retry_interval:.0f} s)" if got_none else "",
+                )
+            else:
+                log.debug("NanoGPT's %s model lists still fail: %s", ", ".join(failed), errors[0])
+            if reached and (starts or back_online):
+                slot.failure_announced = True
         if any(isinstance(e, KeyRejectedError) for e in errors):
             slot.key_rejected = True
             log.warning("NanoGPT rejected the key; model lists are fetched without it until it changes")
@@ -479,7 +488,8 @@ class CatalogService:
             error = errors[0]
             slot.last_error = ErrorInfo(code=error.code, message=str(error))
             slot.failure, slot.retry_at = error, started + self._retry_interval
-            slot.failure_reached = reached
+            if back_online:
+                log.info("NanoGPT answers again, but its model lists still fail: %s", error)
             raise error
         slot.failure, slot.retry_at = None, 0.0
         if previous is not None:
@@ -501,19 +511,27 @@ class CatalogService:
         slot.checked_at = now
         slot.last_error = ErrorInfo(code=errors[0].code, message=str(errors[0])) if errors else None
         # A refresh that changed nothing is a heartbeat: DEBUG. The first list, a change, the end of an
-        # outage (once for the service) or of this key's own failures: INFO.
-        back_online = not was_reachable and reached
-        recovered = was_failing and not errors and (back_online or slot.failure_reached)
-        slot.failure_reached = False
-        news = "NanoGPT answers again; " if back_online else ""
+        # outage (once for the service) or of this key's own announced failures: INFO.
+        recovered = was_failing and not errors and slot.failure_announced
+        if not errors:
+            slot.failure_announced = False
+        news = (
+            "NanoGPT answers again; "
+            if back_online
+            else "every model list fetched again; "
+            if recovered
+            else ""
+        )
+        still = f" ({', '.join(failed)} still failing: {errors[0]})" if errors and back_online else ""
         if previous is not None and snapshot.same_content(previous):
             # Nothing changed: keep the snapshot the clients have (same bytes, same ETags, no store write).
             await release_freed_memory()
             log.log(
-                logging.INFO if recovered else logging.DEBUG,
-                "%scatalogue checked: %d models, unchanged",
+                logging.INFO if back_online or recovered else logging.DEBUG,
+                "%scatalogue checked: %d models, unchanged%s",
                 news,
                 len(previous.entries),
+                still,
             )
             return previous, CatalogDiff()
         diff = diff_catalogues(previous.entries if previous else [], snapshot.entries)
@@ -529,7 +547,7 @@ class CatalogService:
             self._on_refresh(slot.key.fingerprint, snapshot, diff)
         await release_freed_memory()
         log.log(
-            logging.INFO if previous is None or not diff.empty or recovered else logging.DEBUG,
+            logging.INFO if previous is None or not diff.empty or back_online or recovered else logging.DEBUG,
             "%scatalogue refreshed: %d models (%s)",
             news,
             len(snapshot.entries),

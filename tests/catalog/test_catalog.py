@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -394,4 +395,50 @@ async def test_offline_stale_catalogue_is_not_revalidated_on_every_request(
     await asyncio.gather(*service._background)
     assert fake.count("/api/v1/models") > attempts
     assert not (await service.get(key)).stale
+    await service.close()
+
+
+async def test_the_end_of_an_outage_is_logged_once_even_by_a_round_that_straddles_it(
+    client: NanoGPTClient, fake_nanogpt: FakeNanoGPTServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The round that first reaches NanoGPT again says so at INFO, even when the fault cleared mid-round and
+    one list still failed in it; the round that then fetches every list says that too; nothing else does."""
+    caplog.set_level(logging.DEBUG, logger="nanogpt_companion.catalog")
+    clock = Clock()
+    service = CatalogService(client, None, ttl=300, clock=clock)
+    payg, subscriber = ResolvedKey(PAYG_KEY, "config"), ResolvedKey(SUBSCRIBER_KEY, "config")
+    fake = fake_nanogpt.fake
+    await service.get(payg)
+    await service.get(subscriber)
+
+    def info(since: int) -> list[str]:
+        return [r.getMessage() for r in caplog.records[since:] if r.levelno >= logging.INFO]
+
+    fake.faults.reset(after_bytes=0)
+    mark = len(caplog.records)
+    for key in (payg, subscriber, payg):
+        with pytest.raises(NanoGPTError):
+            await service.refresh(key)
+    outage = info(mark)
+    assert len(outage) == 1 and outage[0].startswith("could not fetch NanoGPT's v1, subscription, paid")
+
+    fake.faults.clear()
+    fake.faults.reset("/api/paid/v1/models", after_bytes=0)  # the round straddles the end of the outage
+    mark = len(caplog.records)
+    await service.refresh(payg)
+    await service.refresh(subscriber)  # reaches NanoGPT too, but the service already said it is back
+    back = info(mark)
+    assert len(back) == 1, back
+    # The failed list keeps its last memberships, but its status is news: "refreshed", naming it.
+    assert back[0].startswith("NanoGPT answers again; catalogue refreshed: 600 models")
+    assert "paid=error" in back[0]
+
+    fake.faults.clear()
+    mark = len(caplog.records)
+    await service.refresh(payg)
+    await service.refresh(subscriber)
+    await service.refresh(payg)  # a heartbeat: DEBUG
+    recovered = info(mark)
+    assert len(recovered) == 1, recovered
+    assert recovered[0].startswith("every model list fetched again; catalogue refreshed: 600 models (v1=600")
     await service.close()

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.doctor_service.conftest import nanogpt_settings, st_save
 from tests.fakes.nanogpt_upstream import PAYG_KEY, SUBSCRIBER_KEY
 from tests.fakes.service_fixtures import (
@@ -91,11 +89,6 @@ def test_offline_requests_use_the_cached_failure_until_the_next_retry(tmp_path: 
         upstream.stop()
 
 
-@pytest.mark.xfail(
-    reason="known regression since the perf and first-run merge: after an outage the catalogue's "
-    "recovery is not logged at INFO (the account's is); open, see the closing note of this stop",
-    strict=False,
-)
 def test_an_outage_is_logged_when_it_starts_and_when_it_ends(tmp_path: Path) -> None:
     upstream = start_fake_upstream(n_models=50)
     try:
