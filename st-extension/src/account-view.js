@@ -126,12 +126,24 @@ export class AccountView {
     renderPill() {
         const pill = this.q('#ngc_status_pill');
         if (!pill) return;
-        const key = this.status === STATUS.CONNECTED ? this.snapshot?.key_status : null;
+        const connected = this.status === STATUS.CONNECTED;
+        const snap = this.snapshot;
+        const key = connected ? snap?.key_status : null;
         const problem = { rejected: this.t('key rejected'), missing: this.t('no API key') }[key];
+        // The service answers but NanoGPT does not (or fails): the values below are the last known ones.
+        const upstream = connected && !problem && (snap?.stale || key === 'error') && snap?.error
+            ? (snap.error.code === 'upstream_unavailable' ? 'unreachable' : 'failing')
+            : null;
+        if (upstream) pill.dataset.upstream = upstream;
+        else delete pill.dataset.upstream;
         if (problem) {
             pill.dataset.key = key;
             pill.textContent = problem;
             pill.title = `${this.pillTitle ?? ''} ${key === 'rejected' ? this.t('NanoGPT rejected your API key: see Balance below.') : this.t('SillyTavern has no NanoGPT API key: see Balance below.')}`.trim();
+        } else if (upstream) {
+            delete pill.dataset.key;
+            pill.textContent = upstream === 'unreachable' ? this.t('NanoGPT unreachable') : this.t('NanoGPT error');
+            pill.title = `${this.t('The companion service runs, but its last call to NanoGPT failed')}: ${snap.error.message ?? snap.error.code}. ${this.t('Balance and quota show the last known values; they update by themselves once NanoGPT answers.')}`;
         } else {
             delete pill.dataset.key;
             pill.textContent = this.pillText ?? pill.textContent;

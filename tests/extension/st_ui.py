@@ -118,7 +118,11 @@ def connect_builtin(page: STPage) -> int:
     """Press ST's Connect (API Connections) and wait for ST's own fill of the NanoGPT model list."""
     open_top_drawer(page, "api")
     page.page.click("#api_button_openai")
-    page.page.wait_for_function("document.querySelectorAll('#model_nanogpt_select option').length > 100")
+    # ST asks NanoGPT (the fake, through ST's server) for the list; a loaded CI machine with two ST tabs
+    # starting at once has needed more than 30 s.
+    page.page.wait_for_function(
+        "document.querySelectorAll('#model_nanogpt_select option').length > 100", timeout=60000
+    )
     wait_online(page)
     return int(page.js("document.querySelectorAll('#model_nanogpt_select option').length"))
 

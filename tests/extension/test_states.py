@@ -58,6 +58,34 @@ def test_service_not_running_is_quiet_then_recovers(stack: RealStack, st_page_fo
     page.page.wait_for_function("document.querySelector('#ngc_usd').textContent.startsWith('$')")
 
 
+def test_nanogpt_unreachable_is_named_in_the_pill_then_recovers(stack: RealStack, st_page_for: Any) -> None:
+    """The service runs but NanoGPT does not answer: the pill says so (not a green "connected" above last
+    known values), the balance stays as last known; once NanoGPT answers a refresh brings "connected" back."""
+    page: STPage = st_page_for(stack)
+    page.page.wait_for_function("document.querySelector('#ngc_usd').textContent.startsWith('$')")
+    usd = page.page.text_content("#ngc_usd")
+    open_drawer(page)
+    refresh = "#ngc_refresh:not([disabled])"
+    stack.fake.faults.reset(after_bytes=0)  # every NanoGPT request: the connection drops
+    try:
+        page.page.wait_for_selector(refresh, timeout=30000)  # the manual refresh is rate-limited
+        page.page.click("#ngc_refresh")
+        page.page.wait_for_selector(
+            CONNECTED + '[data-upstream="unreachable"]', state="attached", timeout=60000
+        )
+        assert page.page.text_content("#ngc_status_pill") == "NanoGPT unreachable"
+        assert "last known values" in (page.page.get_attribute("#ngc_status_pill", "title") or "")
+        assert page.page.text_content("#ngc_usd") == usd
+        assert "Showing last known values" in (page.page.text_content("#ngc_account_note") or "")
+        page.screenshot("state-nanogpt-unreachable.png", full_page=False)
+    finally:
+        stack.fake.faults.clear()
+    page.page.wait_for_selector(refresh, timeout=30000)
+    page.page.click("#ngc_refresh")
+    page.page.wait_for_selector(CONNECTED + ":not([data-upstream])", state="attached", timeout=60000)
+    assert page.page.text_content("#ngc_status_pill") == "connected"
+
+
 def test_no_token_file_means_not_running(stack: RealStack, st_page_for: Any) -> None:
     page: STPage = st_page_for(
         stack,
