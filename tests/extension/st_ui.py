@@ -22,15 +22,26 @@ _TOP_DRAWERS = {
 def open_top_drawer(page: STPage, which: str) -> None:
     """Open one of ST's top-bar panels (ST closes the others when one opens, as for a user)."""
     button, content = _TOP_DRAWERS[which]
+    _wait_still(page)  # a panel still closing looks visible until its transition ends
     if not page.page.is_visible(content):
         page.page.click(f"{button} .drawer-toggle")
         page.page.wait_for_selector(content, state="visible")
     _wait_still(page)
 
 
+# ST opens and closes its panels with jQuery animations (1.13.5) or CSS transitions on openDrawer /
+# closedDrawer (newer; it closes the open panel, waits its animation time, then opens the next one).
+# Endless animations (spinners) never end, so only finite ones count.
+_STILL = """() => {
+    if (window.jQuery && jQuery(':animated').length) return false;
+    return document.getAnimations().every((a) => a.playState !== 'running'
+        || a.effect?.getComputedTiming?.().endTime === Infinity);
+}"""
+
+
 def _wait_still(page: STPage) -> None:
-    """ST opens and closes its panels with jQuery animations; act only once nothing moves."""
-    page.page.wait_for_function("() => !window.jQuery || jQuery(':animated').length === 0")
+    """Act only once nothing in ST's layout moves."""
+    page.page.wait_for_function(_STILL)
 
 
 _DRAWER_FOR = {content: which for which, (_button, content) in _TOP_DRAWERS.items()}
