@@ -128,10 +128,7 @@ class CompanionApp {
         }
         adapter.on('CHATCOMPLETION_MODEL_CHANGED', (model) => this.onModelChanged(model));
         this.watchStFields();
-        adapter.observeErrorToasts((text) => {
-            this.doctor.onGenerationError(text);
-            if (this.connected()) this.replies.onGenerationError(text);
-        });
+        adapter.observeErrorToasts((text) => void this.onGenerationError(text));
         this.replies.attach();
 
         registerSlashCommands(this);
@@ -168,6 +165,16 @@ class CompanionApp {
         $(document).on('input.ngc', '#custom_api_url_text, #generic_api_url_text', () => this.connectionChangedSoon());
         $(document).on('change.ngc', '#textgen_type', () => this.connectionChangedSoon());
         $(document).on('input.ngc', '#custom_model_id, #generic_model_textgenerationwebui', () => typedModel());
+    }
+
+    /**
+     * A failed generation's error toast gets one answer, not two: the notice at the end of the chat (its Fix
+     * is journalled and undoable) when the formatting doctor explains it; else, with that doctor off or no
+     * cause found, the Settings doctor's suggestion in the drawer.
+     */
+    async onGenerationError(text) {
+        if (this.connected() && await this.replies.onGenerationError(text)) return;
+        this.doctor.onGenerationError(text);
     }
 
     connected() {

@@ -118,11 +118,16 @@ export class ReplyNotices {
         }
     }
 
-    /** A failed generation's role-order error: no message to attach to, so the notice goes into the chat's end. */
+    /**
+     * A failed generation's role-order error: no message to attach to, so the notice goes into the chat's end.
+     * True when that is answered here (a notice, or one the user dismissed); false leaves it to the drawer.
+     */
     async onGenerationError(text) {
         const m = matchFormattingError(text);
         const conn = this.connection();
         if (!m || !conn || conn.kind !== 'chat' || this.settings().reply_doctor === false) return false;
+        // "Not this" for this chat and these settings: answered, and no other part of us brings it up again.
+        if (this.isDismissed(dismissalKey(this.chatId(), SIGNATURES.ROLE_ERROR, this.involved(conn)))) return true;
         return this.report(null, SIGNATURES.ROLE_ERROR, m.ppp, conn);
     }
 

@@ -189,3 +189,9 @@ def send_message(page: STPage, text: str, *, timeout: float = 30000) -> str:
     page.page.wait_for_function(_SEND_TAKEN, arg=[before, text], polling=250, timeout=timeout)
     page.page.wait_for_function(_REPLY_DONE, arg=before, timeout=timeout)
     return str(page.js("() => SillyTavern.getContext().chat.at(-1).mes"))
+
+
+# The formatting doctor in the chat, off for this tab (the extension reads its settings on every reply).
+REPLY_DOCTOR_OFF = (
+    "() => { SillyTavern.getContext().extensionSettings.nanogpt_companion.reply_doctor = false; }"
+)

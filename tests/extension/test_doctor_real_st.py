@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.extension.st_ui import oai, open_drawer, reveal
+from tests.extension.st_ui import REPLY_DOCTOR_OFF, oai, open_drawer, reveal
 from tests.realst.browser import STPage
 from tests.realst.fixtures import ProblemGuard
 from tests.realst.stack import RealStack, load_version_fixture
@@ -124,6 +124,7 @@ def test_error_signature_suggestion_passes_the_version_gate(
     assert report["ppp"]["choices"]["semi"] == expected
     open_drawer(page)
     page.page.click("#ngc_recheck")
+    page.js(REPLY_DOCTOR_OFF)  # on, the notice in the chat answers instead (test_reply_doctor_real_st)
     expect_problems.expect("roles must alternate")
     page.js("() => toastr.error('Conversation roles must alternate user/assistant', 'Chat Completion API')")
     page.page.wait_for_selector('.ngc-suggestion button[data-fix="__suggestion__"]')

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.extension.st_ui import (
+    REPLY_DOCTOR_OFF,
     connect_builtin,
     oai,
     open_drawer,
@@ -44,9 +45,11 @@ def test_fix_button_applies_the_with_tools_twin_live(stack: RealStack, st_page_f
 def test_failed_generation_suggests_the_ppp_that_fixes_it(
     stack: RealStack, st_page: STPage, expect_problems: Any
 ) -> None:
-    """NanoGPT relays a provider's "roles must alternate" refusal; ST shows it as an error toast; the doctor
-    panel offers the PPP mode that ends it, and Fix applies it through ST's select."""
+    """NanoGPT relays a provider's "roles must alternate" refusal; ST shows it as an error toast; with the
+    formatting doctor in the chat turned off (it answers this itself when on: test_reply_doctor_real_st), the
+    doctor panel offers the PPP mode that ends it, and Fix applies it through ST's select."""
     page = st_page
+    page.js(REPLY_DOCTOR_OFF)
     expect_problems.expect(r"error-toast: .*roles must alternate")
     # ST itself leaves the failed request's promise unhandled ("Got response status 400"), in every version.
     expect_problems.expect(r"(rejection|pageerror): Got response status 400")

@@ -264,6 +264,9 @@ def test_a_role_order_refusal_gets_strict_prompt_post_processing_and_a_reply(
         notice = page.page.locator(f'#chat > {NOTICE}[data-signature="role_error"]')
         notice.wait_for(timeout=30000)
         assert notice.get_attribute("data-cause") == "ppp-strict"
+        # One answer, not two: the drawer's suggestion and its toast are decided once this notice is shown.
+        assert page.page.locator(".ngc-suggestion").count() == 0
+        assert "can fix this" not in (page.page.text_content("#toast-container") or "")
         assert page.js("() => SillyTavern.getContext().chat.at(-1).is_user") is True
         before = checked(page)
         notice.locator('button[data-act="fix"]').click()
