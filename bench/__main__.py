@@ -162,7 +162,10 @@ def _raw_rows(name: str, raw: dict[str, Any]) -> list[list[str]]:
             [
                 f"{raw['idle_cpu']['users']} users watched",
                 f"{raw['file_many_users']['median_ms']:g} ms median; idle CPU "
-                f"{raw['idle_cpu']['cpu_percent']:g} % over {raw['idle_cpu']['window_s']:g} s",
+                f"{raw['idle_cpu']['cpu_percent']:g} % over {raw['idle_cpu']['window_s']:g} s"
+                + (
+                    f", after {raw['startup_work_s']:g} s of start-up work" if "startup_work_s" in raw else ""
+                ),
                 "",
                 "",
             ],
