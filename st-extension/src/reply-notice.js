@@ -127,8 +127,14 @@ export class ReplyNotices {
         const conn = this.connection();
         if (!m || !conn || conn.kind !== 'chat' || this.settings().reply_doctor === false) return false;
         // "Not this" for this chat and these settings: answered, and no other part of us brings it up again.
-        if (this.isDismissed(dismissalKey(this.chatId(), SIGNATURES.ROLE_ERROR, this.involved(conn)))) return true;
+        if (this.isDismissed(this.dismissal(SIGNATURES.ROLE_ERROR, conn).key)) return true;
         return this.report(null, SIGNATURES.ROLE_ERROR, m.ppp, conn);
+    }
+
+    /** What "Not this" is remembered by: this chat, the signature and the involved settings' values now. */
+    dismissal(signature, conn) {
+        const involved = this.involved(conn);
+        return { involved, key: dismissalKey(this.chatId(), signature, involved) };
     }
 
     isDismissed(key) {
@@ -136,8 +142,7 @@ export class ReplyNotices {
     }
 
     async report(mesId, signature, evidence, conn) {
-        const involved = this.involved(conn);
-        const key = dismissalKey(this.chatId(), signature, involved);
+        const { involved, key } = this.dismissal(signature, conn);
         if (this.isDismissed(key)) return false;
         let data;
         try {

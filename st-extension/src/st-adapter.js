@@ -136,14 +136,13 @@ export class StAdapter {
         const types = c?.eventTypes ?? c?.event_types;
         const name = types?.[eventKey];
         if (!name || !c?.eventSource?.on) return false;
+        const failed = (err) => console.warn(`[NanoGPT Companion] ${eventKey} listener failed`, err);
         c.eventSource.on(name, (...args) => {
             try {
                 const result = handler(...args);
-                if (typeof result?.then === 'function') {
-                    result.then(undefined, (err) => console.warn(`[NanoGPT Companion] ${eventKey} listener failed`, err));
-                }
+                if (typeof result?.then === 'function') result.then(undefined, failed);
             } catch (err) {
-                console.warn(`[NanoGPT Companion] ${eventKey} listener failed`, err);
+                failed(err);
             }
         });
         return true;
