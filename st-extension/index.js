@@ -3,7 +3,7 @@
 // through ServiceClient, and the views only render.
 
 import { AccountView } from './src/account-view.js';
-import { CatalogCache, ownerKey } from './src/catalog-cache.js';
+import { CatalogCache, ownerKey, sameRepresentation } from './src/catalog-cache.js';
 import { CatalogStore, CatalogView } from './src/catalog-view.js';
 import { ConnectionFlow } from './src/connection-flow.js';
 import { DoctorView } from './src/doctor-view.js';
@@ -221,7 +221,7 @@ class CompanionApp {
         await Promise.allSettled([
             this.refreshAccount(),
             this.refreshHistory(),
-            this.loadCatalog(),
+            this.loadCatalog({ current: this.client.hello?.catalog_etag }),
             this.ensureEndpoints(true),
             this.doctor.refresh(),
             this.policies.refresh(),
@@ -312,11 +312,21 @@ class CompanionApp {
         });
     }
 
-    /** Revalidate the catalogue (the browser's cache asks the service: a 304 while unchanged); keep the
-     * copy we show when its ETag is the same, else show and save the new one. */
-    async loadCatalog() {
+    /**
+     * Revalidate the catalogue (the browser's cache asks the service: a 304 while unchanged); keep the
+     * copy we show when its ETag is the same, else show and save the new one. `current`: the ETag the
+     * service's hello named for this list on connecting; when the copy shown is that one, there is nothing
+     * to ask (an unchanged catalogue costs no request at all; a later change comes as a `catalog` event).
+     */
+    async loadCatalog({ current = null } = {}) {
         await this.cacheRead;
         const owner = this.catalogOwner;
+        if (current && this.store.loaded && sameRepresentation(current, this.catalogEtag)) {
+            this.store.source = 'service'; // the saved copy is confirmed current
+            this.store.error = null;
+            this.renderCatalogSummary();
+            return;
+        }
         let answer;
         let data = null;
         try {

@@ -307,7 +307,19 @@ class CatalogService:
         expired = now - slot.checked_at >= self._ttl
         if expired and slot.refreshing is None and now >= max(slot.not_before, slot.retry_at):
             self._start_background(slot)
-        return CatalogView(slot.snapshot, stale=expired or slot.last_error is not None, error=slot.last_error)
+        return self._view(slot, slot.snapshot, now)
+
+    def current(self, key: ResolvedKey) -> CatalogView | None:
+        """What ``get`` answers now, when the catalogue is in memory; no I/O and no refresh started (the
+        event stream's hello names it, so a client already holding that answer need not ask)."""
+        slot = self._slots.get(key.fingerprint)
+        if slot is None or slot.snapshot is None:
+            return None
+        return self._view(slot, slot.snapshot, self._clock())
+
+    def _view(self, slot: _Slot, snapshot: CatalogSnapshot, now: float) -> CatalogView:
+        expired = now - slot.checked_at >= self._ttl
+        return CatalogView(snapshot, stale=expired or slot.last_error is not None, error=slot.last_error)
 
     async def refresh(self, key: ResolvedKey) -> tuple[CatalogSnapshot, CatalogDiff]:
         """Refresh now (the user asked). Shares a round already under way. Raises NanoGPTError."""

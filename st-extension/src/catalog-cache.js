@@ -30,6 +30,17 @@ export function ownerKey(url, token) {
     return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(36);
 }
 
+/**
+ * Whether two ETags name the same content: the service's gzip representation of a list carries the tag
+ * of its identity representation with `.gz` before the closing quote (docs/http-contract.md), and a weak
+ * form of a tag compares equal to it. Not a tag (null, a number...) never matches.
+ */
+export function sameRepresentation(a, b) {
+    const opaque = (tag) => (typeof tag === 'string' ? tag.trim().replace(/^W\//, '').replace(/^"|"$/g, '').replace(/\.gz$/, '') : '');
+    const x = opaque(a);
+    return x !== '' && x === opaque(b);
+}
+
 class LocalForageBackend {
     constructor(localforage) {
         this.kind = 'localforage';

@@ -242,6 +242,7 @@ export class ServiceClient {
     openStream(gen, ticket) {
         const es = new this.EventSource(this.transport.eventsUrl(ticket));
         this.es = es;
+        this.hello = null;
         let opened = false;
         const markOpen = () => {
             if (opened || gen !== this.generation) return;
@@ -249,18 +250,21 @@ export class ServiceClient {
             this.attempt = 0;
             this.setStatus(STATUS.CONNECTED, { via: this.transport.kind, version: this.version });
         };
-        es.onopen = markOpen;
+        // Connected on the first event, not on `open`: the service sends `hello` at once, and what it says
+        // (the catalogue's current ETag) must be known when the page starts loading its data.
         for (const name of EVENT_NAMES) {
             es.addEventListener(name, (ev) => {
                 if (gen !== this.generation) return;
-                markOpen();
                 let data = null;
                 try {
                     data = JSON.parse(ev.data);
                 } catch {
+                    markOpen();
                     log('ignoring malformed event', name);
                     return;
                 }
+                if (name === 'hello') this.hello = data;
+                markOpen();
                 try {
                     this.onEvent(name, data);
                 } catch (err) {

@@ -1,5 +1,6 @@
-"""The catalogue kept in the browser between page loads and revalidated by the browser with the service's
-ETag, in real SillyTavern (newest): several page loads in one browser profile, as a user reloading ST."""
+"""The catalogue kept in the browser between page loads, confirmed by the ETag the service's event stream
+names on connecting (no request while unchanged) or revalidated by the browser with it when it changed, in
+real SillyTavern (newest): several page loads in one browser profile, as a user reloading ST."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tests.realst.stack import CLEAN_OAI, DEFAULT_USER, RealStack
 CATALOG_REQUEST = "/api/catalog?fields=summary"
 FROM_CACHE = '#ngc_catalog_summary[data-source="cache"]'
 FROM_SERVICE = '#ngc_catalog_summary[data-source="service"]'
+EVENT_TICKET = "**/api/events/ticket"  # held: the event stream (and so the page's data loading) waits
 READ_LOCALFORAGE = """async () => {
     const db = SillyTavern.libs.localforage.createInstance(
         { name: 'nanogpt-companion', storeName: 'catalog' });
@@ -25,26 +27,24 @@ READ_LOCALFORAGE = """async () => {
 }"""
 
 
-def is_catalog_request(request: Any) -> bool:
-    return CATALOG_REQUEST in request.url and request.method == "GET"
-
-
 class CatalogRequests:
     """Every GET of the catalogue list as it crossed the wire (Chromium's DevTools protocol: a 304 the
-    browser's cache turned into a 200 for the page is still a 304 here); ``hold`` keeps the requests
-    unanswered until ``release()`` (request interception: the browser's HTTP cache is off then)."""
+    browser's cache turned into a 200 for the page is still a 304 here); ``hold`` (a URL glob) keeps the
+    requests to those URLs unanswered until ``release()`` (request interception: the browser's HTTP cache
+    is off then)."""
 
-    def __init__(self, page: Any, *, hold: bool = False) -> None:
+    def __init__(self, page: Any, *, hold: str | None = None) -> None:
         self.held: list[Any] = []
-        self.hold = hold
+        self.hold = hold is not None
+        self.asked = 0  # catalogue requests the page sent (counted when sent, before any answer)
         self._requests: dict[str, dict[str, Any]] = {}
         cdp = page.context.new_cdp_session(page)
         cdp.send("Network.enable")
         cdp.on("Network.requestWillBeSent", self._request)
         cdp.on("Network.requestWillBeSentExtraInfo", self._sent)
         cdp.on("Network.responseReceivedExtraInfo", self._received)
-        if hold:
-            page.route("**/api/catalog?*", self._route)
+        if hold is not None:
+            page.route(hold, self._route)
 
     # The protocol's events for one request come in no fixed order: keep what each says by request id.
     def _entry(self, ev: dict[str, Any]) -> dict[str, Any]:
@@ -53,6 +53,7 @@ class CatalogRequests:
     def _request(self, ev: dict[str, Any]) -> None:
         if CATALOG_REQUEST in ev["request"]["url"] and ev["request"]["method"] == "GET":
             self._entry(ev)["catalog"] = True
+            self.asked += 1
 
     def _sent(self, ev: dict[str, Any]) -> None:
         headers = {k.lower(): v for k, v in ev["headers"].items()}
@@ -75,7 +76,7 @@ class CatalogRequests:
         ]
 
     def _route(self, route: Any) -> None:
-        if self.hold and route.request.method == "GET":
+        if self.hold and route.request.method != "OPTIONS":
             self.held.append(route)  # answered later, by release()
         else:
             route.continue_()
@@ -96,20 +97,19 @@ class Profile:
         self.context.add_init_script(PAGE_INIT_SCRIPT + init_script)
         self.pages: list[STPage] = []
 
-    def load(self, *, hold: bool = False) -> tuple[STPage, CatalogRequests]:
-        """Open ST and wait until the catalogue request was answered; with ``hold``, only until it was
-        sent (it stays unanswered until ``requests.release()``)."""
+    def load(self, *, hold: str | None = None) -> tuple[STPage, CatalogRequests]:
+        """Open ST and wait until it is ready; with ``hold`` (a URL glob), the first request to it was sent
+        (it stays unanswered until ``requests.release()``)."""
         page = self.context.new_page()
         st_page = STPage(page, self.context, self.stack.url)
         page.on("pageerror", lambda exc: st_page.page_errors.append(str(exc)))
         self.pages.append(st_page)
         requests = CatalogRequests(page, hold=hold)
         if hold:
-            with page.expect_request(is_catalog_request, timeout=60000):
+            with page.expect_request(hold, timeout=60000):
                 page.goto(self.stack.url + "/")
         else:
-            with page.expect_response(lambda r: is_catalog_request(r.request), timeout=60000):
-                page.goto(self.stack.url + "/")
+            page.goto(self.stack.url + "/")
         st_page.wait_app_ready()
         return st_page, requests
 
@@ -131,7 +131,9 @@ def profile(realst_browser: Any, stack: RealStack) -> Iterator[Profile]:
         p.close()
 
 
-def test_reload_shows_the_saved_catalogue_at_once_then_gets_a_304(profile: Profile, stack: RealStack) -> None:
+def test_reload_shows_the_saved_catalogue_at_once_and_asks_nothing_while_unchanged(
+    profile: Profile, stack: RealStack
+) -> None:
     assert stack.service is not None
     page, requests = profile.load()
     page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=30000)
@@ -145,21 +147,19 @@ def test_reload_shows_the_saved_catalogue_at_once_then_gets_a_304(profile: Profi
     assert stack.service.token_for(DEFAULT_USER) not in json.dumps(saved)  # keyed by a hash, not the token
     page.page.close()
 
-    # Reload: the browser revalidates, the service answers 304, the saved copy stays.
+    # Reload: the event stream's hello names the saved copy's ETag, so the copy is confirmed without a
+    # catalogue request (not even a 304). The summary's source turns to "service" only once the page took
+    # the hello: the page had its chance to ask.
     page, requests = profile.load()
     page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=30000)
-    assert requests.seen[-1] == {
-        "if_none_match": first["etag"],
-        "status": 304,
-        "etag": first["etag"],
-        "encoding": None,
-    }
+    assert requests.asked == 0
     assert "saved copy" not in (page.page.text_content("#ngc_catalog_summary") or "")
     page.page.close()
 
-    # The service is slow to answer: ST's own model select is enriched from the saved copy meanwhile. (The
-    # Custom source on a NanoGPT address: ST 1.18+ draws its built-in NanoGPT rows itself, with prices, so
-    # the extension leaves those labels alone; see st-extension/src/enrich-selects.js.)
+    # The service is slow to answer (its event stream not open yet): ST's own model select is enriched from
+    # the saved copy meanwhile. (The Custom source on a NanoGPT address: ST 1.18+ draws its built-in
+    # NanoGPT rows itself, with prices, so the extension leaves those labels alone; see
+    # st-extension/src/enrich-selects.js.)
     stack.seed_user(
         DEFAULT_USER,
         oai={
@@ -169,7 +169,7 @@ def test_reload_shows_the_saved_catalogue_at_once_then_gets_a_304(profile: Profi
             "custom_model": stack.unused_model(),
         },
     )
-    page, requests = profile.load(hold=True)
+    page, requests = profile.load(hold=EVENT_TICKET)
     page.page.wait_for_selector(FROM_CACHE, state="attached", timeout=30000)
     open_top_drawer(page, "api")
     page.page.click("#api_button_openai")
@@ -178,11 +178,10 @@ def test_reload_shows_the_saved_catalogue_at_once_then_gets_a_304(profile: Profi
         ".filter(o => o.text.includes(' per 1M')).length > 100"
     )
     assert "saved copy" in (page.page.text_content("#ngc_catalog_summary") or "")
-    assert len(requests.held) == 1 and requests.seen == []  # asked, not answered yet
-    with page.page.expect_response(lambda r: is_catalog_request(r.request)):
-        requests.release()
-    page.page.wait_for_selector(FROM_SERVICE, state="attached")  # same ETag: confirmed, not re-read
-    assert requests.seen[-1]["etag"] == first["etag"]
+    assert len(requests.held) == 1  # the service is being asked, and has not answered
+    requests.release()
+    page.page.wait_for_selector(FROM_SERVICE, state="attached", timeout=30000)  # confirmed by the hello
+    assert requests.asked == 0
 
 
 def test_changed_catalogue_replaces_the_saved_copy(profile: Profile, stack: RealStack) -> None:
@@ -213,10 +212,11 @@ def test_changed_catalogue_replaces_the_saved_copy(profile: Profile, stack: Real
 
 def test_storage_fallbacks(st_page: STPage) -> None:
     """The cache module in a real ST page: without localforage it uses IndexedDB itself; without either it
-    keeps nothing and says so; it keeps the last few ST users' copies and never the token."""
+    keeps nothing and says so; it keeps the last few ST users' copies and never the token; it tells a saved
+copy's ETag from the one the hello names."""
     result = st_page.js(
         """async (base) => {
-        const { CatalogCache, ownerKey, KEEP_OWNERS } = await import(base + 'catalog-cache.js');
+        const { CatalogCache, ownerKey, KEEP_OWNERS, sameRepresentation } = await import(base + 'catalog-cache.js');
         const idb = CatalogCache.open({ indexedDB: window.indexedDB });
         const none = CatalogCache.open({});
         const payload = { models: [{ id: 'v/m', name: 'M' }], fetched_at: 1 };
@@ -234,6 +234,9 @@ def test_storage_fallbacks(st_page: STPage) -> None:
             stable: ownerKey('u', 'secret-token') === ownerKey('u', 'secret-token'),
             leaks: ownerKey('u', 'secret-token').includes('secret'),
             other: ownerKey('u', 'a') !== ownerKey('u', 'b'),
+            // The hello names the identity tag; the saved copy carries the gzip one (or a weak form).
+            same: [['"a"', '"a.gz"'], ['W/"a"', '"a"'], ['"a"', '"b.gz"'], [null, null], ['""', '""'], ['"a"', 7]]
+                .map(([x, y]) => sameRepresentation(x, y)),
         };
     }""",
         "/scripts/extensions/third-party/nanogpt-companion/src/",
@@ -245,6 +248,7 @@ def test_storage_fallbacks(st_page: STPage) -> None:
     assert result["kept"][:2] == [None, None]
     assert result["noneSaved"] is False and result["noneLoaded"] is None
     assert result["stable"] and not result["leaks"] and result["other"]
+    assert result["same"] == [True, True, False, False, False, False]
 
 
 def test_details_load_on_demand(profile: Profile, stack: RealStack) -> None:

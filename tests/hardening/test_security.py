@@ -225,7 +225,25 @@ async def test_each_token_reaches_only_its_own_users_data(
     assert status == 200
     ticket = json.loads(body)["ticket"]
     hello = await _first_sse_event(hostile_stack, f"/api/events?ticket={ticket}", traffic)
-    assert hello == ("hello", {"user": "alice", "version": hello[1]["version"], "api_version": 1})
+    assert hello == (
+        "hello",
+        {
+            "user": "alice",
+            "version": hello[1]["version"],
+            "api_version": 1,
+            "catalog_etag": hello[1]["catalog_etag"],
+        },
+    )
+    # The catalogue version it names is alice's own list's, not another user's.
+    extension_list = "/api/catalog?fields=summary&include_routers=false"
+    plain = {"Accept-Encoding": "identity"}
+    tags = []
+    for token in (alice, me):
+        _s, answered, _b = await traffic.call(
+            hostile_stack, "GET", extension_list, token=token, headers=plain
+        )
+        tags.append({k.lower(): v for k, v in answered.items()}["etag"])
+    assert hello[1]["catalog_etag"] == tags[0] != tags[1]
     # A ticket is single use.
     status, _h, body = await traffic.call(hostile_stack, "GET", f"/api/events?ticket={ticket}")
     assert status == 401 and error_code(body) == "invalid_token"

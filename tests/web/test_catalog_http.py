@@ -8,8 +8,10 @@ from typing import Any
 import orjson
 
 from nanogpt_companion.domain import CatalogEntry, CatalogSummary
+from tests.fakes.nanogpt_fixtures import FakeNanoGPTServer
 from tests.fakes.nanogpt_upstream import SUBSCRIBER_KEY
-from tests.web.conftest import ST_ORIGIN, Companion
+from tests.web.conftest import ST_ORIGIN, Companion, StartCompanion
+from tests.web.test_api import read_sse
 
 SUMMARY = "/api/catalog?fields=summary&include_routers=false"  # what the extension asks for
 
@@ -178,3 +180,47 @@ async def test_cors_lets_the_extension_revalidate(companion: Companion) -> None:
     assert not {"Access-Control-Allow-Headers", "Access-Control-Max-Age"} & set(resp.headers)
     vary = {v.strip() for v in resp.headers["Vary"].split(",")}
     assert vary == {"Accept-Encoding", "Origin"}  # CORS must not overwrite the handler's Vary
+
+
+async def hello_of(companion: Companion) -> dict[str, Any]:
+    """The data of the `hello` event a newly opened event stream starts with."""
+    ticket = (await (await companion.post("/api/events/ticket")).json())["ticket"]
+    stream = await companion.client.get(f"/api/events?ticket={ticket}")
+    try:
+        return (await read_sse(stream, {"hello"}))["hello"][0]
+    finally:
+        stream.close()
+
+
+async def test_the_event_streams_hello_names_the_etag_of_the_extensions_list(
+    start_companion: StartCompanion, fake_nanogpt: FakeNanoGPTServer
+) -> None:
+    """A page holding that representation keeps it without a request (docs/http-contract.md)."""
+    fake = fake_nanogpt.fake
+    fake.faults.status(503, "*/models")
+    companion = await start_companion()
+    # No catalogue in memory: null at once (the hello never waits for NanoGPT), and the client asks.
+    assert (await hello_of(companion))["catalog_etag"] is None
+    fake.faults.clear()
+    assert (await companion.post("/api/catalog/refresh")).status == 200
+    _, plain, _ = await raw_get(companion, SUMMARY)
+    _, coded, _ = await raw_get(companion, SUMMARY, **{"Accept-Encoding": "gzip"})
+    current = (await hello_of(companion))["catalog_etag"]
+    assert current == plain["ETag"] and coded["ETag"] == current[:-1] + '.gz"'
+    # Another variant has its own tag: the hello names the extension's, not the full list's.
+    _, full, _ = await raw_get(companion, "/api/catalog")
+    assert full["ETag"] != current
+    # A changed catalogue: a new tag, the one the list now carries.
+    model_id = fake.ids("paid")[0]
+    fake.set_price(model_id, prompt=55.0)
+    assert (await companion.post("/api/catalog/refresh")).status == 200
+    changed = (await hello_of(companion))["catalog_etag"]
+    _, plain, _ = await raw_get(companion, SUMMARY)
+    assert changed == plain["ETag"] != current
+    # A failed refresh marks the list stale (its body says so): the hello follows, no copy is kept wrongly.
+    fake.faults.status(503, "*/models")
+    assert (await companion.post("/api/catalog/refresh")).status == 503
+    stale = (await hello_of(companion))["catalog_etag"]
+    status, plain, body = await raw_get(companion, SUMMARY)
+    assert status == 200 and orjson.loads(body)["stale"] is True
+    assert stale == plain["ETag"] != changed

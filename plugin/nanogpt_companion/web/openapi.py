@@ -804,10 +804,15 @@ def build_openapi() -> bytes:
         },
         "/api/events": {
             "get": _op(
-                "Server-sent events: hello, catalog, account, alert, findings, fix",
+                "Server-sent events: hello, catalog, account, alert, findings, fix, spend",
                 {
                     "200": {
-                        "description": "An event stream",
+                        "description": (
+                            "An event stream. It starts with `hello`: {user, version, api_version, "
+                            "catalog_etag}, where catalog_etag is the ETag (identity coding) that "
+                            "GET /api/catalog?fields=summary&include_routers=false would carry now, or null "
+                            "when the catalogue is not in memory; later changes come as `catalog` events."
+                        ),
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     }
                 },

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from nanogpt_companion import API_VERSION, __version__
 from nanogpt_companion.web import keys
+from nanogpt_companion.web.handlers.catalog import extension_list_etag
 
 PING_INTERVAL = 15.0
 TICKET_TTL = 60.0
@@ -93,7 +94,14 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     is_extension = request.query.get("client") == "extension"
     with bus.subscribe(user.handle, is_extension=is_extension) as sub, contextlib.suppress(ConnectionError):
-        hello = {"user": user.handle, "version": __version__, "api_version": API_VERSION}
+        # Inside the subscription: a catalogue change after this ETag was taken still reaches the client as
+        # a `catalog` event on this stream.
+        hello = {
+            "user": user.handle,
+            "version": __version__,
+            "api_version": API_VERSION,
+            "catalog_etag": await extension_list_etag(request.app, user.handle),
+        }
         await response.write(b"retry: 3000\nevent: hello\ndata: " + orjson.dumps(hello) + b"\n\n")
         stop_wait = asyncio.ensure_future(stopping.wait())
         try:

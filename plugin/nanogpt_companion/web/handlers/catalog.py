@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import get_args
 
 from aiohttp import web
@@ -15,6 +16,22 @@ from nanogpt_companion.web.negotiation import serve_body
 SORTS: tuple[str, ...] = get_args(SortKey)
 FIELDS: tuple[str, ...] = get_args(Fields)
 MAX_QUERY_LEN = 200
+
+
+# The list the extension loads at every page load (``GET /api/catalog?fields=summary&include_routers=false``):
+# the event stream's hello names its current ETag so an unchanged copy is kept without a request.
+EXTENSION_LIST = Variant(fields="summary", include_routers=False)
+
+
+async def extension_list_etag(app: web.Application, handle: str) -> str | None:
+    """The ETag (identity coding) the extension's list would carry now, or None when its catalogue is not
+    in memory (the client then simply asks; this never waits for NanoGPT)."""
+    key = await app[keys.USERS].key_for(handle)
+    view = app[keys.CATALOG].current(key)
+    if view is None:
+        return None
+    variant = replace(EXTENSION_LIST, stale=view.stale, error=view.error)
+    return view.snapshot.body(variant).etag("identity")
 
 
 def _tier(value: str | None) -> Tier | None:
