@@ -315,11 +315,17 @@ class CatalogService:
         slot = self._slots.get(key.fingerprint)
         if slot is None or slot.snapshot is None:
             return None
-        return self._view(slot, slot.snapshot, self._clock())
+        now = self._clock()
+        slot.last_used = now  # a page that kept its copy still uses the catalogue: keep it refreshed
+        return self._view(slot, slot.snapshot, now)
 
     def _view(self, slot: _Slot, snapshot: CatalogSnapshot, now: float) -> CatalogView:
-        expired = now - slot.checked_at >= self._ttl
-        return CatalogView(snapshot, stale=expired or slot.last_error is not None, error=slot.last_error)
+        """Stale: the last refresh failed, or NanoGPT has not confirmed the catalogue for longer than the
+        background loop takes to refresh one in use (``ttl``, then up to a round to notice, and a round's
+        grace to finish). Not merely past ``ttl``: that happens every few minutes on schedule, and "stale"
+        then would tell pages the last refresh failed (and change the ETag, costing them the whole list)."""
+        overdue = now - slot.checked_at >= self._ttl + 2 * self._tick
+        return CatalogView(snapshot, stale=overdue or slot.last_error is not None, error=slot.last_error)
 
     async def refresh(self, key: ResolvedKey) -> tuple[CatalogSnapshot, CatalogDiff]:
         """Refresh now (the user asked). Shares a round already under way. Raises NanoGPTError."""
@@ -383,15 +389,20 @@ class CatalogService:
                 except Exception:
                     log.exception("could not check which NanoGPT keys are still in use")
                     continue
-            now = self._clock()
-            for slot in list(self._slots.values()):
-                if slot.dropped:
-                    continue  # dropped by a key change while this round was running
-                due = slot.snapshot is None or now - slot.checked_at >= self._ttl
-                ready = now >= max(slot.not_before, slot.retry_at)
-                if due and now - slot.last_used <= active_within and ready:
-                    with contextlib.suppress(NanoGPTError):
-                        await self._refresh_shared(slot)
+            await self.refresh_due(active_within)
+
+    async def refresh_due(self, active_within: float = 3600.0) -> None:
+        """One round of the background loop: every recently used catalogue older than ``ttl`` is
+        refreshed."""
+        now = self._clock()
+        for slot in list(self._slots.values()):
+            if slot.dropped:
+                continue  # dropped by a key change while this round was running
+            due = slot.snapshot is None or now - slot.checked_at >= self._ttl
+            ready = now >= max(slot.not_before, slot.retry_at)
+            if due and now - slot.last_used <= active_within and ready:
+                with contextlib.suppress(NanoGPTError):
+                    await self._refresh_shared(slot)
 
     async def close(self) -> None:
         tasks = [t for t in self._background if not t.done()]

@@ -111,7 +111,8 @@ async def test_fresh_within_ttl_then_stale_while_revalidate(
     fake.faults.latency(0.3)
     fake.set_price(fake.models[0]["id"], prompt=9.99)  # so the revalidated snapshot is a new one
     view = await service.get(key)  # expired: served at once, refreshed in the background
-    assert view.stale
+    # On schedule, not stale: "stale" tells pages the last refresh failed, and changes the list's ETag.
+    assert not view.stale
     assert fake.count("/api/v1/models") == 1 or fake.count("/api/v1/models") == 2
     for _ in range(100):
         if fake.count("/api/v1/models") == 2 and service.cached(key) is not view.snapshot:
@@ -120,6 +121,25 @@ async def test_fresh_within_ttl_then_stale_while_revalidate(
     assert fake.count("/api/v1/models") == 2
     assert service.cached(key) is not view.snapshot
     assert not (await service.get(key)).stale
+    await service.close()
+
+
+async def test_stale_once_overdue_for_the_background_loop(client: NanoGPTClient, store: Store) -> None:
+    """Past ``ttl`` plus the loop's round and a round's grace without NanoGPT's confirmation (nobody used the
+    key for an hour, so the loop left it): stale until a refresh confirms it."""
+    clock = Clock()
+    service = CatalogService(client, store, ttl=300, clock=clock)  # the loop's round: 60 s
+    key = ResolvedKey(PAYG_KEY, "sillytavern")
+    assert not (await service.get(key)).stale
+    clock.now += 300 + 2 * 60 - 1
+    current = service.current(key)
+    assert current is not None and not current.stale
+    clock.now += 1
+    current = service.current(key)
+    assert current is not None and current.stale
+    await service.refresh(key)
+    current = service.current(key)
+    assert current is not None and not current.stale
     await service.close()
 
 
@@ -381,8 +401,8 @@ async def test_offline_stale_catalogue_is_not_revalidated_on_every_request(
     await service.get(key)
     fake.faults.reset(after_bytes=0)
     clock.now += 400
-    view = await service.get(key)  # expired: served stale, revalidated in the background (which fails)
-    assert view.stale
+    view = await service.get(key)  # expired: served at once, revalidated in the background (which fails)
+    assert not view.stale  # not yet known to have failed
     await asyncio.gather(*service._background)  # the background round has finished
     attempts = fake.count("/api/v1/models")
     views = [await service.get(key) for _ in range(20)]

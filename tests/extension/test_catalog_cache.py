@@ -216,7 +216,8 @@ def test_storage_fallbacks(st_page: STPage) -> None:
 copy's ETag from the one the hello names."""
     result = st_page.js(
         """async (base) => {
-        const { CatalogCache, ownerKey, KEEP_OWNERS, sameRepresentation } = await import(base + 'catalog-cache.js');
+        const { CatalogCache, ownerKey, KEEP_OWNERS, sameRepresentation } =
+            await import(base + 'catalog-cache.js');
         const idb = CatalogCache.open({ indexedDB: window.indexedDB });
         const none = CatalogCache.open({});
         const payload = { models: [{ id: 'v/m', name: 'M' }], fetched_at: 1 };
@@ -235,8 +236,8 @@ copy's ETag from the one the hello names."""
             leaks: ownerKey('u', 'secret-token').includes('secret'),
             other: ownerKey('u', 'a') !== ownerKey('u', 'b'),
             // The hello names the identity tag; the saved copy carries the gzip one (or a weak form).
-            same: [['"a"', '"a.gz"'], ['W/"a"', '"a"'], ['"a"', '"b.gz"'], [null, null], ['""', '""'], ['"a"', 7]]
-                .map(([x, y]) => sameRepresentation(x, y)),
+            same: [['"a"', '"a.gz"'], ['W/"a"', '"a"'], ['"a"', '"b.gz"'], [null, null], ['""', '""'],
+                ['"a"', 7]].map(([x, y]) => sameRepresentation(x, y)),
         };
     }""",
         "/scripts/extensions/third-party/nanogpt-companion/src/",
