@@ -212,8 +212,8 @@ def test_changed_catalogue_replaces_the_saved_copy(profile: Profile, stack: Real
 
 def test_storage_fallbacks(st_page: STPage) -> None:
     """The cache module in a real ST page: without localforage it uses IndexedDB itself; without either it
-    keeps nothing and says so; it keeps the last few ST users' copies and never the token; it tells a saved
-copy's ETag from the one the hello names."""
+    keeps nothing and says so; it keeps the last few ST users' copies and never the token; it tells a
+    saved copy's ETag from the one the hello names."""
     result = st_page.js(
         """async (base) => {
         const { CatalogCache, ownerKey, KEEP_OWNERS, sameRepresentation } =
