@@ -6,6 +6,8 @@ slot that connection reads (``key_slots.py``), so the key never passes through t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 from aiohttp import web
@@ -34,22 +36,27 @@ def _service(request: web.Request) -> KeySlotService:
     return request.app[keys.KEY_SLOTS]
 
 
-async def get_key_state(request: web.Request) -> web.Response:
-    user = request[keys.CURRENT_USER]
+@contextmanager
+def _refusals_as_api_errors() -> Iterator[None]:
+    """The key-slot service's refusals (no key, slot taken, write failed...) in the contract's error shape."""
     try:
-        return json_response(await _service(request).state(user.handle))
+        yield
     except KeySlotError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None
+
+
+async def get_key_state(request: web.Request) -> web.Response:
+    user = request[keys.CURRENT_USER]
+    with _refusals_as_api_errors():
+        return json_response(await _service(request).state(user.handle))
 
 
 async def set_key(request: web.Request) -> web.Response:
     """Copy the user's NanoGPT key into ST's ``slot`` key (made active); the answer names the change's id."""
     user = request[keys.CURRENT_USER]
     body = await read_body(request, KeyRequest)
-    try:
+    with _refusals_as_api_errors():
         result = await _service(request).install(user.handle, body.slot)
-    except KeySlotError as exc:
-        raise ApiError(exc.status, exc.code, exc.message) from None
     return json_response(result.as_json())
 
 
@@ -57,17 +64,13 @@ async def set_key_everywhere(request: web.Request) -> web.Response:
     """One action: the NanoGPT key into every slot the user's set-up reads; one result (and undo id) each."""
     user = request[keys.CURRENT_USER]
     body = await read_body(request, KeyAllRequest)
-    try:
+    with _refusals_as_api_errors():
         results = await _service(request).install_everywhere(user.handle, body.slots)
-    except KeySlotError as exc:
-        raise ApiError(exc.status, exc.code, exc.message) from None
     return json_response({"results": results})
 
 
 async def undo_key(request: web.Request) -> web.Response:
     user = request[keys.CURRENT_USER]
     body = await read_body(request, KeyUndoRequest)
-    try:
+    with _refusals_as_api_errors():
         return json_response(await _service(request).undo(user.handle, body.write_id))
-    except KeySlotError as exc:
-        raise ApiError(exc.status, exc.code, exc.message) from None
