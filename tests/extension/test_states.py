@@ -8,6 +8,7 @@ import json
 import re
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from tests.extension.st_ui import CONNECTED, open_drawer
@@ -58,26 +59,40 @@ def test_service_not_running_is_quiet_then_recovers(stack: RealStack, st_page_fo
     page.page.wait_for_function("document.querySelector('#ngc_usd').textContent.startsWith('$')")
 
 
-def test_nanogpt_unreachable_is_named_in_the_pill_then_recovers(stack: RealStack, st_page_for: Any) -> None:
-    """The service runs but NanoGPT does not answer: the pill says so (not a green "connected" above last
-    known values), the balance stays as last known; once NanoGPT answers a refresh brings "connected" back."""
+@pytest.mark.parametrize(
+    ("fault", "upstream", "label", "screenshot"),
+    [
+        ("reset", "unreachable", "NanoGPT unreachable", "state-nanogpt-unreachable.png"),
+        ("invalid_json", "failing", "NanoGPT error", "state-nanogpt-error.png"),
+    ],
+    ids=["unreachable", "answering-garbage"],
+)
+def test_a_nanogpt_outage_is_named_in_the_pill_then_recovers(
+    stack: RealStack, st_page_for: Any, fault: str, upstream: str, label: str, screenshot: str
+) -> None:
+    """The service runs but NanoGPT does not answer (the connection drops), or answers with something that
+    is not its API (malformed JSON): the pill says which (not a green "connected" above last known values),
+    the balance stays as last known; once NanoGPT answers a refresh brings "connected" back."""
     page: STPage = st_page_for(stack)
     page.page.wait_for_function("document.querySelector('#ngc_usd').textContent.startsWith('$')")
     usd = page.page.text_content("#ngc_usd")
     open_drawer(page)
     refresh = "#ngc_refresh:not([disabled])"
-    stack.fake.faults.reset(after_bytes=0)  # every NanoGPT request: the connection drops
+    if fault == "reset":
+        stack.fake.faults.reset(after_bytes=0)  # every NanoGPT request: the connection drops
+    else:
+        stack.fake.faults.invalid_json()  # every NanoGPT request: a 200 whose body is not JSON
     try:
         page.page.wait_for_selector(refresh, timeout=30000)  # the manual refresh is rate-limited
         page.page.click("#ngc_refresh")
         page.page.wait_for_selector(
-            CONNECTED + '[data-upstream="unreachable"]', state="attached", timeout=60000
+            CONNECTED + f'[data-upstream="{upstream}"]', state="attached", timeout=60000
         )
-        assert page.page.text_content("#ngc_status_pill") == "NanoGPT unreachable"
+        assert page.page.text_content("#ngc_status_pill") == label
         assert "last known values" in (page.page.get_attribute("#ngc_status_pill", "title") or "")
         assert page.page.text_content("#ngc_usd") == usd
         assert "Showing last known values" in (page.page.text_content("#ngc_account_note") or "")
-        page.screenshot("state-nanogpt-unreachable.png", full_page=False)
+        page.screenshot(screenshot, full_page=False)
     finally:
         stack.fake.faults.clear()
     page.page.wait_for_selector(refresh, timeout=30000)
