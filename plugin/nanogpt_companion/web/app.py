@@ -31,7 +31,6 @@ from nanogpt_companion.store import Store
 from nanogpt_companion.users import UserRegistry
 from nanogpt_companion.watcher import SettingsWatcher
 from nanogpt_companion.web import keys
-from nanogpt_companion.web.openapi import build_openapi
 from nanogpt_companion.web.routes import setup_routes
 from nanogpt_companion.web.security import AccessPolicy, add_cors_headers, security_middleware
 from nanogpt_companion.web.sse import TicketBook
@@ -74,7 +73,6 @@ def init_app(settings: Settings) -> web.Application:
         config_key=settings.api_key.get_secret_value() if settings.api_key else None,
         st_dir=settings.sillytavern,
     )
-    app[keys.OPENAPI] = build_openapi()
     app[keys.PLUGIN_LINK] = PluginLink(settings.sillytavern, settings.public_url)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_store)

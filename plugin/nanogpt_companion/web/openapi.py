@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 description of the HTTP API, built once at start from the pydantic records.
+"""The OpenAPI 3.1 description of the HTTP API, built from the pydantic records on its first request.
 
 Schemas come from the same models that produce the responses, so the document cannot drift from the
 payloads (schemathesis checks responses against it in the hardening suite).
@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from aiohttp import web
 from pydantic import BaseModel
 
 from nanogpt_companion import __version__
@@ -22,7 +21,6 @@ from nanogpt_companion.domain import (
     ImageModel,
     ModelProviders,
 )
-from nanogpt_companion.web import keys
 from nanogpt_companion.web.bodies import (
     AckRequest,
     FixRequest,
@@ -839,7 +837,3 @@ def build_openapi() -> bytes:
         "paths": paths,
     }
     return orjson.dumps(document)
-
-
-async def serve_openapi(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[keys.OPENAPI], content_type="application/json")
