@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from aiohttp import web
 from nanogpt_companion import API_VERSION, __version__
 from nanogpt_companion.web import keys
 from nanogpt_companion.web.handlers.catalog import extension_list_etag
+
+log = logging.getLogger(__name__)
 
 PING_INTERVAL = 15.0
 TICKET_TTL = 60.0
@@ -73,6 +76,15 @@ class TicketBook:
             self._forget(handle, ticket)
 
 
+async def _catalog_etag(app: web.Application, handle: str) -> str | None:
+    """The hello goes out whatever state the catalogue is in: without a tag the page simply asks."""
+    try:
+        return await extension_list_etag(app, handle)
+    except Exception:
+        log.exception("could not name the catalogue's version in the event stream's hello")
+        return None
+
+
 async def issue_ticket(request: web.Request) -> web.Response:
     user = request[keys.CURRENT_USER]
     ticket = request.app[keys.TICKETS].issue(user.handle)
@@ -100,7 +112,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
             "user": user.handle,
             "version": __version__,
             "api_version": API_VERSION,
-            "catalog_etag": await extension_list_etag(request.app, user.handle),
+            "catalog_etag": await _catalog_etag(request.app, user.handle),
         }
         await response.write(b"retry: 3000\nevent: hello\ndata: " + orjson.dumps(hello) + b"\n\n")
         stop_wait = asyncio.ensure_future(stopping.wait())
