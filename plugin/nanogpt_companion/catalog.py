@@ -402,20 +402,15 @@ class CatalogService:
                 except Exception:
                     log.exception("could not check which NanoGPT keys are still in use")
                     continue
-            await self.refresh_due(active_within)
-
-    async def refresh_due(self, active_within: float = 3600.0) -> None:
-        """One round of the background loop: every recently used catalogue older than ``ttl`` is
-        refreshed."""
-        now = self._clock()
-        for slot in list(self._slots.values()):
-            if slot.dropped:
-                continue  # dropped by a key change while this round was running
-            due = slot.snapshot is None or now - slot.checked_at >= self._ttl
-            ready = now >= max(slot.not_before, slot.retry_at)
-            if due and now - slot.last_used <= active_within and ready:
-                with contextlib.suppress(NanoGPTError):
-                    await self._refresh_shared(slot)
+            now = self._clock()
+            for slot in list(self._slots.values()):
+                if slot.dropped:
+                    continue  # dropped by a key change while this round was running
+                due = slot.snapshot is None or now - slot.checked_at >= self._ttl
+                ready = now >= max(slot.not_before, slot.retry_at)
+                if due and now - slot.last_used <= active_within and ready:
+                    with contextlib.suppress(NanoGPTError):
+                        await self._refresh_shared(slot)
 
     async def close(self) -> None:
         tasks = [t for t in self._background if not t.done()]

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from typing import get_args
+from urllib.parse import parse_qsl
 
 from aiohttp import web
+from multidict import MultiDict, MultiMapping
 
-from nanogpt_companion.catalog import CatalogUnavailable, SortKey
-from nanogpt_companion.catalog_snapshot import Fields, Variant
+from nanogpt_companion.catalog import CatalogUnavailable, CatalogView, SortKey
+from nanogpt_companion.catalog_snapshot import Body, Fields, Variant
 from nanogpt_companion.domain import Tier
 from nanogpt_companion.nanogpt.errors import NanoGPTError
 from nanogpt_companion.web import keys
@@ -16,22 +18,6 @@ from nanogpt_companion.web.negotiation import serve_body
 SORTS: tuple[str, ...] = get_args(SortKey)
 FIELDS: tuple[str, ...] = get_args(Fields)
 MAX_QUERY_LEN = 200
-
-
-# The list the extension loads at every page load (``GET /api/catalog?fields=summary&include_routers=false``):
-# the event stream's hello names its current ETag so an unchanged copy is kept without a request.
-EXTENSION_LIST = Variant(fields="summary", include_routers=False)
-
-
-async def extension_list_etag(app: web.Application, handle: str) -> str | None:
-    """The ETag (identity coding) the extension's list would carry now, or None when its catalogue is not
-    in memory (the client then simply asks; this never waits for NanoGPT)."""
-    key = await app[keys.USERS].key_for(handle)
-    view = app[keys.CATALOG].current(key)
-    if view is None:
-        return None
-    variant = replace(EXTENSION_LIST, stale=view.stale, error=view.error)
-    return view.snapshot.body(variant).etag("identity")
 
 
 def _tier(value: str | None) -> Tier | None:
@@ -50,9 +36,8 @@ def _flag(value: str | None, default: bool) -> bool:
     return value.lower() in ("1", "true", "yes", "on")
 
 
-async def get_catalog(request: web.Request) -> web.Response:
-    user = request[keys.CURRENT_USER]
-    query = request.query
+def _requested(query: MultiMapping[str]) -> Variant:
+    """The variant a query asks for (400 for a bad one), before the catalogue is looked at."""
     sort = query.get("sort", "name")
     if sort not in SORTS:
         raise ApiError(400, "bad_request", f"Unknown sort {sort[:40]!r}; use one of: {', '.join(SORTS)}.")
@@ -64,25 +49,46 @@ async def get_catalog(request: web.Request) -> web.Response:
     q = query.get("q")
     if q is not None and len(q) > MAX_QUERY_LEN:
         raise ApiError(400, "bad_request", "The search text is too long.")
-    capabilities = tuple(c for c in query.getall("capability", []) if c)
-    tier = _tier(query.get("tier"))
+    return Variant(
+        fields=fields,  # type: ignore[arg-type]  # checked against FIELDS above
+        tier=_tier(query.get("tier")),
+        query=q or "",
+        capabilities=tuple(c for c in query.getall("capability", []) if c),
+        sort=sort,  # type: ignore[arg-type]  # checked against SORTS above
+        include_routers=_flag(query.get("include_routers"), True),
+    )
+
+
+def _answer(requested: Variant, view: CatalogView) -> Body:
+    """The body for that variant of this view (its staleness and error are part of what is answered)."""
+    # Bodies are joined from bytes serialised once per refresh, and kept per variant with their gzip.
+    return view.snapshot.body(replace(requested, stale=view.stale, error=view.error))
+
+
+# The list the extension loads at every page load: the event stream's hello names its current ETag so an
+# unchanged copy is kept without a request. Parsed as the route parses it, so the two cannot disagree.
+EXTENSION_LIST = _requested(MultiDict(parse_qsl("fields=summary&include_routers=false")))
+
+
+async def extension_list_etag(app: web.Application, handle: str) -> str | None:
+    """The ETag (identity coding) the extension's list would carry now, or None when its catalogue is not
+    in memory (the client then simply asks; this never waits for NanoGPT)."""
+    key = await app[keys.USERS].key_for(handle)
+    view = app[keys.CATALOG].current(key)
+    if view is None:
+        return None
+    return _answer(EXTENSION_LIST, view).etag("identity")
+
+
+async def get_catalog(request: web.Request) -> web.Response:
+    user = request[keys.CURRENT_USER]
+    requested = _requested(request.query)
     key = await request.app[keys.USERS].key_for(user.handle)
     try:
         view = await request.app[keys.CATALOG].get(key)
     except CatalogUnavailable as exc:
         raise ApiError.from_upstream(exc.error) from None
-    variant = Variant(
-        fields=fields,  # type: ignore[arg-type]  # checked against FIELDS above
-        tier=tier,
-        query=q or "",
-        capabilities=capabilities,
-        sort=sort,  # type: ignore[arg-type]  # checked against SORTS above
-        include_routers=_flag(query.get("include_routers"), True),
-        stale=view.stale,
-        error=view.error,
-    )
-    # Bodies are joined from bytes serialised once per refresh, and kept per variant with their gzip.
-    return await serve_body(request, view.snapshot.body(variant))
+    return await serve_body(request, _answer(requested, view))
 
 
 async def get_catalog_model(request: web.Request) -> web.Response:
