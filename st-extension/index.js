@@ -321,18 +321,13 @@ class CompanionApp {
     async loadCatalog({ current = null } = {}) {
         await this.cacheRead;
         const owner = this.catalogOwner;
-        if (current && this.store.loaded && sameRepresentation(current, this.catalogEtag)) {
-            this.store.source = 'service'; // the saved copy is confirmed current
-            this.store.error = null;
-            this.renderCatalogSummary();
-            return;
-        }
+        const shown = (etag) => this.store.loaded && sameRepresentation(etag, this.catalogEtag);
+        if (current && shown(current)) return this.confirmCatalog();
         let answer;
         let data = null;
         try {
             answer = await this.client.getCached(CATALOG_PATH);
-            const same = this.store.loaded && answer.etag !== null && answer.etag === this.catalogEtag;
-            if (!same) data = await answer.json();
+            if (!shown(answer.etag)) data = await answer.json();
         } catch (err) {
             console.debug('[NanoGPT Companion] catalogue load failed', err?.code ?? err?.message);
             if (owner !== this.catalogOwner) return;
@@ -343,15 +338,17 @@ class CompanionApp {
             return;
         }
         if (owner !== this.catalogOwner) return;
-        if (data === null) {
-            this.store.source = 'service'; // the saved copy is confirmed current
-            this.store.error = null;
-            this.renderCatalogSummary();
-            return;
-        }
+        if (data === null) return this.confirmCatalog();
         this.catalogEtag = answer.etag;
         this.showCatalog(data, 'service');
         if (answer.etag) this.cache.save(owner, answer.etag, data);
+    }
+
+    /** The copy shown (saved, or loaded earlier) is the service's current one. */
+    confirmCatalog() {
+        this.store.source = 'service';
+        this.store.error = null;
+        this.renderCatalogSummary();
     }
 
     showCatalog(payload, source) {
