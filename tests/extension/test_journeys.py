@@ -68,7 +68,7 @@ def _wait_endpoints(page: STPage) -> None:
 
 def _show_report(page: STPage) -> None:
     open_drawer(page)
-    page.page.locator(REPORT).scroll_into_view_if_needed()
+    page.show(REPORT)
 
 
 def _switch(page: STPage, ep: str, mode: str = "chat", *, state: str = "ready") -> str:
@@ -495,7 +495,7 @@ def test_policy_per_rule_in_the_doctor_panel(stack: RealStack, st_page_for: Any)
     assert "1 finding hidden" in note and title in note  # which finding is off, by name
     _, policies = stack.service.request("GET", "/api/doctor/policy")
     assert policies["policies"]["ppp.tools"] == "off"
-    page.page.locator("#ngc_policies").scroll_into_view_if_needed()
+    page.show("#ngc_policies")
     page.screenshot("journey-policies.png", full_page=False)
     page.page.select_option(select, "ask")
     page.page.wait_for_selector(finding, timeout=20000)
@@ -574,7 +574,7 @@ def test_sync_shows_what_changed_marks_the_model_in_use_and_hides_junk(
         assert f"{removed['name']}" in report and "(the model you use)" in report
         assert "$12.5/$25" in report
         assert "junk" not in report.lower()
-        page.page.locator("#ngc_sync_changes").scroll_into_view_if_needed()
+        page.show("#ngc_sync_changes")
         page.screenshot("journey-sync-report.png", full_page=False)
         # The catalogue: junk left out, the model in use marked (it is still in use, though gone upstream:
         # the marker follows ST's setting, so put it back first).
@@ -703,7 +703,7 @@ def test_phone_endpoint_explanations_open_by_touch(stack: RealStack, st_page_for
     assert page.page.text_content(f"{button} .ngc-ep-id") == "v1legacy"
     assert page.page.get_attribute(button, "title") is None  # nothing hides behind a hover
     summary = '#ngc_endpoints details.ngc-ep-explain:has(code:text("v1legacy")) > summary'
-    page.page.locator(summary).scroll_into_view_if_needed()
+    page.page.locator(summary).scroll_into_view_if_needed()  # a Playwright selector (:text), not CSS
     page.page.tap(summary)
     text = page.page.locator("#ngc_endpoints details.ngc-ep-explain[open] p")
     assert "reasoning_content" in (text.text_content() or "")
@@ -821,7 +821,7 @@ def test_catalogue_change_refreshes_sts_own_list_when_idle(stack: RealStack, st_
     try:
         _refresh_and_expect_sts_list_to_follow(stack, page, "nanogpt", model, gone, "acme/fresh-model-2")
         stack.wait_for_settings(lambda s: s["oai_settings"]["nanogpt_model"] == model)
-        page.page.locator("#ngc_sync_changes").scroll_into_view_if_needed()
+        page.show("#ngc_sync_changes")
         page.screenshot("journey-auto-sync.png", full_page=False)
 
         # Now NanoGPT drops the model in use.
@@ -837,7 +837,7 @@ def test_catalogue_change_refreshes_sts_own_list_when_idle(stack: RealStack, st_
             assert oai(page, "nanogpt_model") == model  # not silently switched
             page.page.wait_for_selector('#ngc_findings li[data-id^="model.gone"]', timeout=20000)
             assert "no longer offers the model you use" in (page.page.text_content("#ngc_sync_changes") or "")
-            page.page.locator('#ngc_findings li[data-id^="model.gone"]').scroll_into_view_if_needed()
+            page.show('#ngc_findings li[data-id^="model.gone"]')
             page.screenshot("journey-auto-sync-model-removed.png", full_page=False)
         finally:
             fake.add_model(in_use)
@@ -914,7 +914,7 @@ def test_catalogue_change_refreshes_the_custom_list_on_a_nanogpt_address(
     fake.add_model(added)
     try:
         _refresh_and_expect_sts_list_to_follow(stack, page, "custom", model, gone, "acme/fresh-custom-3")
-        page.page.locator("#ngc_sync_changes").scroll_into_view_if_needed()
+        page.show("#ngc_sync_changes")
         page.screenshot("journey-auto-sync-custom.png", full_page=False)
 
         in_use = fake.remove_model(model)
@@ -929,7 +929,7 @@ def test_catalogue_change_refreshes_the_custom_list_on_a_nanogpt_address(
             assert "stays selected" not in (
                 page.page.text_content('#ngc_sync_changes [data-group="st"]') or ""
             )
-            page.page.locator('#ngc_findings li[data-id^="model.gone"]').scroll_into_view_if_needed()
+            page.show('#ngc_findings li[data-id^="model.gone"]')
             page.screenshot("journey-auto-sync-custom-model-removed.png", full_page=False)
             stack.wait_for_settings(lambda s: s["oai_settings"]["custom_model"] == model)
         finally:

@@ -161,6 +161,21 @@ class STPage:
     def error_toasts(self) -> list[str]:
         return [p for p in self.problems() if p.startswith("error-toast:")]
 
+    def show(self, selector: str, timeout: float = 30_000) -> None:
+        """Scroll the first match into view, for a screenshot. Found and scrolled in one page task, because
+        the panel re-renders lists on each event (a located node can be replaced before Playwright scrolls
+        it, which fails with "not attached to the DOM")."""
+        self.page.wait_for_function(
+            """(selector) => {
+                const node = document.querySelector(selector);
+                if (!node) return false;
+                node.scrollIntoView({ block: 'nearest' });
+                return true;
+            }""",
+            arg=selector,
+            timeout=timeout,
+        )
+
     def screenshot(self, name: str, *, full_page: bool = True) -> Path:
         path = artifact(name)
         self.page.screenshot(path=str(path), full_page=full_page)
