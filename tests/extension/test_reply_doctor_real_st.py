@@ -317,3 +317,57 @@ def test_an_empty_reply_over_the_models_output_limit_gets_the_limit(
         notice.locator('button[data-act="fix"]').click()
         page.page.wait_for_function(f"() => document.querySelector('#openai_max_tokens').value === '{limit}'")
         stack.wait_for_settings(lambda s: s["oai_settings"]["openai_max_tokens"] == limit)
+
+
+def _reasoning_model(stack: RealStack) -> str:
+    """A model the catalogue marks as a reasoning model (the extension only expects reasoning from one)."""
+    model = next(m for m in sorted(stack.fake.ids("v1")) if m.endswith(":thinking"))
+    assert stack.fake.model(model)["capabilities"]["reasoning"] is True
+    return str(model)
+
+
+def test_a_reasoning_model_without_reasoning_is_explained_on_v1thinking_and_not_questioned_on_v1(
+    stack: RealStack, st_page_for: Any
+) -> None:
+    """ST asks to show thoughts, and a reasoning model sent none: on NanoGPT's v1thinking address the notice
+    says why ST's reasoning box stays empty there (nothing to fix in ST: the address is the user's choice);
+    on the standard address ST shows whatever reasoning comes, so no setting explains a reply without
+    any and nothing is said (witness: the extension finished checking that reply)."""
+    model = _reasoning_model(stack)
+    settings = load_version_fixture(stack.version, "settings.custom-nanogpt.json")
+    settings["oai_settings"].update(
+        custom_url="https://nano-gpt.com/api/v1thinking",
+        custom_model=model,
+        custom_prompt_post_processing="merge",
+        show_thoughts=True,
+    )
+    stack.seed_user(settings=settings)
+    with fake_replies(stack, reply=Reply("Hello, traveller.")):
+        page: STPage = st_page_for(stack, seed=False)
+        connect_custom(page)
+        send_message(page, "Hello?")
+        page.page.wait_for_selector(f'{last_notice(page)}[data-signature="reasoning_missing"]', timeout=30000)
+        assert stack.fake.inference.records[-1].base == "v1thinking"
+        assert page.js("() => SillyTavern.getContext().chat.at(-1).extra?.reasoning ?? ''") == ""
+        notice = page.page.locator(last_notice(page))
+        assert (notice.get_attribute("data-cause") or "").startswith("reasoning:")
+        text = notice.text_content() or ""
+        assert "has no effect on this address" in text and "standard address" in text
+        assert notice.locator('button[data-act="fix"]').count() == 0  # no ST setting to change
+        page.show(last_notice(page))
+        page.screenshot("reply-doctor-reasoning-missing.png", full_page=False)
+        assert page.error_toasts() == []
+
+        # The user moves to the standard address in ST's own field and connects again.
+        open_top_drawer(page, "api")
+        page.page.fill("#custom_api_url_text", "https://nano-gpt.com/api/v1")
+        stack.wait_for_settings(lambda s: s["oai_settings"]["custom_url"] == "https://nano-gpt.com/api/v1")
+        connect_custom(page)
+
+    with fake_replies(stack, reply=Reply("Hello again, traveller.")):
+        before = checked(page)
+        send_message(page, "Hello again?")
+        wait_checked(page, before + 1)
+        assert stack.fake.inference.records[-1].base == "v1"
+        assert page.js("() => SillyTavern.getContext().chat.at(-1).mes") == "Hello again, traveller."
+        assert page.page.locator(f"{last_notice(page)}[data-signature]").count() == 0
