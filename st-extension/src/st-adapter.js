@@ -358,7 +358,11 @@ export class StAdapter {
         return true;
     }
 
-    /** The chat a generation belongs to: ST's chat id and its character or group (names and ids only). */
+    /**
+     * The chat a generation belongs to: ST's chat id, its group if any, and the character (names and ids
+     * only). In a group chat ST makes the member it drafts the current character for that member's
+     * generation (group-chats.js), so each reply is booked to the character who wrote it as well as the group.
+     */
     chatContext() {
         const c = this.ctx();
         if (!c) return {};
@@ -369,7 +373,7 @@ export class StAdapter {
             chatId = c.chatId ?? null;
         }
         const group = c.groupId ? (c.groups ?? []).find((g) => String(g.id) === String(c.groupId)) : null;
-        const character = !group && c.characterId !== undefined && c.characterId !== null ? c.characters?.[c.characterId] : null;
+        const character = c.characterId !== undefined && c.characterId !== null ? c.characters?.[c.characterId] ?? null : null;
         return {
             chatId: chatId ? String(chatId) : null,
             groupId: group ? String(group.id) : null,

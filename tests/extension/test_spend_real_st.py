@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.extension.st_ui import connect_builtin, oai, open_drawer, send_message
+from tests.extension.st_ui import ST_IDLE, connect_builtin, oai, open_drawer, send_message
 from tests.fakes.nanogpt_inference import Reply
 from tests.fakes.nanogpt_upstream import PAYG_KEY, SUBSCRIBER_KEY, price_of
 from tests.realst.browser import STPage
@@ -307,6 +307,84 @@ def test_subscriber_sees_quota_used_per_chat(spend_stack: RealStack, st_page_for
     assert re.fullmatch(r"[\d.]+k? tokens \(.+%\)", shown), shown  # quota and its share, not dollars
     assert page.slash("/nano-spend quiet=true chat") == str(row["quota"]).removesuffix(".0")
     page.screenshot("spend-subscriber.png", full_page=False)
+
+
+# A second character and a group of both, made through ST's own endpoints (so the files are what this ST
+# writes), then opened as ST's group list does. "List" activation: every member answers each message, in
+# order.
+_OPEN_A_GROUP_CHAT = """async () => {
+    const ctx = SillyTavern.getContext();
+    const headers = ctx.getRequestHeaders();
+    const made = await fetch('/api/characters/create', { method: 'POST', headers, body: JSON.stringify({
+        ch_name: 'Ann', description: 'A cheerful bard.', first_mes: 'Ann tunes her lute.', personality: '',
+        scenario: '', mes_example: '', creator_notes: '', system_prompt: '', post_history_instructions: '',
+        tags: '', creator: '', character_version: '', talkativeness: 0.5, fav: false }) });
+    if (!made.ok) throw new Error(`character not created: ${made.status}`);
+    const ann = await made.text();
+    await ctx.getCharacters();
+    const seraphina = ctx.characters.find((c) => c.name === 'Seraphina').avatar;
+    const response = await fetch('/api/groups/create', { method: 'POST', headers, body: JSON.stringify({
+        name: 'Party', members: [seraphina, ann], activation_strategy: 1, generation_mode: 0 }) });
+    if (!response.ok) throw new Error(`group not created: ${response.status}`);
+    const group = await response.json();
+    const groups = await import('/scripts/group-chats.js');
+    await groups.getGroups();
+    await groups.openGroupById(group.id);
+    return group.id;
+}"""
+
+
+def test_a_group_chat_books_each_reply_to_the_member_who_wrote_it(
+    spend_stack: RealStack, st_page_for: Any, priced: Any
+) -> None:
+    """In a group chat ST drafts each member in turn; each member's reply is its own generation, booked to
+    that character and to the group, so "which character costs the most" counts group chats too."""
+    stack = spend_stack
+    stack.seed_user(oai=CLEAN_OAI, key=PAYG_KEY)
+    page: STPage = st_page_for(stack, seed=False)
+    connect_builtin(page)
+    priced(stack, oai(page, "nanogpt_model"), prompt=20.0, completion=60.0, tokens=(1500, 400))
+    group_id = str(page.js(_OPEN_A_GROUP_CHAT))
+    page.page.wait_for_function(
+        "(id) => String(SillyTavern.getContext().groupId) === id && SillyTavern.getContext().chat.length > 0",
+        arg=group_id,
+    )
+    page.page.wait_for_function(ST_IDLE)
+    before = int(page.js("() => SillyTavern.getContext().chat.length"))
+    page.page.fill("#send_textarea", "Who plays tonight?")
+    page.page.click("#send_but")
+    # The user's message and one reply from each member, the last one finished.
+    page.page.wait_for_function(
+        """(n) => { const chat = SillyTavern.getContext().chat;
+            return chat.length >= n + 3 && !chat.at(-1).is_user && !document.body.dataset.generating; }""",
+        arg=before,
+        timeout=60000,
+    )
+    speakers = page.js("(n) => SillyTavern.getContext().chat.slice(n + 1).map((m) => m.name)", before)
+    assert sorted(speakers) == ["Ann", "Seraphina"]
+    chat = chat_id(page)
+    booked = wait_rows(
+        stack,
+        lambda r: len(r) == 2 and all(x["status"] == "measured" for x in r),
+        chat_id=chat,
+    )
+    assert sorted(x["character"] for x in booked) == ["Ann", "Seraphina"]
+    assert all(x["group_id"] == group_id and x["group"] == "Party" for x in booked)
+    # Each reply's row names the message that member wrote.
+    names = {x["character"]: x["message_id"] for x in booked}
+    assert page.js("(i) => SillyTavern.getContext().chat[i].name", names["Ann"]) == "Ann"
+    assert page.js("(i) => SillyTavern.getContext().chat[i].name", names["Seraphina"]) == "Seraphina"
+    _, overview = stack.service.request("GET", "/api/spend")
+    labels = [c["label"] for c in overview["top_characters"]]
+    assert "Ann" in labels and "Party" not in labels, labels
+    chats = {c["key"]: c["label"] for c in overview["top_chats"]}
+    assert chats.get(chat, "").startswith("Party"), chats
+    open_drawer(page)
+    page.page.wait_for_function(
+        "() => /Ann/.test(document.querySelector('#ngc_spend_top_characters')?.textContent ?? '')"
+    )
+    page.show("#ngc_spend_top_characters")
+    page.screenshot("spend-group-chat.png", full_page=False)
 
 
 def test_budget_warning_then_alert_once_and_csv(

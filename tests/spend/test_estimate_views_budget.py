@@ -166,6 +166,23 @@ def test_top_chats_characters_and_models() -> None:
     chats = views.top(rows, "chat")
     assert [c["key"] for c in chats] == ["c2", "c1"] and chats[0]["label"] == "Party: c2"
     assert [c["label"] for c in views.top(rows, "character")] == ["Party", "Ann"]
+    # A reply in the group names the member who wrote it: it counts for that character, in the chat's group.
+    by_member = row(chat="c2", status="measured", measured_usd=2.5).settled(
+        generation=Generation(
+            client_id="x3",
+            model="m",
+            source="nanogpt",
+            chat_id="c2",
+            character="Ann",
+            character_id="a.png",
+            group_id="g1",
+            group_name="Party",
+        )
+    )
+    characters = views.top([*rows, by_member], "character")
+    assert [(c["label"], c["usd"]) for c in characters] == [("Ann", pytest.approx(3.5)), ("Party", 3.0)]
+    chats = views.top([*rows, by_member], "chat")
+    assert [(c["label"], c["usd"]) for c in chats] == [("Party: c2", pytest.approx(5.5)), ("Ann: c1", 1.0)]
     assert views.top(rows, "model")[0]["usd"] == pytest.approx(4.0)
 
 

@@ -2,7 +2,7 @@
 attribution, budgets and views in between.
 
 Design notes (the why):
-- The extension reports a generation when it ends in ST (chat, character or group, model, source,
+- The extension reports a generation when it ends in ST (chat, character and group, model, source,
   endpoint, message id and ST's own token counts; never the text). The row is stored at once with a price
   estimate, so nothing is lost when the service stops before it is measured.
 - What it really cost comes from the account: a reading after the generation compared with the one before

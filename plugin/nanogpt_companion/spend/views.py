@@ -166,7 +166,8 @@ def daily(
 def top(
     rows: Iterable[SpendRow], by: TopBy, limit: int = 5, *, quota_mode: bool = False
 ) -> list[dict[str, Any]]:
-    """The chats, characters (or groups) or models that cost the most (quota used, for subscribers)."""
+    """The chats, characters (a group where no member is named) or models that cost the most (quota used,
+    for subscribers)."""
     groups: dict[str, tuple[str, Totals]] = {}
     for row in rows:
         if row.is_outside:
@@ -194,10 +195,12 @@ def _group_key(row: SpendRow, by: TopBy) -> tuple[str | None, str]:
             return None, ""
         who = g.group_name or g.character
         return g.chat_id, f"{who}: {g.chat_id}" if who and not g.chat_id.startswith(who) else g.chat_id
-    if g.group_id:
-        return f"group:{g.group_id}", g.group_name or g.group_id
+    # A reply in a group chat counts for the member who wrote it (which character costs the most is the
+    # question); the group stands in only when no member was named (older reports, a group-wide request).
     if g.character_id or g.character:
         return f"char:{g.character_id or g.character}", g.character or g.character_id or ""
+    if g.group_id:
+        return f"group:{g.group_id}", g.group_name or g.group_id
     return None, ""
 
 
