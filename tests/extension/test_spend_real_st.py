@@ -324,67 +324,92 @@ _OPEN_A_GROUP_CHAT = """async () => {
     await ctx.getCharacters();
     const seraphina = ctx.characters.find((c) => c.name === 'Seraphina').avatar;
     const response = await fetch('/api/groups/create', { method: 'POST', headers, body: JSON.stringify({
-        name: 'Party', members: [seraphina, ann], activation_strategy: 1, generation_mode: 0 }) });
+        name: 'Party', members: [seraphina, ann], avatar_url: 'img/ai4.png', activation_strategy: 1,
+        generation_mode: 0 }) });
     if (!response.ok) throw new Error(`group not created: ${response.status}`);
     const group = await response.json();
     const groups = await import('/scripts/group-chats.js');
     await groups.getGroups();
     await groups.openGroupById(group.id);
-    return group.id;
+    return String(group.id);
+}"""
+# Back to Seraphina's chat, then every "Party" group and "Ann" go, through ST's endpoints (also after a
+# failure half-way): later tests of this ST open "the first character" and expect Seraphina.
+_REMOVE_THE_GROUP = """async () => {
+    const ctx = SillyTavern.getContext();
+    await ctx.selectCharacterById(ctx.characters.findIndex((c) => c.name === 'Seraphina'));
+    const headers = ctx.getRequestHeaders();
+    const all = async () => (await fetch('/api/groups/all', { method: 'POST', headers })).json();
+    for (const group of (await all()).filter((g) => g.name === 'Party')) {
+        const body = JSON.stringify({ id: group.id });
+        await fetch('/api/groups/delete', { method: 'POST', headers, body });
+    }
+    await ctx.getCharacters();
+    for (const ann of ctx.characters.filter((c) => c.name === 'Ann')) {
+        await fetch('/api/characters/delete', { method: 'POST', headers,
+            body: JSON.stringify({ avatar_url: ann.avatar, delete_chats: true }) });
+    }
+    await ctx.getCharacters();
+    return [...ctx.characters.map((c) => c.name), ...(await all()).map((g) => g.name)];
 }"""
 
 
 def test_a_group_chat_books_each_reply_to_the_member_who_wrote_it(
-    spend_stack: RealStack, st_page_for: Any, priced: Any
+    versioned_spend_stack: RealStack, st_page_for: Any, priced: Any
 ) -> None:
     """In a group chat ST drafts each member in turn; each member's reply is its own generation, booked to
     that character and to the group, so "which character costs the most" counts group chats too."""
-    stack = spend_stack
+    stack = versioned_spend_stack
+    assert stack.service is not None
     stack.seed_user(oai=CLEAN_OAI, key=PAYG_KEY)
     page: STPage = st_page_for(stack, seed=False)
     connect_builtin(page)
     priced(stack, oai(page, "nanogpt_model"), prompt=20.0, completion=60.0, tokens=(1500, 400))
-    group_id = str(page.js(_OPEN_A_GROUP_CHAT))
-    page.page.wait_for_function(
-        "(id) => String(SillyTavern.getContext().groupId) === id && SillyTavern.getContext().chat.length > 0",
-        arg=group_id,
-    )
-    page.page.wait_for_function(ST_IDLE)
-    before = int(page.js("() => SillyTavern.getContext().chat.length"))
-    page.page.fill("#send_textarea", "Who plays tonight?")
-    page.page.click("#send_but")
-    # The user's message and one reply from each member, the last one finished.
-    page.page.wait_for_function(
-        """(n) => { const chat = SillyTavern.getContext().chat;
-            return chat.length >= n + 3 && !chat.at(-1).is_user && !document.body.dataset.generating; }""",
-        arg=before,
-        timeout=60000,
-    )
-    speakers = page.js("(n) => SillyTavern.getContext().chat.slice(n + 1).map((m) => m.name)", before)
-    assert sorted(speakers) == ["Ann", "Seraphina"]
-    chat = chat_id(page)
-    booked = wait_rows(
-        stack,
-        lambda r: len(r) == 2 and all(x["status"] == "measured" for x in r),
-        chat_id=chat,
-    )
-    assert sorted(x["character"] for x in booked) == ["Ann", "Seraphina"]
-    assert all(x["group_id"] == group_id and x["group"] == "Party" for x in booked)
-    # Each reply's row names the message that member wrote.
-    names = {x["character"]: x["message_id"] for x in booked}
-    assert page.js("(i) => SillyTavern.getContext().chat[i].name", names["Ann"]) == "Ann"
-    assert page.js("(i) => SillyTavern.getContext().chat[i].name", names["Seraphina"]) == "Seraphina"
-    _, overview = stack.service.request("GET", "/api/spend")
-    labels = [c["label"] for c in overview["top_characters"]]
-    assert "Ann" in labels and "Party" not in labels, labels
-    chats = {c["key"]: c["label"] for c in overview["top_chats"]}
-    assert chats.get(chat, "").startswith("Party"), chats
-    open_drawer(page)
-    page.page.wait_for_function(
-        "() => /Ann/.test(document.querySelector('#ngc_spend_top_characters')?.textContent ?? '')"
-    )
-    page.show("#ngc_spend_top_characters")
-    page.screenshot("spend-group-chat.png", full_page=False)
+    try:
+        group_id = str(page.js(_OPEN_A_GROUP_CHAT))
+        page.page.wait_for_function(
+            "(id) => String(SillyTavern.getContext().groupId) === id"
+            " && SillyTavern.getContext().chat.length > 0",
+            arg=group_id,
+        )
+        page.page.wait_for_function(ST_IDLE)
+        before = int(page.js("() => SillyTavern.getContext().chat.length"))
+        page.page.fill("#send_textarea", "Who plays tonight?")
+        page.page.click("#send_but")
+        # The user's message and one reply from each member, the last one finished.
+        page.page.wait_for_function(
+            """(n) => { const chat = SillyTavern.getContext().chat;
+                return chat.length >= n + 3 && !chat.at(-1).is_user
+                    && !document.body.dataset.generating; }""",
+            arg=before,
+            timeout=60000,
+        )
+        speakers = page.js("(n) => SillyTavern.getContext().chat.slice(n + 1).map((m) => m.name)", before)
+        assert sorted(speakers) == ["Ann", "Seraphina"]
+        chat = chat_id(page)
+        booked = wait_rows(
+            stack, lambda r: len(r) == 2 and all(x["status"] == "measured" for x in r), chat_id=chat
+        )
+        assert sorted(x["character"] for x in booked) == ["Ann", "Seraphina"]
+        assert all(x["group_id"] == group_id and x["group"] == "Party" for x in booked)
+        # Each row names the message its member wrote.
+        for row in booked:
+            name = page.js("(i) => SillyTavern.getContext().chat[i].name", row["message_id"])
+            assert name == row["character"]
+        _, overview = stack.service.request("GET", "/api/spend")
+        labels = [c["label"] for c in overview["top_characters"]]
+        assert "Ann" in labels and "Party" not in labels, labels
+        chats = {c["key"]: c["label"] for c in overview["top_chats"]}
+        assert chats.get(chat, "").startswith("Party"), chats
+        open_drawer(page)
+        page.page.wait_for_function(
+            "() => /Ann/.test(document.querySelector('#ngc_spend_top_characters')?.textContent ?? '')"
+        )
+        page.show("#ngc_spend_top_characters")
+        page.screenshot(f"spend-group-chat-{stack.version}.png", full_page=False)
+    finally:
+        left = page.js(_REMOVE_THE_GROUP)
+        assert "Ann" not in left and "Party" not in left and "Seraphina" in left, left
 
 
 def test_budget_warning_then_alert_once_and_csv(

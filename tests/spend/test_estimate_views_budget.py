@@ -186,6 +186,31 @@ def test_top_chats_characters_and_models() -> None:
     assert views.top(rows, "model")[0]["usd"] == pytest.approx(4.0)
 
 
+def test_a_group_chat_named_by_its_start_time_is_shown_as_that_local_time() -> None:
+    started = at(BERLIN, 2026, 5, 2, 21, 7)
+    chat = str(int(started * 1000))  # what ST names a new group chat
+    rows = [
+        row(chat=chat, status="measured", measured_usd=1.0).settled(
+            generation=Generation(
+                client_id="x1", model="m", source="nanogpt", chat_id=chat, group_id="g1", group_name="Party"
+            )
+        ),
+        row(chat="Tavern night", status="measured", measured_usd=0.5).settled(
+            generation=Generation(
+                client_id="x2",
+                model="m",
+                source="nanogpt",
+                chat_id="Tavern night",
+                group_id="g1",
+                group_name="Party",
+            )
+        ),
+    ]
+    labels = [c["label"] for c in views.top(rows, "chat", tz=BERLIN)]
+    assert labels == ["Party: 2026-05-02 21:07", "Party: Tavern night"]
+    assert views.top(rows, "chat")[0]["label"] == f"Party: {chat}"  # no zone given: the id as it is
+
+
 def test_budget_warns_at_80_then_alerts_at_100_once_per_day() -> None:
     settings = SpendSettings(daily_budget_usd=5.0, monthly_budget_usd=50.0)
     day, month = budget.states(settings, 4.1, False, 4.1, False)

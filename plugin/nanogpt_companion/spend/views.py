@@ -164,15 +164,20 @@ def daily(
 
 
 def top(
-    rows: Iterable[SpendRow], by: TopBy, limit: int = 5, *, quota_mode: bool = False
+    rows: Iterable[SpendRow],
+    by: TopBy,
+    limit: int = 5,
+    *,
+    quota_mode: bool = False,
+    tz: ZoneInfo | None = None,
 ) -> list[dict[str, Any]]:
     """The chats, characters (a group where no member is named) or models that cost the most (quota used,
-    for subscribers)."""
+    for subscribers). ``tz``: the user's zone, for the start time that names a group chat."""
     groups: dict[str, tuple[str, Totals]] = {}
     for row in rows:
         if row.is_outside:
             continue  # not a chat, a character or a model of this ST
-        key, label = _group_key(row, by)
+        key, label = _group_key(row, by, tz)
         if key is None:
             continue
         entry = groups.get(key)
@@ -186,7 +191,7 @@ def top(
     return [{"key": key, "label": label, **t.to_json()} for key, (label, t) in ranked[:limit]]
 
 
-def _group_key(row: SpendRow, by: TopBy) -> tuple[str | None, str]:
+def _group_key(row: SpendRow, by: TopBy, tz: ZoneInfo | None) -> tuple[str | None, str]:
     g = row.generation
     if by == "model":
         return g.model or None, g.model
@@ -194,6 +199,9 @@ def _group_key(row: SpendRow, by: TopBy) -> tuple[str | None, str]:
         if not g.chat_id:
             return None, ""
         who = g.group_name or g.character
+        name = _group_chat_started(g.chat_id, tz) if g.group_id else None
+        if who and name:
+            return g.chat_id, f"{who}: {name}"
         return g.chat_id, f"{who}: {g.chat_id}" if who and not g.chat_id.startswith(who) else g.chat_id
     # A reply in a group chat counts for the member who wrote it (which character costs the most is the
     # question); the group stands in only when no member was named (older reports, a group-wide request).
@@ -202,6 +210,18 @@ def _group_key(row: SpendRow, by: TopBy) -> tuple[str | None, str]:
     if g.group_id:
         return f"group:{g.group_id}", g.group_name or g.group_id
     return None, ""
+
+
+def _group_chat_started(chat_id: str, tz: ZoneInfo | None) -> str | None:
+    """ST names a new group chat by the time it began, in epoch milliseconds ("1795953662062"): shown as
+    that local time. A renamed chat (any other name) keeps its name."""
+    if tz is None or not (chat_id.isdigit() and 12 <= len(chat_id) <= 14):
+        return None
+    try:
+        started = datetime.fromtimestamp(int(chat_id) / 1000, tz)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return started.strftime("%Y-%m-%d %H:%M")
 
 
 def overview_start(tz: ZoneInfo, now: float, days: int) -> float:
@@ -245,7 +265,7 @@ def overview(
         "window": totals(window).to_json(),
         "days": series["days"],
         "models": series["models"],
-        "top_chats": top(window, "chat", quota_mode=quota_mode),
+        "top_chats": top(window, "chat", quota_mode=quota_mode, tz=tz),
         "top_characters": top(window, "character", quota_mode=quota_mode),
         "top_models": top(window, "model", quota_mode=quota_mode),
         "budgets": {"daily": daily_budget.to_json(), "monthly": monthly_budget.to_json()},
