@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -20,7 +21,7 @@ from nanogpt_companion.domain import (
 from nanogpt_companion.spend import budget, views
 from nanogpt_companion.spend.estimate import estimate, expected_channel
 from nanogpt_companion.spend.export import COLUMNS, to_csv
-from nanogpt_companion.spend.records import Generation, SpendSettings
+from nanogpt_companion.spend.records import Generation, SpendRow, SpendSettings
 from tests.spend.helpers import row
 
 
@@ -145,39 +146,24 @@ def test_daily_folds_small_models_into_other_and_keeps_outside_apart() -> None:
     assert series["days"][0]["usd"] == pytest.approx(36.5)
 
 
+def chat_row(chat: str, usd: float, client_id: str, **generation: Any) -> SpendRow:
+    """A measured generation in ``chat`` (model "m", ST's NanoGPT source) with these other report fields."""
+    return row(chat=chat, status="measured", measured_usd=usd).settled(
+        generation=Generation(client_id=client_id, model="m", source="nanogpt", chat_id=chat, **generation)
+    )
+
+
 def test_top_chats_characters_and_models() -> None:
     rows = [
-        row(chat="c1", status="measured", measured_usd=1.0).settled(
-            generation=Generation(
-                client_id="x1",
-                model="m",
-                source="nanogpt",
-                chat_id="c1",
-                character="Ann",
-                character_id="a.png",
-            )
-        ),
-        row(chat="c2", status="measured", measured_usd=3.0).settled(
-            generation=Generation(
-                client_id="x2", model="m", source="nanogpt", chat_id="c2", group_id="g1", group_name="Party"
-            )
-        ),
+        chat_row("c1", 1.0, "x1", character="Ann", character_id="a.png"),
+        chat_row("c2", 3.0, "x2", group_id="g1", group_name="Party"),
     ]
     chats = views.top(rows, "chat")
     assert [c["key"] for c in chats] == ["c2", "c1"] and chats[0]["label"] == "Party: c2"
     assert [c["label"] for c in views.top(rows, "character")] == ["Party", "Ann"]
     # A reply in the group names the member who wrote it: it counts for that character, in the chat's group.
-    by_member = row(chat="c2", status="measured", measured_usd=2.5).settled(
-        generation=Generation(
-            client_id="x3",
-            model="m",
-            source="nanogpt",
-            chat_id="c2",
-            character="Ann",
-            character_id="a.png",
-            group_id="g1",
-            group_name="Party",
-        )
+    by_member = chat_row(
+        "c2", 2.5, "x3", character="Ann", character_id="a.png", group_id="g1", group_name="Party"
     )
     characters = views.top([*rows, by_member], "character")
     assert [(c["label"], c["usd"]) for c in characters] == [("Ann", pytest.approx(3.5)), ("Party", 3.0)]
@@ -187,24 +173,10 @@ def test_top_chats_characters_and_models() -> None:
 
 
 def test_a_group_chat_named_by_its_start_time_is_shown_as_that_local_time() -> None:
-    started = at(BERLIN, 2026, 5, 2, 21, 7)
-    chat = str(int(started * 1000))  # what ST names a new group chat
+    chat = str(int(at(BERLIN, 2026, 5, 2, 21, 7) * 1000))  # what ST names a new group chat
     rows = [
-        row(chat=chat, status="measured", measured_usd=1.0).settled(
-            generation=Generation(
-                client_id="x1", model="m", source="nanogpt", chat_id=chat, group_id="g1", group_name="Party"
-            )
-        ),
-        row(chat="Tavern night", status="measured", measured_usd=0.5).settled(
-            generation=Generation(
-                client_id="x2",
-                model="m",
-                source="nanogpt",
-                chat_id="Tavern night",
-                group_id="g1",
-                group_name="Party",
-            )
-        ),
+        chat_row(chat, 1.0, "x1", group_id="g1", group_name="Party"),
+        chat_row("Tavern night", 0.5, "x2", group_id="g1", group_name="Party"),  # renamed by the user
     ]
     labels = [c["label"] for c in views.top(rows, "chat", tz=BERLIN)]
     assert labels == ["Party: 2026-05-02 21:07", "Party: Tavern night"]
