@@ -192,6 +192,8 @@ export class SpendView {
         try {
             const { rows } = await this.client.call(`/api/spend/generations?limit=20&chat_id=${encodeURIComponent(chat)}`);
             const quota = this.data?.mode === 'quota';
+            // In a group chat each reply is a member's: say whose (a one-character chat needs no name).
+            const who = (r) => (r.group_id && r.character ? `${escapeHtml(r.character)} · ` : '');
             list.innerHTML = rows.length ? rows.map((r) => {
                 const measured = quota && r.channel === 'quota' ? r.measured_quota : r.measured_usd;
                 const estimate = quota && r.channel === 'quota' ? r.estimate_quota : r.estimate_usd;
@@ -203,7 +205,7 @@ export class SpendView {
                 const title = [surprise ? this.t('The measured cost differs from the price estimate more than twofold (a price change, a per-request price, cached or hidden tokens?)') : null,
                     r.note, r.kind, r.outcome !== 'ok' ? r.outcome : null].filter(Boolean).join(' · ');
                 return `<li data-row="${r.id}" data-status="${escapeHtml(r.status)}" data-surprise="${surprise}" title="${escapeHtml(title)}">
-                    <span class="ngc-top-row"><span class="ngc-top-label">${r.message_id !== null ? `#${r.message_id} ` : ''}${escapeHtml(r.model ?? '')}</span>
+                    <span class="ngc-top-row"><span class="ngc-top-label">${r.message_id !== null ? `#${r.message_id} ` : ''}${who(r)}${escapeHtml(r.model ?? '')}</span>
                     <span class="ngc-top-value">${r.approximate ? '~' : ''}${escapeHtml(state)}</span></span>
                     <span class="ngc-small ngc-muted">${escapeHtml(bits.join(' · '))}</span></li>`;
             }).join('') : `<li class="ngc-muted ngc-small">${escapeHtml(this.t('No NanoGPT generations in this chat yet.'))}</li>`;

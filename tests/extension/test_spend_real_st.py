@@ -405,7 +405,13 @@ def test_a_group_chat_books_each_reply_to_the_member_who_wrote_it(
         page.page.wait_for_function(
             "() => /Ann/.test(document.querySelector('#ngc_spend_top_characters')?.textContent ?? '')"
         )
-        page.show("#ngc_spend_top_characters")
+        # The chat's generations say which member wrote each reply.
+        page.page.click("#ngc_spend_recent_box summary")
+        for row in booked:
+            item = page.page.wait_for_selector(f'#ngc_spend_recent li[data-row="{row["id"]}"]')
+            assert item is not None
+            assert f"#{row['message_id']} {row['character']} · " in (item.text_content() or "")
+        page.show("#ngc_spend_recent")
         page.screenshot(f"spend-group-chat-{stack.version}.png", full_page=False)
     finally:
         left = page.js(_REMOVE_THE_GROUP)
