@@ -166,19 +166,21 @@ _SEND_TAKEN = """([n, text]) => {
     return false;
 }"""
 
-_REPLY_DONE = """(n) => {
+_REPLY_DONE = """([n, replies]) => {
     const chat = SillyTavern.getContext().chat;
     const last = chat[chat.length - 1];
     const streaming = document.querySelector('#mes_stop')?.offsetParent !== null;
-    return chat.length >= n + 2 && !last.is_user && last.mes.length > 0 && !streaming
+    return chat.length >= n + 1 + replies && !last.is_user && last.mes.length > 0 && !streaming
         && !document.body.dataset.generating;
 }"""
+_NOTHING_OPEN = "() => { const c = SillyTavern.getContext(); return c.characterId == null && !c.groupId; }"
 
 
-def send_message(page: STPage, text: str, *, timeout: float = 30000) -> str:
-    """Type into ST's chat box as a user does and return the reply ST shows (a character is opened
-    first when none is: ST's welcome screen has no chat to send in)."""
-    if page.js("() => SillyTavern.getContext().characterId") is None:
+def send_message(page: STPage, text: str, *, replies: int = 1, timeout: float = 30000) -> str:
+    """Type into ST's chat box as a user does and return the last reply ST shows (a character is opened
+    first when no chat is: ST's welcome screen has no chat to send in). ``replies``: how many replies the
+    message gets (in a group chat, one per member who answers)."""
+    if page.js(_NOTHING_OPEN):
         page.js("async () => { await SillyTavern.getContext().selectCharacterById(0); }")
         page.page.wait_for_function("() => SillyTavern.getContext().chat.length > 0")
     page.page.wait_for_function(ST_IDLE, timeout=timeout)
@@ -187,7 +189,7 @@ def send_message(page: STPage, text: str, *, timeout: float = 30000) -> str:
     page.js("() => { window.__ngcLastSend = Date.now(); }")
     page.page.click("#send_but")
     page.page.wait_for_function(_SEND_TAKEN, arg=[before, text], polling=250, timeout=timeout)
-    page.page.wait_for_function(_REPLY_DONE, arg=before, timeout=timeout)
+    page.page.wait_for_function(_REPLY_DONE, arg=[before, replies], timeout=timeout)
     return str(page.js("() => SillyTavern.getContext().chat.at(-1).mes"))
 
 

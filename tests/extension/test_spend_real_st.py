@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.extension.st_ui import ST_IDLE, connect_builtin, oai, open_drawer, send_message
+from tests.extension.st_ui import connect_builtin, oai, open_drawer, send_message
 from tests.fakes.nanogpt_inference import Reply
 from tests.fakes.nanogpt_upstream import PAYG_KEY, SUBSCRIBER_KEY, price_of
 from tests.realst.browser import STPage
@@ -372,19 +372,8 @@ def test_a_group_chat_books_each_reply_to_the_member_who_wrote_it(
             " && SillyTavern.getContext().chat.length > 0",
             arg=group_id,
         )
-        page.page.wait_for_function(ST_IDLE)
-        before = int(page.js("() => SillyTavern.getContext().chat.length"))
-        page.page.fill("#send_textarea", "Who plays tonight?")
-        page.page.click("#send_but")
-        # The user's message and one reply from each member, the last one finished.
-        page.page.wait_for_function(
-            """(n) => { const chat = SillyTavern.getContext().chat;
-                return chat.length >= n + 3 && !chat.at(-1).is_user
-                    && !document.body.dataset.generating; }""",
-            arg=before,
-            timeout=60000,
-        )
-        speakers = page.js("(n) => SillyTavern.getContext().chat.slice(n + 1).map((m) => m.name)", before)
+        send_message(page, "Who plays tonight?", replies=2, timeout=60000)
+        speakers = page.js("() => SillyTavern.getContext().chat.slice(-2).map((m) => m.name)")
         assert sorted(speakers) == ["Ann", "Seraphina"]
         chat = chat_id(page)
         booked = wait_rows(
