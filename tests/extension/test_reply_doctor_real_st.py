@@ -327,12 +327,13 @@ def _reasoning_model(stack: RealStack) -> str:
 
 
 def test_a_reasoning_model_without_reasoning_is_explained_on_v1thinking_and_not_questioned_on_v1(
-    stack: RealStack, st_page_for: Any
+    versioned_stack: RealStack, st_page_for: Any
 ) -> None:
     """ST asks to show thoughts, and a reasoning model sent none: on NanoGPT's v1thinking address the notice
     says why ST's reasoning box stays empty there (nothing to fix in ST: the address is the user's choice);
     on the standard address ST shows whatever reasoning comes, so no setting explains a reply without
     any and nothing is said (witness: the extension finished checking that reply)."""
+    stack = versioned_stack
     model = _reasoning_model(stack)
     settings = load_version_fixture(stack.version, "settings.custom-nanogpt.json")
     settings["oai_settings"].update(
@@ -355,7 +356,7 @@ def test_a_reasoning_model_without_reasoning_is_explained_on_v1thinking_and_not_
         assert "has no effect on this address" in text and "standard address" in text
         assert notice.locator('button[data-act="fix"]').count() == 0  # no ST setting to change
         page.show(last_notice(page))
-        page.screenshot("reply-doctor-reasoning-missing.png", full_page=False)
+        page.screenshot(f"reply-doctor-reasoning-missing-{stack.version}.png", full_page=False)
         assert page.error_toasts() == []
 
         # The user moves to the standard address in ST's own field and connects again.
