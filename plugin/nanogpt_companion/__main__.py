@@ -1,3 +1,3 @@
-from nanogpt_companion.cli import main
+from nanogpt_companion.launch import main
 
 raise SystemExit(main())

@@ -20,13 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-import re
+import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from nanogpt_companion.catalog_merge import merge_tiers
+from nanogpt_companion.catalog_round import (
+    HelperFailed,
+    RoundInput,
+    RoundOutput,
+    StoredInput,
+    build,
+    build_round_in_helper,
+)
 from nanogpt_companion.catalog_snapshot import (
     DIFF_FIELDS,
     CatalogDiff,
@@ -38,15 +48,12 @@ from nanogpt_companion.catalog_snapshot import (
     filter_entries,
 )
 from nanogpt_companion.domain import (
-    CatalogEntry,
     ErrorInfo,
-    Pricing,
-    SubscriptionCoverage,
     Tier,
 )
 from nanogpt_companion.keys import ResolvedKey
 from nanogpt_companion.memory import release_freed_memory
-from nanogpt_companion.nanogpt.client import ModelListResult, NanoGPTClient
+from nanogpt_companion.nanogpt.client import NanoGPTClient, RawModelList, log_model_list
 from nanogpt_companion.nanogpt.errors import (
     KeyRejectedError,
     MalformedResponseError,
@@ -55,7 +62,6 @@ from nanogpt_companion.nanogpt.errors import (
     UpstreamUnavailableError,
 )
 from nanogpt_companion.nanogpt.redaction import KeyRedactor
-from nanogpt_companion.nanogpt.schemas import UpstreamModel
 
 __all__ = [
     "DIFF_FIELDS",
@@ -73,145 +79,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ICON_HOST = "https://nano-gpt.com"
-# Lists are merged in this order; the first list that has a model supplies its details.
-TIER_ORDER: tuple[Tier, ...] = (Tier.V1, Tier.SUBSCRIPTION, Tier.PAID, Tier.PERSONALIZED)
-_THINKING = re.compile(r"^(?P<base>.+?)(?::thinking(?::[A-Za-z0-9_-]+)?|-thinking)$")
-_ROUTER = re.compile(
-    r"^(auto-model.*|nano-gpt-help|nanogpt/coding-router.*|brave.*|claw-(low|medium|high)|hermes-(low|medium|high))$",
-    re.IGNORECASE,
-)
-# Vendor from the id prefix (owned_by is unreliable, e.g. "organization-owner").
-_ROUTING_PREFIXES = {"tee", "private"}
-_BARE_ID_VENDORS = (
-    ("gpt", "openai"),
-    ("o1", "openai"),
-    ("o3", "openai"),
-    ("o4", "openai"),
-    ("chatgpt", "openai"),
-    ("claude", "anthropic"),
-    ("gemini", "google"),
-    ("gemma", "google"),
-    ("deepseek", "deepseek"),
-    ("grok", "x-ai"),
-    ("llama", "meta-llama"),
-    ("mistral", "mistralai"),
-    ("qwen", "qwen"),
-    ("glm", "zai-org"),
-)
 ANONYMOUS = ResolvedKey.none().fingerprint  # the slot of users without a key: no key is ever sent for it
 
 
+_NOT_LISTED = TierStatus(False, 0)  # a tier an older snapshot has no status for
 ROUND_QUEUE_WAIT = 10.0  # seconds a refresh round waits for another key's before it runs alongside
-
-
-def vendor_of(model_id: str) -> str:
-    parts = [p for p in model_id.split("/") if p]
-    if len(parts) > 1:
-        if parts[0].lower() in _ROUTING_PREFIXES and len(parts) > 2:
-            return parts[1].lower()
-        return parts[0].lower()
-    bare = model_id.lower()
-    for prefix, vendor in _BARE_ID_VENDORS:
-        if bare.startswith(prefix):
-            return vendor
-    return bare.split("-", 1)[0] or "other"
-
-
-def thinking_base_of(model_id: str) -> str | None:
-    match = _THINKING.match(model_id)
-    return match.group("base") if match else None
-
-
-def _per_million(per_1k: float | None) -> float | None:
-    if per_1k is None:
-        return None
-    # Re-round to 12 significant digits so the unit conversion adds no float noise of its own.
-    return float(f"{per_1k * 1000:.12g}")
-
-
-def _entry(model: UpstreamModel, tiers: list[Tier], in_sub: bool | None) -> CatalogEntry:
-    included = in_sub if in_sub is not None else model.subscription_included
-    icon = model.icon_url
-    if icon and icon.startswith("/"):
-        icon = ICON_HOST + icon
-    return CatalogEntry(
-        id=model.id,
-        name=model.name or model.id,
-        vendor=vendor_of(model.id),
-        description=model.description,
-        created=model.created,
-        context_length=model.context_length,
-        max_output_tokens=model.max_output_tokens,
-        capabilities=dict(model.capabilities),
-        input_modalities=model.input_modalities,
-        reasoning_efforts=model.reasoning_efforts,
-        tiers=tiers,
-        pricing=Pricing(
-            prompt=model.prompt_per_1m,
-            completion=model.completion_per_1m,
-            cache_read=_per_million(model.cache_read_per_1k),
-            cache_write=_per_million(model.cache_write_per_1k),
-            per_request=model.per_request,
-            currency=model.currency or "USD",
-        ),
-        subscription=SubscriptionCoverage(
-            included=included,
-            input_multiplier=model.subscription_multiplier,
-            note=model.subscription_note,
-        ),
-        category=model.category,
-        cost_estimate=model.cost_estimate,
-        icon_url=icon,
-        is_router=bool(_ROUTER.match(model.id)),
-    )
-
-
-def merge_tiers(lists: dict[Tier, Sequence[UpstreamModel]]) -> list[CatalogEntry]:
-    """One entry per id, ``tiers`` = the lists it appeared in, thinking variants linked to their base."""
-    return list(iter_merged(lists))
-
-
-def iter_merged(lists: dict[Tier, Sequence[UpstreamModel]]) -> Iterator[CatalogEntry]:
-    """``merge_tiers`` one entry at a time, in id order.
-
-    Why lazily: a refresh serialises each entry as it comes, so only one ``CatalogEntry`` (~3 KB of small
-    objects) is alive at a time instead of 600; all of them at once raised the round's peak by ~2 MB, and
-    the heap keeps a peak's arenas for good (a few long-lived objects made meanwhile pin them)."""
-    first: dict[str, UpstreamModel] = {}
-    tiers: dict[str, list[Tier]] = {}
-    for tier in TIER_ORDER:
-        for model in lists.get(tier, ()):
-            first.setdefault(model.id, model)
-            seen = tiers.setdefault(model.id, [])
-            if tier not in seen:
-                seen.append(tier)
-    have_sub = Tier.SUBSCRIPTION in lists
-    have_paid = Tier.PAID in lists
-    # The thinking links depend on ids only, so they are known before any entry is built.
-    bases: dict[str, str] = {}
-    variants: dict[str, list[str]] = {}
-    for model_id in first:
-        base = thinking_base_of(model_id)
-        if base is not None and base in first and base != model_id:
-            bases[model_id] = base
-            variants.setdefault(base, []).append(model_id)
-    for model_id in sorted(first, key=str.lower):
-        in_tiers = tiers[model_id]
-        in_sub: bool | None = None
-        if have_sub and Tier.SUBSCRIPTION in in_tiers:
-            in_sub = True
-        elif have_paid and Tier.PAID in in_tiers:
-            in_sub = False
-        elif have_sub and have_paid:
-            in_sub = False  # in neither disjoint list: not covered as far as NanoGPT says
-        entry = _entry(first[model_id], in_tiers, in_sub)
-        links: dict[str, Any] = {}
-        if model_id in bases:
-            links["thinking_base"] = bases[model_id]
-        if model_id in variants:
-            links["thinking_variants"] = sorted(variants[model_id])
-        yield entry.model_copy(update=links) if links else entry
 
 
 @dataclass(frozen=True)
@@ -245,6 +117,12 @@ class _Slot:
     key_rejected: bool = False
     # No user has this key any more (rotated or removed in ST): never refreshed again (see ``retain``).
     dropped: bool = False
+    # A digest of the lists the snapshot was built from (every list fetched, none failed): a round that
+    # gets the same bytes, for this key or another, builds nothing (see ``_same_lists``).
+    lists_digest: bytes | None = None
+    # A digest of the stored snapshot the current one was read from (``_load_from_store``), until a round
+    # replaces it: another key that saved the same bytes reads them once.
+    stored_digest: bytes | None = None
 
 
 class CatalogUnavailable(Exception):
@@ -277,7 +155,10 @@ class CatalogService:
         clock: Callable[[], float] = time.time,
         on_refresh: OnRefresh | None = None,
         retry_interval: float | None = None,
+        helper_python: str | None = sys.executable,
     ) -> None:
+        """``helper_python``: the interpreter of the helper process that parses rounds (``catalog_round``);
+        ``None`` parses them in a worker thread."""
         self._client = client
         self._store = store
         self._ttl = ttl
@@ -293,6 +174,7 @@ class CatalogService:
         # One refresh round at a time (see _do_refresh); a round that waited this long goes anyway.
         self._round = asyncio.Lock()
         self._round_queue_wait = ROUND_QUEUE_WAIT
+        self._helper_python = helper_python
 
     def _slot(self, key: ResolvedKey) -> _Slot:
         slot = self._slots.get(key.fingerprint)
@@ -439,15 +321,52 @@ class CatalogService:
             if task.done() and slot.refreshing is task:
                 slot.refreshing = None
 
-    async def _fetch_tier(self, tier: Tier, key: ResolvedKey, slot_key: ResolvedKey) -> ModelListResult:
-        # The slot's key is redacted from the answer even when the list is fetched without it.
-        return await self._client.models(tier, api_key=key.reveal(), redact=(slot_key.reveal(),))
+    async def _fetch_tier(self, tier: Tier, key: ResolvedKey) -> RawModelList:
+        return await self._client.model_list_body(tier, api_key=key.reveal())
+
+    async def _build_round(self, job: RoundInput | StoredInput) -> RoundOutput:
+        """The lists parsed and merged in a helper process (see ``catalog_round``); in a worker thread when
+        the helper cannot run, from then on."""
+        if self._helper_python is not None:
+            try:
+                return await build_round_in_helper(job, python=self._helper_python)
+            except HelperFailed as exc:
+                self._helper_python = None
+                log.warning(
+                    "could not parse NanoGPT's model lists in a helper process (%s); parsing them in the "
+                    "service from now on, which keeps a few MB more memory",
+                    exc,
+                )
+        return await asyncio.to_thread(build, job)
+
+    def _same_lists(self, slot: _Slot, digest: bytes | None) -> CatalogSnapshot | None:
+        """A snapshot already built from exactly these lists: this key's own (NanoGPT's answer has not
+        changed since the last round, the usual case) or another key's that saw the same bytes (every
+        subscriber gets the same lists, and so does every pay-as-you-go key)."""
+        if digest is None:
+            return None
+        if slot.lists_digest == digest and slot.snapshot is not None:
+            return slot.snapshot
+        return self._twin(slot, lambda other: other.lists_digest == digest)
+
+    def _twin(self, slot: _Slot, same: Callable[[_Slot], bool]) -> CatalogSnapshot | None:
+        """Another key's snapshot made from the same input, if this key may have it: only when none of
+        this key's secrets could be in its entries (they were redacted of that key's, not this one's)."""
+        redactor = KeyRedactor(_secrets(slot.key))
+        for other in self._slots.values():
+            if other is slot or other.snapshot is None or not same(other):
+                continue
+            if redactor and other.snapshot.shows(redactor):
+                continue
+            return other.snapshot
+        return None
 
     async def _do_refresh(self, slot: _Slot) -> tuple[CatalogSnapshot, CatalogDiff]:
-        """One key's round, one round at a time: each holds its parsed upstream lists (a few MB of small
-        objects) until it merges them, and ten keys refreshing together (ten ST users at start-up) left
-        ~7 MB of freed-but-pinned heap behind for good. A round that waited ``ROUND_QUEUE_WAIT`` for a
-        slow one (a hanging NanoGPT list) starts anyway: latency beats memory."""
+        """One key's round, one round at a time: each holds its four lists as NanoGPT sent them (~2 MB)
+        and may run a helper process to parse them; ten keys refreshing together (ten ST users at
+        start-up) would hold ten times that, and the rounds after the first find their lists already
+        built by it (``_same_lists``). A round that waited ``ROUND_QUEUE_WAIT`` for a slow one (a hanging
+        NanoGPT list) starts anyway: latency beats memory."""
         try:
             await asyncio.wait_for(self._round.acquire(), self._round_queue_wait)
         except TimeoutError:
@@ -463,19 +382,39 @@ class CatalogService:
         started = self._clock()
         key = ResolvedKey.none() if slot.key_rejected else slot.key
         tiers = [Tier.V1, Tier.SUBSCRIPTION, Tier.PAID] + ([Tier.PERSONALIZED] if key.present else [])
-        results = await asyncio.gather(
-            *(self._fetch_tier(t, key, slot.key) for t in tiers), return_exceptions=True
+        raws = await asyncio.gather(*(self._fetch_tier(t, key) for t in tiers), return_exceptions=True)
+        for raw in raws:  # a failed list is an outcome; anything else (a cancellation, a bug) ends the round
+            if isinstance(raw, BaseException) and not isinstance(raw, NanoGPTError):
+                raise raw
+        digest = _lists_digest(key, tiers, raws)
+        known = self._same_lists(slot, digest)
+        previous = slot.snapshot
+        # The same lists as a snapshot already has, or the lists parsed and merged (``catalog_round``).
+        source: CatalogSnapshot | RoundOutput = (
+            known
+            if known is not None
+            else await self._build_round(_round_input(key, slot.key, raws, previous, tiers))
         )
-        lists: dict[Tier, Sequence[UpstreamModel]] = {}
+        # What is kept of each list: how many models it had, or why it failed.
+        results: list[int | BaseException] = []
+        for tier, raw in zip(tiers, raws, strict=True):
+            if isinstance(source, CatalogSnapshot):
+                results.append(source.tiers[tier.value].count)  # the same lists: the same counts
+            elif not isinstance(raw, RawModelList):
+                results.append(raw)
+            else:
+                outcome = source.outcomes[tier]
+                if isinstance(outcome, int):
+                    log_model_list(tier, outcome, source.skipped.get(tier, []), len(raw.body))
+                    results.append(outcome)
+                else:
+                    results.append(MalformedResponseError(outcome))
+        del raws, raw
         status: dict[str, TierStatus] = {}
         errors: list[NanoGPTError] = []
-        previous = slot.snapshot
         for tier, result in zip(tiers, results, strict=True):
-            if isinstance(result, ModelListResult):
-                lists[tier] = result.models
-                status[tier.value] = TierStatus(
-                    True, len(result.models)
-                )  # skipped entries: the client logs them
+            if isinstance(result, int):
+                status[tier.value] = TierStatus(True, result)
             elif isinstance(result, NanoGPTError):
                 errors.append(result)
                 status[tier.value] = TierStatus(False, 0, ErrorInfo(code=result.code, message=str(result)))
@@ -495,7 +434,9 @@ class CatalogService:
             # service (every key fails alike), a failure NanoGPT reported once per key. The rounds that keep
             # failing are logged at DEBUG only.
             starts = was_reachable if not reached else not was_failing
-            got_none = not any(t in lists for t in (Tier.V1, Tier.SUBSCRIPTION, Tier.PAID))
+            got_none = not any(
+                t.value in status and status[t.value].ok for t in (Tier.V1, Tier.SUBSCRIPTION, Tier.PAID)
+            )
             if starts and not back_online:
                 log.warning(
                     "could not fetch NanoGPT's %s model list%s: %s%s",
@@ -515,7 +456,9 @@ class CatalogService:
             if isinstance(error, RateLimitedError):
                 wait = error.retry_after if error.retry_after is not None else 60.0
                 slot.not_before = max(slot.not_before, self._clock() + wait)
-        if not any(t in lists for t in (Tier.V1, Tier.SUBSCRIPTION, Tier.PAID)):
+        if not any(
+            status.get(t.value, TierStatus(False, 0)).ok for t in (Tier.V1, Tier.SUBSCRIPTION, Tier.PAID)
+        ):
             error = errors[0]
             slot.last_error = ErrorInfo(code=error.code, message=str(error))
             slot.failure, slot.retry_at = error, started + self._retry_interval
@@ -523,22 +466,19 @@ class CatalogService:
                 log.info("NanoGPT answers again, but its model lists still fail: %s", error)
             raise error
         slot.failure, slot.retry_at = None, 0.0
-        if previous is not None:
-            # A tier that failed this round keeps its memberships from the last good round, so a passing
-            # fault does not flip every model's SUB badge.
-            for tier in tiers:
-                if tier not in lists and previous.tiers.get(tier.value, TierStatus(False, 0)).ok:
-                    lists[tier] = _carry_over(previous, tier)
         now = self._clock()
-        # Merging and serialising ~600 entries, one entry at a time (see ``iter_merged``): ~20 ms of CPU;
-        # waiting requests get in before the entries are adopted.
-        serialised = self._pool.serialise(iter_merged(lists))
-        # The parsed upstream lists (a few MB of short-lived objects) go before the snapshot's long-lived
-        # entries are made, so those do not end up scattered over the freed pages, pinning them.
-        del lists, results, result
-        await asyncio.sleep(0)
-        snapshot = CatalogSnapshot(self._pool.adopt(serialised), now, status)
-        await asyncio.sleep(0)
+        if isinstance(source, CatalogSnapshot):
+            snapshot = CatalogSnapshot.like(source, now, status)
+        else:
+            serialised = self._pool.sort_out(source.buffer, source.spans)
+            del source
+            await asyncio.sleep(0)  # waiting requests get in before the entries are adopted
+            snapshot = CatalogSnapshot(self._pool.adopt(serialised), now, status)
+            del serialised  # the JSON of the new entries, now in the pool's blob
+            await asyncio.sleep(0)
+        # Only a round whose every list was read stands for its bytes: a list that arrived but could not be
+        # read must fail again, not pass as an empty list, if the same bytes come back.
+        slot.lists_digest = digest if not errors else None
         slot.checked_at = now
         slot.last_error = ErrorInfo(code=errors[0].code, message=str(errors[0])) if errors else None
         # A refresh that changed nothing is a heartbeat: DEBUG. The first list, a change, the end of an
@@ -567,6 +507,7 @@ class CatalogService:
             return previous, CatalogDiff()
         diff = diff_catalogues(previous.entries if previous else [], snapshot.entries)
         slot.snapshot = snapshot
+        slot.stored_digest = None  # no longer the snapshot read from the store
         self._pool.retain(s.snapshot for s in self._slots.values() if s.snapshot is not None)
         if self._store is not None:
             try:
@@ -591,45 +532,56 @@ class CatalogService:
             return
         try:
             saved = await self._store.last_catalog_snapshot(slot.key.fingerprint)
-            if saved is not None:
-                # Saved by an older version, perhaps before every field was redacted: redact again.
-                slot.snapshot = CatalogSnapshot.from_store(
-                    *saved, pool=self._pool, redact=KeyRedactor([slot.key.reveal()]).value
-                )
-                slot.checked_at = slot.snapshot.fetched_at
-                log.info("loaded a cached catalogue of %d models", len(slot.snapshot.entries))
+            if saved is None:
+                return
+            fetched_at, payload = saved
+            digest = hashlib.blake2b(payload, digest_size=16).digest()
+            twin = self._twin(slot, lambda other: other.stored_digest == digest)
+            if twin is not None:  # another key saved the very same catalogue: read it once
+                slot.snapshot = CatalogSnapshot.like(twin, fetched_at, twin.tiers)
+            else:
+                # Saved by an older version, perhaps before every field was redacted: redacted again.
+                read = await self._build_round(StoredInput(payload, _secrets(slot.key)))
+                entries = self._pool.adopt(self._pool.sort_out(read.buffer, read.spans))
+                slot.snapshot = CatalogSnapshot(entries, fetched_at, read.tiers)
+            slot.stored_digest = digest
+            slot.checked_at = slot.snapshot.fetched_at
+            log.info("loaded a cached catalogue of %d models", len(slot.snapshot.entries))
         except Exception:
             log.warning("ignoring an unreadable cached catalogue snapshot", exc_info=True)
 
 
-def _carry_over(previous: CatalogSnapshot, tier: Tier) -> list[UpstreamModel]:
-    return [_upstream_from_entry(e.entry()) for e in previous.entries if tier in e.tiers]
-
-
-def _upstream_from_entry(entry: CatalogEntry) -> UpstreamModel:
-    """Rebuild the upstream view of an entry so a carried-over tier merges like a fetched one."""
-    cache_read = entry.pricing.cache_read / 1000 if entry.pricing.cache_read is not None else None
-    cache_write = entry.pricing.cache_write / 1000 if entry.pricing.cache_write is not None else None
-    return UpstreamModel(
-        id=entry.id,
-        name=entry.name,
-        description=entry.description,
-        created=entry.created,
-        context_length=entry.context_length,
-        max_output_tokens=entry.max_output_tokens,
-        capabilities=dict(entry.capabilities),
-        input_modalities=entry.input_modalities,
-        reasoning_efforts=entry.reasoning_efforts,
-        prompt_per_1m=entry.pricing.prompt,
-        completion_per_1m=entry.pricing.completion,
-        cache_read_per_1k=cache_read,
-        cache_write_per_1k=cache_write,
-        per_request=entry.pricing.per_request,
-        currency=entry.pricing.currency,
-        icon_url=entry.icon_url,
-        cost_estimate=entry.cost_estimate,
-        category=entry.category,
-        subscription_included=entry.subscription.included,
-        subscription_multiplier=entry.subscription.input_multiplier,
-        subscription_note=entry.subscription.note,
+def _round_input(
+    key: ResolvedKey,
+    slot_key: ResolvedKey,
+    raws: Sequence[RawModelList | BaseException],
+    previous: CatalogSnapshot | None,
+    tiers: Sequence[Tier],
+) -> RoundInput:
+    carry = tuple(t for t in tiers if previous is not None and previous.tiers.get(t.value, _NOT_LISTED).ok)
+    return RoundInput(
+        lists={t: raw.body for t, raw in zip(tiers, raws, strict=True) if isinstance(raw, RawModelList)},
+        # The slot's key is redacted from the answer even when the lists are fetched without it.
+        redact=_secrets(key, slot_key),
+        carry_tiers=carry,
+        previous=previous.models_json(previous.entries) if previous is not None and carry else None,
     )
+
+
+def _secrets(*keys: ResolvedKey) -> tuple[str, ...]:
+    return tuple(secret for key in keys if (secret := key.reveal()))
+
+
+def _lists_digest(
+    key: ResolvedKey, tiers: Sequence[Tier], raws: Sequence[RawModelList | BaseException]
+) -> bytes | None:
+    """What a round's entries are a function of, when every list arrived: the lists' bytes and whether a
+    key was sent (a list without one is not the same question). ``None`` when any list failed: the
+    failed tier's memberships are then carried over from the last snapshot, so the bytes do not say it all."""
+    digest = hashlib.blake2b(b"key" if key.present else b"anonymous", digest_size=16)
+    for tier, raw in zip(tiers, raws, strict=True):
+        if not isinstance(raw, RawModelList):
+            return None
+        digest.update(b"|%s|%d|" % (tier.value.encode(), len(raw.body)))
+        digest.update(raw.body)
+    return digest.digest()

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
+from pydantic_core import from_json
 
 from nanogpt_companion.domain import (
     CatalogEntry,
@@ -36,6 +37,7 @@ from nanogpt_companion.domain import (
     PriceSummary,
     Tier,
 )
+from nanogpt_companion.nanogpt.redaction import KeyRedactor
 
 SortKey = Literal["name", "price", "context", "newest"]
 Fields = Literal["full", "summary"]
@@ -60,43 +62,86 @@ MAX_CACHED_BYTES = 3 * 1024 * 1024  # per snapshot, plain and compressed bodies 
 STORE_LEVEL = 6
 
 
-def _exact(data: bytes) -> bytes:
-    """A copy sized to its content: orjson's output keeps its whole growth buffer (measured: 1.3 KB of
-    JSON held ~8 KB of heap), which is harmless for a response but not for bytes kept for hours."""
-    return bytes(memoryview(data))
+REPACK_BELOW = 0.5  # a blob whose live share of bytes falls under this is copied anew without the dead part
+
+
+def _entry_key(full: bytes | memoryview) -> bytes:
+    """What the pool knows an entry by: a digest of its exact JSON (not the JSON itself, which would be a
+    second copy of every entry)."""
+    return hashlib.blake2b(full, digest_size=16).digest()
+
+
+class Serialised:
+    """A build's entries as JSON, before they are pooled: each is either the pooled entry with exactly
+    that JSON, or a span of one shared buffer (the helper process's answer, or one grown here).
+
+    One buffer rather than a bytes object per entry: 600 objects of 0.5-1.5 KB land wherever the heap has
+    holes at the time, and those made amid a parse's temporaries kept the pages they sat on resident.
+    """
+
+    __slots__ = ("buffer", "items")
+
+    def __init__(self, buffer: bytes | bytearray | None = None) -> None:
+        self.buffer = bytearray() if buffer is None else buffer
+        self.items: list[PackedEntry | tuple[int, int]] = []
+
+    def add(self, full: bytes) -> None:
+        if not isinstance(self.buffer, bytearray):
+            raise TypeError("a Serialised made from a finished buffer takes no more entries")
+        at = len(self.buffer)
+        self.buffer += full
+        self.items.append((at, len(self.buffer)))
+
+
+class _Blob:
+    """The bytes of entries adopted together: every entry's JSON then its summary, back to back.
+
+    Why one object per adoption rather than two bytes per entry: 1,800 separate allocations of 0.4-1.5 KB
+    land wherever the heap has holes after a refresh, and keep those pages resident; one allocation does
+    not. ``live`` counts the bytes of entries the pool still holds, so a blob mostly made of entries the
+    catalogue dropped is repacked (``EntryPool.retain``).
+    """
+
+    __slots__ = ("data", "live")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.live = 0
+
+
+_UNPLACED = _Blob(b"")  # an entry's blob until ``place`` (never counted: nothing is placed in it)
 
 
 class PackedEntry:
     """One entry as kept: its JSON, its list projection and the scalars filters, sorts and diffs need."""
 
     __slots__ = (
+        "_at",
+        "_blob",
+        "_end",
+        "_split",
         "capabilities",
         "completion",
         "context_length",
         "created",
-        "full",
         "id",
         "included",
         "input_multiplier",
         "is_router",
+        "key",
         "name",
         "prompt",
-        "summary",
         "tiers",
         "vendor",
     )
 
-    def __init__(self, full: bytes, interned: dict[Any, Any]) -> None:
-        """From an entry's JSON (``CatalogEntry.model_dump(mode="json")``, serialised): every kept string
-        is made here, after the refresh's temporaries are gone, so they sit together in memory instead
-        of pinning the parse's freed pages."""
-        data = orjson.loads(full)
+    def __init__(self, data: dict[str, Any], key: bytes, interned: dict[Any, Any]) -> None:
+        """From an entry's parsed JSON (``CatalogEntry.model_dump(mode="json")``); its bytes are placed by
+        ``place`` once every entry of the adoption is known."""
         pricing, coverage = data["pricing"], data["subscription"]
-        summary = {k: data[k] for k in SUMMARY_KEYS}
-        summary["pricing"] = {k: pricing[k] for k in _PRICE_KEYS}
-        summary["subscription"] = {k: coverage[k] for k in _COVERAGE_KEYS}
-        self.full = full
-        self.summary = _exact(orjson.dumps(summary))
+        self._blob = _UNPLACED
+        self._at = self._split = self._end = 0
+        self.key = key
         self.id: str = data["id"]
         self.name: str = data["name"]
         # Small repeated values are shared, not stored 600 times per key.
@@ -113,6 +158,24 @@ class PackedEntry:
         self.included: bool | None = coverage["included"]
         self.input_multiplier: float | None = coverage["input_multiplier"]
 
+    def place(self, blob: _Blob, at: int, split: int, end: int) -> None:
+        self._blob, self._at, self._split, self._end = blob, at, split, end
+        blob.live += end - at
+
+    @property
+    def full(self) -> bytes:
+        """The entry's JSON (a copy: cheap, and only made when a body or a lookup needs it)."""
+        return self._blob.data[self._at : self._split]
+
+    @property
+    def summary(self) -> bytes:
+        """The list projection's JSON (``CatalogSummary``)."""
+        return self._blob.data[self._split : self._end]
+
+    @property
+    def size(self) -> int:
+        return self._end - self._at
+
     def entry(self) -> CatalogEntry:
         """The full record, rebuilt from the bytes (validated again: cheap, and never a partial record)."""
         return CatalogEntry.model_validate_json(self.full)
@@ -122,8 +185,17 @@ class PackedEntry:
         return list(value) if isinstance(value, tuple) else value
 
 
+def summary_json(data: dict[str, Any]) -> bytes:
+    """An entry's list projection (``CatalogSummary``) from its parsed full JSON."""
+    pricing, coverage = data["pricing"], data["subscription"]
+    summary = {k: data[k] for k in SUMMARY_KEYS}
+    summary["pricing"] = {k: pricing[k] for k in _PRICE_KEYS}
+    summary["subscription"] = {k: coverage[k] for k in _COVERAGE_KEYS}
+    return orjson.dumps(summary)
+
+
 class EntryPool:
-    """Entries shared by every snapshot of a service, keyed by their exact JSON.
+    """Entries shared by every snapshot of a service, keyed by a digest of their exact JSON.
 
     ``retain`` drops what no live snapshot uses any more; snapshots still referenced elsewhere (a
     request in flight) keep their own entries alive regardless.
@@ -136,44 +208,82 @@ class EntryPool:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def serialise(self, entries: Iterable[CatalogEntry]) -> list[PackedEntry | bytes]:
+    def serialise(self, entries: Iterable[CatalogEntry]) -> Serialised:
         """First step of a build: each entry's JSON, or the pooled entry that has exactly that JSON.
 
         Separate from ``adopt`` so the caller can drop the parsed upstream lists in between.
         """
-        out: list[PackedEntry | bytes] = []
+        out = Serialised()
         for entry in entries:
             full = orjson.dumps(entry.model_dump(mode="json"))
-            hit = self._entries.get(full)
-            out.append(hit if hit is not None else full)
+            hit = self._entries.get(_entry_key(full))
+            if hit is not None:
+                out.items.append(hit)
+            else:
+                out.add(full)
         return out
 
-    def adopt(self, serialised: Iterable[PackedEntry | bytes]) -> list[PackedEntry]:
-        """Second step: pool what is new."""
-        out: list[PackedEntry] = []
-        for item in serialised:
-            if isinstance(item, PackedEntry):
-                out.append(item)
-                continue
-            hit = self._entries.get(item)
-            if hit is None:
-                # The kept copy is made now, after the refresh's temporaries are freed, so it lands in
-                # reused memory instead of pinning pages between them.
-                full = _exact(item)
-                hit = self._entries[full] = PackedEntry(full, self._interned)
-            out.append(hit)
+    def sort_out(self, buffer: bytes, spans: Iterable[tuple[int, int]]) -> Serialised:
+        """``serialise`` for entries already serialised (by the helper process of ``catalog_round``): each
+        span of ``buffer`` is one entry's JSON."""
+        out = Serialised(buffer)
+        view = memoryview(buffer)
+        for at, end in spans:
+            hit = self._entries.get(_entry_key(view[at:end]))
+            out.items.append(hit if hit is not None else (at, end))
         return out
+
+    def adopt(self, serialised: Serialised) -> list[PackedEntry]:
+        """Second step: pool what is new, its bytes in one blob."""
+        view = memoryview(serialised.buffer)
+        order: list[PackedEntry | bytes] = []
+        fresh: dict[bytes, tuple[PackedEntry, memoryview, bytes]] = {}
+        for item in serialised.items:
+            if isinstance(item, PackedEntry):
+                order.append(item)
+                continue
+            full = view[item[0] : item[1]]
+            key = _entry_key(full)
+            order.append(key)
+            if key in self._entries or key in fresh:
+                continue
+            data = orjson.loads(full)
+            fresh[key] = (PackedEntry(data, key, self._interned), full, summary_json(data))
+        if fresh:
+            self._place(list(fresh.values()))
+            for key, (entry, _, _) in fresh.items():
+                self._entries[key] = entry
+        del fresh
+        return [item if isinstance(item, PackedEntry) else self._entries[item] for item in order]
+
+    @staticmethod
+    def _place(entries: Sequence[tuple[PackedEntry, bytes | memoryview, bytes]]) -> None:
+        blob = _Blob(b"".join(part for _, full, summary in entries for part in (full, summary)))
+        at = 0
+        for entry, full, summary in entries:
+            split = at + len(full)
+            end = split + len(summary)
+            entry.place(blob, at, split, end)
+            at = end
 
     def pack(self, entry: CatalogEntry) -> PackedEntry:
         return self.adopt(self.serialise([entry]))[0]
 
     def retain(self, snapshots: Iterable[CatalogSnapshot]) -> None:
-        live = {e.full: e for snapshot in snapshots for e in snapshot.entries}
+        live = {e.key: e for snapshot in snapshots for e in snapshot.entries}
+        for gone in self._entries.keys() - live.keys():
+            dropped = self._entries[gone]
+            dropped._blob.live -= dropped.size
         self._entries = live
         self._interned = {}
         for e in live.values():
             for value in (e.vendor, e.tiers, e.capabilities):
                 self._interned.setdefault(value, value)
+        # A blob mostly of dropped entries is copied without them. Entries still held only by an older
+        # snapshot (a request in flight) keep their old blob, which goes when they do.
+        sparse = [e for e in live.values() if e._blob.live < REPACK_BELOW * len(e._blob.data)]
+        if sparse:
+            self._place([(e, e.full, e.summary) for e in sparse])
 
 
 @dataclass(frozen=True)
@@ -358,6 +468,16 @@ class LazyEntries(Mapping[str, CatalogEntry]):
         return model_id in self._by_id
 
 
+def _content_hash(entries: Iterable[PackedEntry], tiers: dict[str, TierStatus]) -> str:
+    """Identifies the content (not the time it was fetched): a refresh that finds the same catalogue keeps
+    the snapshot, so clients' cached copies and ETags stay valid."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(orjson.dumps({k: v.as_json() for k, v in tiers.items()}, option=orjson.OPT_SORT_KEYS))
+    for e in entries:
+        digest.update(e.key)  # a digest of the entry's exact JSON
+    return digest.hexdigest()
+
+
 class CatalogSnapshot:
     """An immutable catalogue: pooled entries, per-tier status, and the bodies built from them."""
 
@@ -372,14 +492,22 @@ class CatalogSnapshot:
         self.tiers = tiers
         self.packed: dict[str, PackedEntry] = {e.id: e for e in self.entries}
         self.by_id: Mapping[str, CatalogEntry] = LazyEntries(self.packed)
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(orjson.dumps({k: v.as_json() for k, v in tiers.items()}, option=orjson.OPT_SORT_KEYS))
-        for e in self.entries:
-            digest.update(e.full)
-        # Identifies the content (not the time it was fetched): a refresh that finds the same catalogue
-        # keeps the snapshot, so clients' cached copies and ETags stay valid.
-        self.content_hash = digest.hexdigest()
+        self.content_hash = _content_hash(self.entries, tiers)
         self._bodies: OrderedDict[bytes, Body] = OrderedDict()
+
+    @classmethod
+    def like(cls, other: CatalogSnapshot, fetched_at: float, tiers: dict[str, TierStatus]) -> CatalogSnapshot:
+        """``other``'s entries fetched again (by another key that got the same lists, or by the same key):
+        its entries and lookups are shared, not copied; they never change once made."""
+        snapshot = cls.__new__(cls)
+        snapshot.entries, snapshot.packed, snapshot.by_id = other.entries, other.packed, other.by_id
+        snapshot.fetched_at = fetched_at
+        snapshot.tiers = tiers
+        snapshot.content_hash = (
+            other.content_hash if tiers == other.tiers else _content_hash(other.entries, tiers)
+        )
+        snapshot._bodies = OrderedDict()
+        return snapshot
 
     @classmethod
     def build(
@@ -391,6 +519,12 @@ class CatalogSnapshot:
     ) -> CatalogSnapshot:
         pool = pool if pool is not None else EntryPool()
         return cls(pool.adopt(pool.serialise(entries)), fetched_at, tiers)
+
+    def shows(self, redactor: KeyRedactor) -> bool:
+        """Whether any entry holds a run of the redactor's keys (searched in the blobs the entries sit in, so
+        an entry of another snapshot sharing a blob may answer yes: never a wrong no)."""
+        blobs = {id(e._blob): e._blob.data for e in self.entries}
+        return any(redactor.found_in(data) for data in blobs.values())
 
     def same_content(self, other: CatalogSnapshot | None) -> bool:
         return other is not None and other.content_hash == self.content_hash
@@ -465,20 +599,23 @@ class CatalogSnapshot:
         """``redact``: applied to every entry read (a snapshot saved by an older version may predate the
         redaction of some field)."""
         pool = pool if pool is not None else EntryPool()
-        serialised, tiers = _read_stored(payload, pool, redact)  # the parsed payload is gone on return
+        serialised, tiers = read_stored(payload, redact)  # the parsed payload is gone on return
         return cls(pool.adopt(serialised), fetched_at, tiers)
 
 
-def _read_stored(
-    payload: bytes, pool: EntryPool, redact: Callable[[CatalogEntry], CatalogEntry] | None
-) -> tuple[list[PackedEntry | bytes], dict[str, TierStatus]]:
+def read_stored(
+    payload: bytes, redact: Callable[[CatalogEntry], CatalogEntry] | None = None
+) -> tuple[Serialised, dict[str, TierStatus]]:
+    """A stored snapshot's entries, validated again (a snapshot written by another version must not slip
+    past the contract) and serialised anew, with its tiers' status."""
     # Plain JSON is what versions before compression stored.
-    raw = orjson.loads(payload if payload[:1] == b"{" else zlib.decompress(payload))
-    # Validated again: a snapshot written by another version must not slip past the contract.
-    entries = (CatalogEntry.model_validate(item) for item in raw["models"])
-    serialised = pool.serialise(entries if redact is None else (redact(e) for e in entries))
+    raw = from_json(payload if payload[:1] == b"{" else zlib.decompress(payload), cache_strings="keys")
+    out = Serialised()
+    for item in raw["models"]:
+        entry = CatalogEntry.model_validate(item)
+        out.add(orjson.dumps((entry if redact is None else redact(entry)).model_dump(mode="json")))
     tiers = {
         k: TierStatus(v["ok"], v["count"], ErrorInfo(**v["error"]) if v.get("error") else None)
         for k, v in raw.get("tiers", {}).items()
     }
-    return serialised, tiers
+    return out, tiers

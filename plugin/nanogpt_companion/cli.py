@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web  # noqa: PLC0415 - keep `--help` and the other commands fast
 
-    from nanogpt_companion.memory import use_one_malloc_arena  # noqa: PLC0415
+    from nanogpt_companion.memory import tune_malloc_for_idle  # noqa: PLC0415
     from nanogpt_companion.web.app import init_app  # noqa: PLC0415
 
     settings = _settings(
@@ -253,7 +253,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 1
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    use_one_malloc_arena()  # before any worker thread: see memory.py (idle RSS)
+    tune_malloc_for_idle()  # before any worker thread: see memory.py (idle RSS)
     app = init_app(settings)
     log.info("NanoGPT Companion %s on %s (upstream %s)", __version__, settings.public_url, settings.upstream)
     web.run_app(

@@ -485,7 +485,8 @@ def enable_server_plugins_in_config(config_path: Path) -> Path | None:
         raise InstallError(f"{config_path} sets {CONFIG_KEY} more than once; edit it by hand.")
     if hits:
         match = _CONFIG_LINE_RE.match(lines[hits[0]])
-        assert match is not None
+        if match is None:  # never: the line was found by this pattern
+            raise InstallError(f"{config_path}: could not read its {CONFIG_KEY} line; edit it by hand.")
         rest = match.group("rest")
         # "key: #comment" parses as null; keep a space between the new value and the comment.
         if rest and not rest[0].isspace():

@@ -8,6 +8,11 @@ Two glibc defaults then keep it resident for good:
   compressing the catalogue snapshot in a worker thread left ~12 MB behind with ten users. One arena
   for the process costs nothing here (the GIL serialises allocation-heavy work anyway).
 - freed pages inside the heap stay mapped until ``malloc_trim`` hands them back.
+- glibc raises its mmap threshold (up to 32 MB) each time it frees a large mapped block, after which
+  every large temporary buffer (a model list's body, a snapshot's compressed copy) is carved from the
+  heap, where the small objects made around it keep it from ever shrinking back. A fixed threshold
+  keeps such buffers in mappings of their own, returned whole when freed (measured: ~0.7 MB less idle
+  heap with ten users; the cost is a page-fault per page of each large buffer, microseconds).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
+M_ARENA_MAX = -8  # glibc's mallopt parameter numbers (malloc.h)
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value, kept fixed
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -35,13 +42,17 @@ _LIBC = _libc()
 _MALLOC_TRIM: Callable[[int], int] | None = _LIBC.malloc_trim if _LIBC is not None else None
 
 
-def use_one_malloc_arena() -> bool:
-    """Make every thread share the main arena. Call once, early (before worker threads start)."""
+def tune_malloc_for_idle() -> bool:
+    """One arena for every thread, and large buffers always in mappings of their own (see above). Call
+    once, early (before worker threads start)."""
     if _LIBC is None:
         return False
     ok = bool(_LIBC.mallopt(M_ARENA_MAX, 1))
     if not ok:
         log.debug("mallopt(M_ARENA_MAX) refused; keeping glibc's per-thread arenas")
+    if not _LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD):
+        log.debug("mallopt(M_MMAP_THRESHOLD) refused; keeping glibc's sliding threshold")
+        ok = False
     return ok
 
 

@@ -53,7 +53,7 @@ _LOOPBACK_URL_RE = re.compile(_LOOPBACK_URL)
 
 
 class Autostart(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     command: list[str] = Field(min_length=1)
     log: str = Field(min_length=1)
@@ -62,7 +62,7 @@ class Autostart(BaseModel):
 class ServiceLink(BaseModel):
     """The file's content (``version`` 1). Unknown keys are kept out; the plugin reads the same names."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     version: int = 1
     url: str = Field(pattern=f"^{_LOOPBACK_URL}$")

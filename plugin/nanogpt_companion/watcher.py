@@ -14,18 +14,24 @@ change arriving while that user's check runs is not lost: the check runs once mo
 
 ``secrets.json`` is watched too: a key rotated or removed in ST is noticed at once, so caches and
 pollers of the old key stop (``UserRegistry.on_keys_change``).
+
+Why watchfiles' blocking ``watch`` in a thread of our own rather than ``awatch``: ``awatch`` runs the
+same Rust watcher in a worker thread too, but through anyio, whose asyncio backend stays resident for
+the service's lifetime (~1.3 MB measured) for what a thread and ``call_soon_threadsafe`` do here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Coroutine, Iterable
+import threading
+from collections.abc import AsyncGenerator, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
-from watchfiles import Change, awatch
+from watchfiles import Change, watch
 
 from nanogpt_companion.doctor_service import DoctorService
 from nanogpt_companion.sillytavern.dataroot import is_safe_handle
@@ -42,6 +48,56 @@ ROOT_POLL = 0.5
 # A new user folder appears before ST copies settings.json into it: look again for a few seconds.
 NEW_USER_RETRIES = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 DATA_ROOT = ""  # the handle slot for the data root itself in the watch set
+STEP_MS = 10  # how often the watcher thread looks at its stop flag (and batches within the debounce)
+
+FileChanges = set[tuple[Change, str]]
+
+
+async def watch_folders(
+    paths: Iterable[Path], *, debounce_ms: int, stop: asyncio.Event
+) -> AsyncGenerator[FileChanges, None]:
+    """Batches of changes in ``paths`` (not recursive) until ``stop`` is set, as ``awatch`` gives them.
+
+    The Rust watcher blocks, so it runs in a thread of its own that hands each batch to the event loop;
+    an error in it (a folder that vanished) is raised here. The thread looks at its stop flag every
+    ``STEP_MS``, so it ends moments after ``stop`` is set or this generator is closed.
+    """
+    loop = asyncio.get_running_loop()
+    batches: asyncio.Queue[FileChanges | BaseException | None] = asyncio.Queue()
+    halt = threading.Event()
+    folders = list(paths)
+
+    def pump() -> None:
+        outcome: BaseException | None = None
+        try:
+            for changes in watch(
+                *folders,
+                recursive=False,
+                debounce=debounce_ms,
+                step=STEP_MS,
+                stop_event=halt,
+                ignore_permission_denied=True,
+                raise_interrupt=False,
+            ):
+                loop.call_soon_threadsafe(batches.put_nowait, changes)
+        except Exception as exc:  # handed to the loop, which decides (re-arm or log)
+            outcome = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed first (shutdown): nobody is waiting
+            loop.call_soon_threadsafe(batches.put_nowait, outcome)
+
+    thread = threading.Thread(target=pump, name="nanogpt-watch", daemon=True)
+    thread.start()
+    relay = asyncio.create_task(stop.wait())
+    relay.add_done_callback(lambda _: halt.set())
+    try:
+        while (item := await batches.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        relay.cancel()
+        halt.set()
+        await asyncio.to_thread(thread.join)
 
 
 class SettingsWatcher:
@@ -180,18 +236,13 @@ class SettingsWatcher:
                 self._spawn(self._pick_up_new_users(stop))
             monitor = asyncio.create_task(self._stop_when_set_changes(watched, stop))
             try:
-                async for changes in awatch(
-                    *watched,
-                    recursive=False,
-                    debounce=self._debounce_ms,
-                    step=10,
-                    stop_event=stop,
-                    ignore_permission_denied=True,
-                ):
-                    if self.root_changed(changes, watched):
-                        self._spawn(self._pick_up_new_users(stop))
-                    for handle in sorted(self.handles_for(changes, watched)):
-                        self.check_soon(handle)
+                batches = watch_folders(watched, debounce_ms=self._debounce_ms, stop=stop)
+                async with contextlib.aclosing(batches):  # the watcher thread ends with this block
+                    async for changes in batches:
+                        if self.root_changed(changes, watched):
+                            self._spawn(self._pick_up_new_users(stop))
+                        for handle in sorted(self.handles_for(changes, watched)):
+                            self.check_soon(handle)
             except FileNotFoundError:
                 log.info("a watched folder vanished; re-arming the watcher")
             except Exception:

@@ -62,6 +62,9 @@ ensure_project_installed() {
         echo "error: could not install $what; pip said why above." >&2
         return 1
     fi
+    # The service runs with -OO (plugin/nanogpt_companion/launch.py): compile its code at that level once, here,
+    # so that no start compiles it again (a start may not write bytecode: PYTHONDONTWRITEBYTECODE, read-only dirs).
+    .venv/bin/python -OO -m compileall -q -j0 .venv/lib/python3*/site-packages plugin >/dev/null 2>&1 || true
     printf '%s %s\n' "$fingerprint" "$extras" >"$STAMP"
 }
 

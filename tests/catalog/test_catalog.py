@@ -16,10 +16,8 @@ from nanogpt_companion.catalog import (
     CatalogSnapshot,
     CatalogUnavailable,
     diff_catalogues,
-    merge_tiers,
-    thinking_base_of,
-    vendor_of,
 )
+from nanogpt_companion.catalog_merge import merge_tiers, thinking_base_of, vendor_of
 from nanogpt_companion.catalog_snapshot import EntryPool
 from nanogpt_companion.domain import CatalogSummary, Tier
 from nanogpt_companion.keys import ResolvedKey
@@ -322,12 +320,12 @@ class RecordingCatalog(CatalogService):
         self.events: list[tuple[str, str]] = []
         self.personalized_asked = asyncio.Event()
 
-    async def _fetch_tier(self, tier, key, slot_key):
+    async def _fetch_tier(self, tier, key):
         self.events.append(("start", key.fingerprint))
         if tier is Tier.PERSONALIZED:
             self.personalized_asked.set()
         try:
-            return await super()._fetch_tier(tier, key, slot_key)
+            return await super()._fetch_tier(tier, key)
         finally:
             self.events.append(("end", key.fingerprint))
 

@@ -11,6 +11,7 @@ import pytest
 
 from nanogpt_companion.config import Settings
 from nanogpt_companion.web.app import init_app
+from nanogpt_companion.web.openapi import SHIPPED, build_openapi
 from tests.fakes.nanogpt_upstream import PAYG_KEY, SUBSCRIBER_KEY, is_included
 from tests.web.conftest import ST_ORIGIN, Companion, StartCompanion
 
@@ -334,6 +335,10 @@ async def test_bad_bodies_get_clear_errors(companion: Companion) -> None:
     resp = await companion.post("/api/doctor/fix", data=huge, headers={"Content-Type": "application/json"})
     assert resp.status == 413
     assert (await resp.json())["error"]["code"] == "payload_too_large"
+
+
+def test_the_shipped_openapi_document_is_the_one_the_code_builds() -> None:
+    assert SHIPPED.read_bytes() == build_openapi(), "write it anew: python -m nanogpt_companion.web.openapi"
 
 
 async def test_openapi_describes_every_route(companion: Companion) -> None:

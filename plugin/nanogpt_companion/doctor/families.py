@@ -25,7 +25,7 @@ FamilyPPP = Literal["merge", "semi", "strict", "single"]
 
 
 class FamilyEntry(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     id: str = Field(min_length=1)
     pattern: str = Field(min_length=1)  # regular expression, searched case-insensitively in the model id
@@ -44,7 +44,7 @@ class FamilyEntry(BaseModel):
 
 
 class FamilyFile(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     version: Literal[1] = 1
     families: list[FamilyEntry]

@@ -21,7 +21,7 @@ KeyPath = tuple[str | int, ...]
 
 
 class PatchOp(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     path: KeyPath
     value: Any
@@ -31,7 +31,7 @@ class PatchOp(BaseModel):
 
 
 class Finding(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     id: str
     rule: str

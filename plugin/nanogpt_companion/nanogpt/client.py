@@ -24,7 +24,7 @@ import random
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,12 @@ _CHUNK = 64 * 1024
 _ERROR_BODY_CAP = 64 * 1024  # error bodies are only read for a message; never need more
 _MAX_AGE = re.compile(r"(?:^|[,\s])(s-maxage|max-age)\s*=\s*\"?(\d+)", re.IGNORECASE)
 _SKIPPED_IDS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class RawModelList:
+    body: bytes
+    max_age: float | None  # seconds, from Cache-Control s-maxage (preferred) or max-age
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,21 @@ def _key_slot(secret: str | None) -> str:
     return "anonymous" if not secret else hashlib.sha256(secret.encode()).hexdigest()[:16]
 
 
+def log_model_list(tier: domain.Tier, models: int, skipped: Sequence[SkippedEntry], size: int) -> None:
+    """What a parsed model list held: one warning for all its unusable entries, never one per entry."""
+    if skipped:
+        first = ", ".join(repr(entry.id) for entry in skipped[:_SKIPPED_IDS_SHOWN])
+        logger.warning(
+            "NanoGPT %s model list: skipped %d unusable entr%s (first: %s; reasons: %s)",
+            tier,
+            len(skipped),
+            "y" if len(skipped) == 1 else "ies",
+            first,
+            "; ".join(sorted({entry.reason for entry in skipped})),
+        )
+    logger.debug("NanoGPT %s model list: %d models, %d bytes", tier, models, size)
+
+
 class NanoGPTClient:
     """Async access to NanoGPT's model lists, balance and subscription usage."""
 
@@ -199,6 +220,16 @@ class NanoGPTClient:
         a subscriber, cuts ``v1`` down to subscription models. Every string in the answer has the key
         (and the keys in ``redact``) redacted before it is returned (``redaction``).
         """
+        raw = await self.model_list_body(tier, api_key=api_key, detailed=detailed)
+        return await self.parse_models(tier, raw, redact=(api_key, *redact))
+
+    async def model_list_body(
+        self, tier: domain.Tier, *, api_key: str | None, detailed: bool = True
+    ) -> RawModelList:
+        """One tier's model list as NanoGPT sent it, unparsed: what ``models`` fetches.
+
+        Apart from the parse so a caller can tell an unchanged list by its bytes and skip the parse (the
+        catalogue does, every round)."""
         if tier is domain.Tier.PERSONALIZED and not api_key:
             raise NoKeyError(
                 "The personalized model list needs a NanoGPT API key; none is configured for this user."
@@ -208,27 +239,19 @@ class NanoGPTClient:
         response = await self._send(
             "GET", TIER_PATHS[tier], headers=headers, params=params, secret=api_key, what=f"{tier} models"
         )
+        return RawModelList(response.body, parse_max_age(response.headers.get("Cache-Control")))
+
+    async def parse_models(
+        self, tier: domain.Tier, raw: RawModelList, *, redact: tuple[str | None, ...]
+    ) -> ModelListResult:
+        """``raw`` parsed, with every string in it redacted of the keys in ``redact``."""
         async with self._parse_lock:
-            parsed = await parse_model_list_async(response.body)
-        redactor = KeyRedactor((api_key, *redact))
+            parsed = await parse_model_list_async(raw.body)
+        redactor = KeyRedactor(redact)
         models = [redactor.value(model) for model in parsed.models]
         skipped = [redactor.value(entry) for entry in parsed.skipped]
-        if skipped:
-            first = ", ".join(repr(entry.id) for entry in skipped[:_SKIPPED_IDS_SHOWN])
-            logger.warning(
-                "NanoGPT %s model list: skipped %d unusable entr%s (first: %s; reasons: %s)",
-                tier,
-                len(skipped),
-                "y" if len(skipped) == 1 else "ies",
-                first,
-                "; ".join(sorted({entry.reason for entry in skipped})),
-            )
-        logger.debug("NanoGPT %s model list: %d models, %d bytes", tier, len(models), len(response.body))
-        return ModelListResult(
-            models=models,
-            skipped=skipped,
-            max_age=parse_max_age(response.headers.get("Cache-Control")),
-        )
+        log_model_list(tier, len(models), skipped, len(raw.body))
+        return ModelListResult(models=models, skipped=skipped, max_age=raw.max_age)
 
     async def check_balance(self, api_key: str) -> domain.Balance:
         """USD and XNO balance (``POST /check-balance``; ``x-api-key`` is its only documented auth)."""

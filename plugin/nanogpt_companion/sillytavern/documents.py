@@ -231,8 +231,7 @@ def read_document(
             logger.debug("read of %s failed (attempt %d/%d): %s", path, attempt + 1, attempts, exc.reason)
             continue
         return Document(path=path, raw=raw, sha256=sha256_hex(raw), data=data)
-    assert last is not None
-    raise last
+    raise last if last is not None else OSError(f"could not read {path}")
 
 
 async def read_document_async(path: Path, **kwargs: Any) -> Document:

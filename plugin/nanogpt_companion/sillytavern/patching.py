@@ -67,8 +67,7 @@ class _Malformed(Exception):
 
 def _skip_ws(text: str, i: int) -> int:
     m = _WS.match(text, i)
-    assert m is not None  # the pattern matches the empty string
-    return m.end()
+    return i if m is None else m.end()  # never None: the pattern matches the empty string
 
 
 def _value_end(text: str, i: int, layout: _Layout | None = None) -> int:
@@ -108,7 +107,8 @@ def _line_indent(text: str, pos: int) -> str:
     """Leading whitespace of the line containing ``pos``: the depth ST's layout puts that value at."""
     line_start = text.rfind("\n", 0, pos) + 1
     m = _WS.match(text, line_start, pos)
-    assert m is not None
+    if m is None:  # never: the pattern matches the empty string
+        return ""
     return text[line_start : m.end()].replace("\n", "").replace("\r", "")
 
 
@@ -294,12 +294,15 @@ def _span_holds(text: str, start: int, end: int, old: Any) -> bool:
 def _insert_member(
     text: str, obj_start: int, scan: _ObjectScan, *, key: str, value: Any, layout: _Layout
 ) -> str:
-    assert scan.close is not None
+    # Checks, not asserts: the service runs with -OO, and a wrong offset here would write a wrong file.
+    if scan.close is None:
+        raise _Malformed("object not closed")
     if scan.last_value_end is None:
         # Empty object (possibly "{ }"): ST writes a one-key object fully expanded.
         indent = _line_indent(text, obj_start)
         return text[:obj_start] + layout.dumps({key: value}, indent) + text[scan.close + 1 :]
-    assert scan.last_key_start is not None
+    if scan.last_key_start is None:
+        raise _Malformed("a value without a key")
     line_start = text.rfind("\n", 0, scan.last_key_start) + 1
     own_line = line_start > obj_start and not text[line_start : scan.last_key_start].strip(" \t\r")
     indent = _line_indent(text, scan.last_key_start) if own_line else ""

@@ -182,8 +182,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(app[keys.PLUGIN_LINK].sync)
     _describe_setup(settings, users)
     # Everything alive now (modules, pydantic schemas, the app) lives as long as the process. Moving it
-    # out of the cyclic GC's view keeps a full collection triggered mid-refresh (parsing ~1 MB of JSON
-    # allocates a lot) from walking all of it: that walk was the longest event-loop stall under load.
+    # out of the cyclic GC's view keeps a full collection triggered mid-refresh (adopting a round's new
+    # entries allocates a lot) from walking all of it: that walk was the longest event-loop stall under load.
     gc.freeze()
     tasks: list[asyncio.Task[Any]] = []
 

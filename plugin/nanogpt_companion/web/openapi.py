@@ -6,6 +6,7 @@ payloads (schemathesis checks responses against it in the hardening suite).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -837,3 +838,15 @@ def build_openapi() -> bytes:
         "paths": paths,
     }
     return orjson.dumps(document)
+
+
+# The document as shipped with the package, which the service serves. Why a file rather than
+# ``build_openapi()`` at runtime: the service runs with ``-OO`` (``launch.restart_without_docstrings``),
+# which drops the records' docstrings their schemas take descriptions from; and building it left ~0.7 MB
+# in the service. A test keeps the file equal to ``build_openapi()``; running this module writes it anew.
+SHIPPED = Path(__file__).with_name("openapi.json")
+
+
+if __name__ == "__main__":
+    SHIPPED.write_bytes(build_openapi())
+    print(f"wrote {SHIPPED}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 import time
 from collections.abc import Mapping
@@ -66,6 +65,8 @@ GoneKind = Literal["removed", "typo", "unknown"]
 def _typo_candidates(catalogue: Mapping[str, CatalogEntry], model_id: str) -> list[str]:
     wanted = strip_request_suffixes(model_id).lower()
     ids = {cid.lower(): cid for cid, entry in catalogue.items() if not entry.is_router}
+    import difflib  # noqa: PLC0415 - only for a model that is gone: not resident in every idle service
+
     close = difflib.get_close_matches(wanted, list(ids), n=3, cutoff=TYPO_SIMILARITY)
     return [ids[c] for c in close]
 
