@@ -420,6 +420,8 @@ class CatalogService:
                 status[tier.value] = TierStatus(False, 0, ErrorInfo(code=result.code, message=str(result)))
             elif isinstance(result, BaseException):
                 raise result
+        # Every round asks these three (see ``tiers``); without any of them there is no catalogue.
+        got_none = not any(status[t.value].ok for t in (Tier.V1, Tier.SUBSCRIPTION, Tier.PAID))
         reached = len(errors) < len(tiers) or any(
             not isinstance(e, UpstreamUnavailableError | MalformedResponseError) for e in errors
         )
@@ -434,9 +436,6 @@ class CatalogService:
             # service (every key fails alike), a failure NanoGPT reported once per key. The rounds that keep
             # failing are logged at DEBUG only.
             starts = was_reachable if not reached else not was_failing
-            got_none = not any(
-                t.value in status and status[t.value].ok for t in (Tier.V1, Tier.SUBSCRIPTION, Tier.PAID)
-            )
             if starts and not back_online:
                 log.warning(
                     "could not fetch NanoGPT's %s model list%s: %s%s",
@@ -456,9 +455,7 @@ class CatalogService:
             if isinstance(error, RateLimitedError):
                 wait = error.retry_after if error.retry_after is not None else 60.0
                 slot.not_before = max(slot.not_before, self._clock() + wait)
-        if not any(
-            status.get(t.value, TierStatus(False, 0)).ok for t in (Tier.V1, Tier.SUBSCRIPTION, Tier.PAID)
-        ):
+        if got_none:
             error = errors[0]
             slot.last_error = ErrorInfo(code=error.code, message=str(error))
             slot.failure, slot.retry_at = error, started + self._retry_interval
@@ -470,7 +467,7 @@ class CatalogService:
         if isinstance(source, CatalogSnapshot):
             snapshot = CatalogSnapshot.like(source, now, status)
         else:
-            serialised = self._pool.sort_out(source.buffer, source.spans)
+            serialised = source.entries
             del source
             await asyncio.sleep(0)  # waiting requests get in before the entries are adopted
             snapshot = CatalogSnapshot(self._pool.adopt(serialised), now, status)
@@ -542,7 +539,7 @@ class CatalogService:
             else:
                 # Saved by an older version, perhaps before every field was redacted: redacted again.
                 read = await self._build_round(StoredInput(payload, _secrets(slot.key)))
-                entries = self._pool.adopt(self._pool.sort_out(read.buffer, read.spans))
+                entries = self._pool.adopt(read.entries)
                 slot.snapshot = CatalogSnapshot(entries, fetched_at, read.tiers)
             slot.stored_digest = digest
             slot.checked_at = slot.snapshot.fetched_at

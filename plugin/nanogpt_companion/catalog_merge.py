@@ -105,15 +105,10 @@ def _entry(model: UpstreamModel, tiers: list[Tier], in_sub: bool | None) -> Cata
 
 def merge_tiers(lists: dict[Tier, Sequence[UpstreamModel]]) -> list[CatalogEntry]:
     """One entry per id, ``tiers`` = the lists it appeared in, thinking variants linked to their base."""
-    return list(iter_merged(lists))
-
-
-def iter_merged(lists: dict[Tier, Sequence[UpstreamModel]]) -> Iterator[CatalogEntry]:
-    """``merge_tiers`` one entry at a time, in id order (see ``TierMerger.entries``)."""
     merger = TierMerger()
     for tier, models in lists.items():
         merger.add(tier, models)
-    return merger.entries()
+    return list(merger.entries())
 
 
 class TierMerger:

@@ -23,11 +23,10 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-import orjson
 from pydantic_core import from_json
 
 from nanogpt_companion.catalog_merge import TierMerger, upstream_from_entry
-from nanogpt_companion.catalog_snapshot import TierStatus, read_stored
+from nanogpt_companion.catalog_snapshot import Serialised, TierStatus, read_stored, serialise
 from nanogpt_companion.domain import CatalogEntry, Tier
 from nanogpt_companion.nanogpt.errors import MalformedResponseError
 from nanogpt_companion.nanogpt.redaction import KeyRedactor
@@ -62,8 +61,7 @@ class RoundOutput:
     # Per list that arrived: how many models it listed, or why it could not be read.
     outcomes: dict[Tier, int | str]
     skipped: dict[Tier, list[SkippedEntry]]  # unusable entries, per list (logged by the service)
-    buffer: bytes = b""  # every merged entry's JSON (``CatalogEntry``), back to back, in id order
-    spans: list[tuple[int, int]] = field(default_factory=list)  # each entry's place in ``buffer``
+    entries: Serialised = field(default_factory=Serialised)  # every merged entry's JSON, in id order
     tiers: dict[str, TierStatus] = field(default_factory=dict)  # a stored snapshot's status per tier
 
 
@@ -97,20 +95,13 @@ def build_round(job: RoundInput) -> RoundOutput:
         for tier in carry:
             merger.add(tier, [upstream_from_entry(e) for e in previous if tier in e.tiers])
         del previous
-    buffer = bytearray()
-    spans: list[tuple[int, int]] = []
-    for entry in merger.entries():
-        at = len(buffer)
-        buffer += orjson.dumps(entry.model_dump(mode="json"))
-        spans.append((at, len(buffer)))
-    return RoundOutput(outcomes, skipped, bytes(buffer), spans)
+    return RoundOutput(outcomes, skipped, serialise(merger.entries()))
 
 
 def build_stored(job: StoredInput) -> RoundOutput:
     """A stored snapshot read back: its entries validated, redacted and serialised, and its tiers."""
-    serialised, tiers = read_stored(job.payload, KeyRedactor(job.redact).value)
-    spans = [item for item in serialised.items if isinstance(item, tuple)]
-    return RoundOutput({}, {}, bytes(serialised.buffer), spans, tiers)
+    entries, tiers = read_stored(job.payload, KeyRedactor(job.redact).value)
+    return RoundOutput({}, {}, entries, tiers)
 
 
 def build(job: RoundInput | StoredInput) -> RoundOutput:

@@ -72,25 +72,34 @@ def _entry_key(full: bytes | memoryview) -> bytes:
 
 
 class Serialised:
-    """A build's entries as JSON, before they are pooled: each is either the pooled entry with exactly
-    that JSON, or a span of one shared buffer (the helper process's answer, or one grown here).
+    """Entries as JSON before they are pooled: one buffer, and each entry's span of it.
 
     One buffer rather than a bytes object per entry: 600 objects of 0.5-1.5 KB land wherever the heap has
     holes at the time, and those made amid a parse's temporaries kept the pages they sat on resident.
     """
 
-    __slots__ = ("buffer", "items")
+    __slots__ = ("buffer", "spans")
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by content
 
-    def __init__(self, buffer: bytes | bytearray | None = None) -> None:
-        self.buffer = bytearray() if buffer is None else buffer
-        self.items: list[PackedEntry | tuple[int, int]] = []
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.spans: list[tuple[int, int]] = []
 
     def add(self, full: bytes) -> None:
-        if not isinstance(self.buffer, bytearray):
-            raise TypeError("a Serialised made from a finished buffer takes no more entries")
         at = len(self.buffer)
         self.buffer += full
-        self.items.append((at, len(self.buffer)))
+        self.spans.append((at, len(self.buffer)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Serialised) and (self.buffer, self.spans) == (other.buffer, other.spans)
+
+
+def serialise(entries: Iterable[CatalogEntry]) -> Serialised:
+    """Each entry's JSON as the catalogue keeps it (``CatalogEntry.model_dump(mode="json")``)."""
+    out = Serialised()
+    for entry in entries:
+        out.add(orjson.dumps(entry.model_dump(mode="json")))
+    return out
 
 
 class _Blob:
@@ -208,43 +217,16 @@ class EntryPool:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def serialise(self, entries: Iterable[CatalogEntry]) -> Serialised:
-        """First step of a build: each entry's JSON, or the pooled entry that has exactly that JSON.
-
-        Separate from ``adopt`` so the caller can drop the parsed upstream lists in between.
-        """
-        out = Serialised()
-        for entry in entries:
-            full = orjson.dumps(entry.model_dump(mode="json"))
-            hit = self._entries.get(_entry_key(full))
-            if hit is not None:
-                out.items.append(hit)
-            else:
-                out.add(full)
-        return out
-
-    def sort_out(self, buffer: bytes, spans: Iterable[tuple[int, int]]) -> Serialised:
-        """``serialise`` for entries already serialised (by the helper process of ``catalog_round``): each
-        span of ``buffer`` is one entry's JSON."""
-        out = Serialised(buffer)
-        view = memoryview(buffer)
-        for at, end in spans:
-            hit = self._entries.get(_entry_key(view[at:end]))
-            out.items.append(hit if hit is not None else (at, end))
-        return out
-
     def adopt(self, serialised: Serialised) -> list[PackedEntry]:
-        """Second step: pool what is new, its bytes in one blob."""
+        """The pooled entry for each serialised one: the entry with exactly that JSON if the pool has it,
+        else a new one; the new ones' bytes go into one blob."""
         view = memoryview(serialised.buffer)
-        order: list[PackedEntry | bytes] = []
+        keys: list[bytes] = []
         fresh: dict[bytes, tuple[PackedEntry, memoryview, bytes]] = {}
-        for item in serialised.items:
-            if isinstance(item, PackedEntry):
-                order.append(item)
-                continue
-            full = view[item[0] : item[1]]
+        for at, end in serialised.spans:
+            full = view[at:end]
             key = _entry_key(full)
-            order.append(key)
+            keys.append(key)
             if key in self._entries or key in fresh:
                 continue
             data = orjson.loads(full)
@@ -253,8 +235,7 @@ class EntryPool:
             self._place(list(fresh.values()))
             for key, (entry, _, _) in fresh.items():
                 self._entries[key] = entry
-        del fresh
-        return [item if isinstance(item, PackedEntry) else self._entries[item] for item in order]
+        return [self._entries[key] for key in keys]
 
     @staticmethod
     def _place(entries: Sequence[tuple[PackedEntry, bytes | memoryview, bytes]]) -> None:
@@ -267,7 +248,7 @@ class EntryPool:
             at = end
 
     def pack(self, entry: CatalogEntry) -> PackedEntry:
-        return self.adopt(self.serialise([entry]))[0]
+        return self.adopt(serialise([entry]))[0]
 
     def retain(self, snapshots: Iterable[CatalogSnapshot]) -> None:
         live = {e.key: e for snapshot in snapshots for e in snapshot.entries}
@@ -518,7 +499,7 @@ class CatalogSnapshot:
         pool: EntryPool | None = None,
     ) -> CatalogSnapshot:
         pool = pool if pool is not None else EntryPool()
-        return cls(pool.adopt(pool.serialise(entries)), fetched_at, tiers)
+        return cls(pool.adopt(serialise(entries)), fetched_at, tiers)
 
     def shows(self, redactor: KeyRedactor) -> bool:
         """Whether any entry holds a run of the redactor's keys (searched in the blobs the entries sit in, so
@@ -588,20 +569,6 @@ class CatalogSnapshot:
         plain = b'{"tiers":' + orjson.dumps(tiers) + b',"models":' + self.models_json(self.entries) + b"}"
         return zlib.compress(plain, STORE_LEVEL)
 
-    @classmethod
-    def from_store(
-        cls,
-        fetched_at: float,
-        payload: bytes,
-        pool: EntryPool | None = None,
-        redact: Callable[[CatalogEntry], CatalogEntry] | None = None,
-    ) -> CatalogSnapshot:
-        """``redact``: applied to every entry read (a snapshot saved by an older version may predate the
-        redaction of some field)."""
-        pool = pool if pool is not None else EntryPool()
-        serialised, tiers = read_stored(payload, redact)  # the parsed payload is gone on return
-        return cls(pool.adopt(serialised), fetched_at, tiers)
-
 
 def read_stored(
     payload: bytes, redact: Callable[[CatalogEntry], CatalogEntry] | None = None
@@ -610,10 +577,8 @@ def read_stored(
     past the contract) and serialised anew, with its tiers' status."""
     # Plain JSON is what versions before compression stored.
     raw = from_json(payload if payload[:1] == b"{" else zlib.decompress(payload), cache_strings="keys")
-    out = Serialised()
-    for item in raw["models"]:
-        entry = CatalogEntry.model_validate(item)
-        out.add(orjson.dumps((entry if redact is None else redact(entry)).model_dump(mode="json")))
+    entries = (CatalogEntry.model_validate(item) for item in raw["models"])
+    out = serialise(entries if redact is None else map(redact, entries))
     tiers = {
         k: TierStatus(v["ok"], v["count"], ErrorInfo(**v["error"]) if v.get("error") else None)
         for k, v in raw.get("tiers", {}).items()

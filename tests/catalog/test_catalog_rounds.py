@@ -73,7 +73,7 @@ async def test_the_helper_process_builds_the_round_the_service_would(
     assert in_helper == build_round(job)  # byte for byte
     assert in_helper.outcomes[Tier.V1] == len(fake_nanogpt.fake.ids("v1")) + 1
     assert [s.reason for s in in_helper.skipped[Tier.V1]] == ["unusable id"]
-    entries = [orjson.loads(in_helper.buffer[a:b]) for a, b in in_helper.spans]
+    entries = [orjson.loads(in_helper.entries.buffer[a:b]) for a, b in in_helper.entries.spans]
     assert [e["id"] for e in entries] == sorted((e["id"] for e in entries), key=str.lower)
     echo = next(e for e in entries if e["id"] == "echo/model")
     assert PAYG_KEY not in orjson.dumps(echo).decode() and "***" in echo["name"]
@@ -89,7 +89,7 @@ async def test_a_list_that_cannot_be_read_fails_its_tier_and_keeps_its_membershi
     first = build_round(RoundInput(lists=lists, redact=(PAYG_KEY,)))
     pool = EntryPool()
     previous = CatalogSnapshot(
-        pool.adopt(pool.sort_out(first.buffer, first.spans)),
+        pool.adopt(first.entries),
         1.0,
         {},
     )
@@ -103,7 +103,7 @@ async def test_a_list_that_cannot_be_read_fails_its_tier_and_keeps_its_membershi
     again = await build_round_in_helper(job)
     outcome = again.outcomes[Tier.SUBSCRIPTION]
     assert isinstance(outcome, str) and "looks truncated" in outcome
-    assert again.buffer == first.buffer  # the subscription badges came over from the last round
+    assert again.entries == first.entries  # the subscription badges came over from the last round
 
 
 async def test_a_helper_that_cannot_run_says_why(client: NanoGPTClient, tmp_path) -> None:
